@@ -1,0 +1,322 @@
+//! The whole server as one state machine: [`Switchboard`].
+//!
+//! It composes the parts (today the STUN/TURN server; signaling and the SFU
+//! join later) behind one [`Input`] and one [`Output`], and does the framing
+//! of stream (TCP) clients so that shells only move bytes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::hash::{self, Map};
+
+use crate::framing::{StreamFramer, MAX_FRAME};
+use crate::ids::{AllocationId, Client, ConnId, Family, Via};
+use crate::rng::Seed;
+use crate::time::Monotonic;
+use crate::turn::{self, ClientRoute, PeerRoute, TurnConfig, TurnServer, TurnStats};
+
+/// Configuration of the whole engine.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The STUN/TURN server.
+    pub turn: TurnConfig,
+}
+
+/// One input to the engine. Every variant is handled by [`Switchboard::handle_input`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// A datagram that arrived on the UDP listener bound at `local`.
+    Datagram {
+        /// The listener's local address.
+        local: SocketAddr,
+        /// The sender.
+        remote: SocketAddr,
+        /// The datagram.
+        data: &'a [u8],
+    },
+    /// A datagram from `peer` on the relay socket bound at `relay`. The
+    /// payload is `buf[payload]`, with at least [`turn::RELAY_HEADROOM`] bytes
+    /// free before it and [`turn::RELAY_TAILROOM`] after, where the engine
+    /// writes the framing for the client.
+    RelayDatagram {
+        /// The relay socket's local address.
+        relay: SocketAddr,
+        /// The sender.
+        peer: SocketAddr,
+        /// The receive buffer.
+        buf: &'a mut [u8],
+        /// Where the payload lies in `buf`.
+        payload: Range<usize>,
+    },
+    /// A stream connection was accepted.
+    StreamOpened {
+        /// The shell's handle for it.
+        conn: ConnId,
+        /// The listener's local address.
+        local: SocketAddr,
+        /// The client's address.
+        remote: SocketAddr,
+    },
+    /// Bytes arrived on a stream connection.
+    StreamData {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes, in order.
+        data: &'a [u8],
+    },
+    /// A stream connection closed (either side, or an error).
+    StreamClosed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The answer to [`Output::BindRelay`]: the bound address, or `None` on failure.
+    RelayBound {
+        /// The allocation it was for.
+        allocation: AllocationId,
+        /// The bound local address.
+        bound: Option<SocketAddr>,
+    },
+    /// Time passed; expire whatever is due.
+    Timeout,
+}
+
+/// What to do with the datagram just handed in, decided at once so that
+/// relayed data is never copied or queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a Forward carries relayed data that must be sent"]
+pub enum Forward {
+    /// Nothing to forward.
+    None,
+    /// Send part of the datagram to a peer (see [`PeerRoute`]).
+    ToPeer(PeerRoute),
+    /// Send part of the relay buffer to a client (see [`ClientRoute`]).
+    ToClient(ClientRoute),
+}
+
+/// One output of the engine; see [`Switchboard::poll_output`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output<'a> {
+    /// Send a control message to a client.
+    Transmit(turn::Transmit),
+    /// Send `payload` from the relay socket bound at `relay` to `peer`
+    /// (data that a stream client sent in ChannelData or a Send indication).
+    ToPeer {
+        /// The relay socket's local address.
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// The payload, borrowed from the engine's stream buffer.
+        payload: &'a [u8],
+    },
+    /// Bind a UDP relay socket, then answer with [`Input::RelayBound`].
+    BindRelay {
+        /// The allocation it is for.
+        allocation: AllocationId,
+        /// The address family wanted.
+        family: Family,
+    },
+    /// Close the relay socket bound at `relay`.
+    ReleaseRelay {
+        /// The allocation it belonged to.
+        allocation: AllocationId,
+        /// Its local address.
+        relay: SocketAddr,
+    },
+    /// Close this stream connection (its byte stream cannot be framed).
+    CloseStream(ConnId),
+    /// Nothing more to do now: call again after the next input, or at this
+    /// instant with [`Input::Timeout`] (`None`: no timer is pending).
+    Timeout(Option<Instant>),
+}
+
+/// Counters of the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The TURN server's counters.
+    pub turn: TurnStats,
+    /// Stream connections open now.
+    pub streams: u64,
+    /// Stream connections closed because their bytes could not be framed.
+    pub streams_desynchronized: u64,
+}
+
+#[derive(Debug)]
+struct Stream {
+    client: Client,
+    framer: StreamFramer,
+    queued: bool,
+}
+
+/// The Switchboard engine: a sans-IO STUN/TURN server (and, later, signaling
+/// and SFU).
+///
+/// # The drive contract
+///
+/// 1. Feed one [`Input`] with [`Switchboard::handle_input`], with the current
+///    time. Act on the [`Forward`] it returns at once (it refers to the
+///    buffer you passed in).
+/// 2. Then call [`Switchboard::poll_output`] until it returns
+///    [`Output::Timeout`], acting on each output before asking for the next
+///    (an [`Output::ToPeer`] borrows the engine's buffer).
+/// 3. When the time in `Output::Timeout` comes, feed [`Input::Timeout`]. It is
+///    fine to feed it early, late or twice; time that goes backwards is ignored.
+///
+/// The engine never reads a clock, touches a socket or spawns a thread, and
+/// with the same seed and inputs it produces the same outputs, byte for byte.
+#[derive(Debug)]
+pub struct Switchboard {
+    turn: TurnServer,
+    streams: Map<ConnId, Stream>,
+    ready: VecDeque<ConnId>,
+    closing: VecDeque<ConnId>,
+    time: Monotonic,
+    stats: Stats,
+}
+
+impl Switchboard {
+    /// An engine started at `now`, when unix time was `unix_now` seconds,
+    /// seeded with `seed` (shells fill it from the OS).
+    pub fn new(config: Config, now: Instant, unix_now: u64, seed: &Seed) -> Self {
+        Switchboard {
+            turn: TurnServer::new(config.turn, now, unix_now, seed),
+            streams: Map::with_hasher(hash::hasher(seed)),
+            ready: VecDeque::new(),
+            closing: VecDeque::new(),
+            time: Monotonic::new(now),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The TURN server inside.
+    pub fn turn(&self) -> &TurnServer {
+        &self.turn
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.turn = self.turn.stats();
+        s.streams = self.streams.len() as u64;
+        s
+    }
+
+    /// Handles one input at `now`. See the drive contract on [`Switchboard`].
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Forward {
+        let now = self.time.advance(now);
+        match input {
+            Input::Datagram { local, remote, data } => {
+                let client = Client { via: Via::Udp(local), remote };
+                match self.turn.handle_client(now, client, data) {
+                    Some(r) => Forward::ToPeer(r),
+                    None => Forward::None,
+                }
+            }
+            Input::RelayDatagram { relay, peer, buf, payload } => {
+                match self.turn.handle_peer(now, relay, peer, buf, payload) {
+                    Some(r) => Forward::ToClient(r),
+                    None => Forward::None,
+                }
+            }
+            Input::StreamOpened { conn, remote, .. } => {
+                let client = Client { via: Via::Tcp(conn), remote };
+                self.streams.insert(conn, Stream { client, framer: StreamFramer::new(), queued: false });
+                Forward::None
+            }
+            Input::StreamData { conn, data } => {
+                if let Some(s) = self.streams.get_mut(&conn) {
+                    s.framer.push(data);
+                    if !s.queued {
+                        s.queued = true;
+                        self.ready.push_back(conn);
+                    }
+                    if s.framer.pending() > 2 * MAX_FRAME {
+                        // The shell is not draining between reads; refuse to buffer without bound.
+                        self.close_stream(now, conn);
+                    }
+                }
+                Forward::None
+            }
+            Input::StreamClosed { conn } => {
+                if let Some(s) = self.streams.remove(&conn) {
+                    self.turn.handle_client_closed(now, s.client);
+                }
+                Forward::None
+            }
+            Input::RelayBound { allocation, bound } => {
+                self.turn.handle_relay_bound(now, allocation, bound);
+                Forward::None
+            }
+            Input::Timeout => {
+                self.turn.handle_timeout(now);
+                Forward::None
+            }
+        }
+    }
+
+    fn close_stream(&mut self, now: Instant, conn: ConnId) {
+        if let Some(s) = self.streams.remove(&conn) {
+            self.turn.handle_client_closed(now, s.client);
+            self.closing.push_back(conn);
+        }
+    }
+
+    /// The next output. Call until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output<'_> {
+        let now = self.time.now();
+        loop {
+            if let Some(o) = self.turn.poll_output() {
+                return match o {
+                    turn::Output::Transmit(t) => Output::Transmit(t),
+                    turn::Output::BindRelay { allocation, family } => Output::BindRelay { allocation, family },
+                    turn::Output::ReleaseRelay { allocation, relay } => Output::ReleaseRelay { allocation, relay },
+                };
+            }
+            if let Some(conn) = self.closing.pop_front() {
+                return Output::CloseStream(conn);
+            }
+            let Some(&conn) = self.ready.front() else {
+                return Output::Timeout(self.turn.poll_timeout());
+            };
+            let Some(s) = self.streams.get_mut(&conn) else {
+                self.ready.pop_front();
+                continue;
+            };
+            match s.framer.next_frame() {
+                Ok(Some(frame)) => {
+                    let client = s.client;
+                    let route = self.turn.handle_client(now, client, &s.framer.buffer()[frame.clone()]);
+                    if let Some(r) = route {
+                        let payload = frame.start + r.payload.start..frame.start + r.payload.end;
+                        let s = &self.streams[&conn];
+                        return Output::ToPeer { relay: r.relay, peer: r.peer, payload: &s.framer.buffer()[payload] };
+                    }
+                }
+                Ok(None) => {
+                    s.queued = false;
+                    self.ready.pop_front();
+                }
+                Err(_) => {
+                    self.ready.pop_front();
+                    self.stats.streams_desynchronized += 1;
+                    self.close_stream(now, conn);
+                }
+            }
+        }
+    }
+
+    /// Ends every allocation and stream for a graceful stop; drain
+    /// [`Switchboard::poll_output`] afterwards to release the relays.
+    pub fn shutdown(&mut self, now: Instant) {
+        let now = self.time.advance(now);
+        let mut conns: Vec<ConnId> = self.streams.keys().copied().collect();
+        conns.sort();
+        for c in conns {
+            self.close_stream(now, c);
+        }
+        self.turn.shutdown();
+    }
+}

@@ -1,0 +1,31 @@
+//! # switchboard-core
+//!
+//! The sans-IO protocol engine of Switchboard: STUN (RFC 8489) and TURN
+//! (RFC 8656) today, signaling and an SFU to come. It owns no sockets, reads
+//! no clock and starts no threads: time comes in as an argument, randomness
+//! as a seed, packets as borrowed bytes, and what to send comes back out.
+//!
+//! Start at [`Switchboard`] for the whole server and its drive contract, or
+//! use a part alone: [`turn::TurnServer`] (which also answers Binding) or
+//! [`stun::StunServer`]. `examples/` shows a complete server in a plain
+//! blocking loop.
+//!
+//! A panic is a bug: every byte from the network is parsed through checked
+//! views, and malformed input is dropped and counted, or answered with the
+//! protocol's error.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod framing;
+pub mod hash;
+pub mod ids;
+pub mod rng;
+pub mod stun;
+pub mod time;
+pub mod turn;
+
+pub use engine::{Config, Forward, Input, Output, Stats, Switchboard};
+pub use ids::{AllocationId, Client, ConnId, Family, Via};
+pub use rng::Seed;

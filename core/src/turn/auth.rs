@@ -1,0 +1,204 @@
+//! Long-term credentials (RFC 8489 §9.2), the TURN REST API scheme, and
+//! stateless nonces.
+//!
+//! A nonce is `sb1` + 16 hex digits of unix time + 16 hex digits of an HMAC
+//! over that time and the client's transport address, keyed by a secret
+//! derived from the engine's seed. Checking one needs no state, so a flood of
+//! unauthenticated requests costs no memory.
+
+use std::net::{IpAddr, SocketAddr};
+
+use std::collections::BTreeMap;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use sha1::Sha1;
+
+/// How long a nonce is accepted (RFC 8656 suggests an hour at most; we use 10 minutes).
+pub const NONCE_LIFETIME_SECS: u64 = 600;
+const NONCE_PREFIX: &str = "sb1";
+
+/// The long-term credential key: MD5(username ":" realm ":" password).
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// The TURN REST API password for `username`: base64(HMAC-SHA1(secret, username)),
+/// as coturn's `static-auth-secret` computes it.
+pub fn rest_password(secret: &[u8], username: &str) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A TURN REST API username valid until `expiry_unix`: `expiry[:name]`.
+pub fn rest_username(expiry_unix: u64, name: Option<&str>) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!("{expiry_unix}:{n}"),
+        _ => expiry_unix.to_string(),
+    }
+}
+
+/// Why a username has no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// No such static user, and not a REST API username.
+    UnknownUser,
+    /// A REST API username whose expiry has passed.
+    Expired,
+}
+
+/// The credential store of a TURN server. Its `Debug` output never shows keys.
+pub struct Credentials {
+    realm: String,
+    users: BTreeMap<String, [u8; 16]>,
+    rest_secret: Option<Vec<u8>>,
+    nonce_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("realm", &self.realm)
+            .field("users", &self.users.len())
+            .field("rest_secret", &self.rest_secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// A store for `realm` with static `users` (name, password) and an optional REST secret.
+    pub fn new(realm: &str, users: &[(String, String)], rest_secret: Option<&str>, nonce_key: [u8; 32]) -> Self {
+        let users = users
+            .iter()
+            .map(|(u, p)| (u.clone(), long_term_key(u, realm, p)))
+            .collect();
+        Credentials {
+            realm: realm.to_owned(),
+            users,
+            rest_secret: rest_secret.map(|s| s.as_bytes().to_vec()),
+            nonce_key,
+        }
+    }
+
+    /// The realm.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The key for `username` at unix time `now_unix`.
+    pub fn key_for(&self, username: &str, now_unix: u64) -> Result<[u8; 16], CredentialError> {
+        if let Some(k) = self.users.get(username) {
+            return Ok(*k);
+        }
+        let Some(secret) = &self.rest_secret else {
+            return Err(CredentialError::UnknownUser);
+        };
+        let digits = username.split(':').next().unwrap_or("");
+        let Ok(expiry) = digits.parse::<u64>() else {
+            return Err(CredentialError::UnknownUser);
+        };
+        if expiry <= now_unix {
+            return Err(CredentialError::Expired);
+        }
+        let password = rest_password(secret, username);
+        Ok(long_term_key(username, &self.realm, &password))
+    }
+
+    fn nonce_mac(&self, ts: u64, client: SocketAddr) -> Hmac<Sha1> {
+        let mut mac = Hmac::<Sha1>::new_from_slice(&self.nonce_key).expect("HMAC takes any key length");
+        mac.update(&ts.to_be_bytes());
+        match client.ip() {
+            IpAddr::V4(a) => mac.update(&a.octets()),
+            IpAddr::V6(a) => mac.update(&a.octets()),
+        }
+        mac.update(&client.port().to_be_bytes());
+        mac
+    }
+
+    /// A fresh nonce for `client` at unix time `now_unix`.
+    pub fn make_nonce(&self, now_unix: u64, client: SocketAddr) -> String {
+        let tag = self.nonce_mac(now_unix, client).finalize().into_bytes();
+        let mut s = String::with_capacity(35);
+        s.push_str(NONCE_PREFIX);
+        s.push_str(&format!("{now_unix:016x}"));
+        for b in &tag[..8] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// Whether `nonce` was made by this store for `client` within the last
+    /// [`NONCE_LIFETIME_SECS`]. The MAC is compared in constant time.
+    pub fn check_nonce(&self, nonce: &str, now_unix: u64, client: SocketAddr) -> bool {
+        let Some(rest) = nonce.strip_prefix(NONCE_PREFIX) else {
+            return false;
+        };
+        if rest.len() != 32 || !rest.is_ascii() {
+            return false;
+        }
+        let Ok(ts) = u64::from_str_radix(&rest[..16], 16) else {
+            return false;
+        };
+        let mut got = [0u8; 8];
+        for (i, b) in got.iter_mut().enumerate() {
+            match u8::from_str_radix(&rest[16 + 2 * i..18 + 2 * i], 16) {
+                Ok(v) => *b = v,
+                Err(_) => return false,
+            }
+        }
+        let fresh = ts <= now_unix && now_unix - ts < NONCE_LIFETIME_SECS;
+        self.nonce_mac(ts, client).verify_truncated_left(&got).is_ok() && fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Credentials {
+        Credentials::new("realm", &[("alice".into(), "pw".into())], Some("s3cret"), [3; 32])
+    }
+
+    #[test]
+    fn static_and_rest_keys() {
+        let c = store();
+        assert_eq!(c.key_for("alice", 0), Ok(long_term_key("alice", "realm", "pw")));
+        assert_eq!(c.key_for("bob", 0), Err(CredentialError::UnknownUser));
+        let user = rest_username(1000, Some("bob"));
+        let k = c.key_for(&user, 999).unwrap();
+        assert_eq!(k, long_term_key(&user, "realm", &rest_password(b"s3cret", &user)));
+        assert_eq!(c.key_for(&user, 1000), Err(CredentialError::Expired));
+        assert_eq!(c.key_for("1000", 999).map(|_| ()), Ok(()));
+    }
+
+    #[test]
+    fn rest_password_matches_coturn_reference() {
+        // echo -n "1600000000:alice" | openssl dgst -sha1 -hmac "north" -binary | base64
+        assert_eq!(rest_password(b"north", "1600000000:alice"), "gq98pTOhhHaAu0we9aV79kOVVv0=");
+    }
+
+    #[test]
+    fn nonces_are_bound_to_client_and_expire() {
+        let c = store();
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.1:1001".parse().unwrap();
+        let n = c.make_nonce(5000, a);
+        assert!(c.check_nonce(&n, 5000, a));
+        assert!(c.check_nonce(&n, 5000 + NONCE_LIFETIME_SECS - 1, a));
+        assert!(!c.check_nonce(&n, 5000 + NONCE_LIFETIME_SECS, a));
+        assert!(!c.check_nonce(&n, 5000, b));
+        assert!(!c.check_nonce(&n, 4999, a));
+        let other = Credentials::new("realm", &[], None, [4; 32]);
+        assert!(!other.check_nonce(&n, 5000, a));
+        assert!(!c.check_nonce("sb1zzzz", 5000, a));
+        assert!(!c.check_nonce("sb1ééééééééééééééééééééééééééééééé", 5000, a));
+    }
+}

@@ -1,0 +1,626 @@
+//! TURN server tests with simulated time: every rule driven through real bytes.
+
+use super::*;
+use crate::stun::message::encode;
+use crate::stun::view::{decode_xor_address, message_type};
+use stun_codec::rfc5389::attributes::Username;
+use stun_codec::rfc5766::attributes::{ChannelNumber, Data, DontFragment};
+use stun_codec::TransactionId;
+
+pub(crate) const REALM: &str = "test.realm";
+pub(crate) const SECRET: &str = "rest-secret";
+pub(crate) const UNIX0: u64 = 1_700_000_000;
+
+pub(crate) fn config() -> TurnConfig {
+    TurnConfig {
+        realm: REALM.into(),
+        users: vec![("alice".into(), "alicepw".into()), ("bob".into(), "bobpw".into())],
+        static_auth_secret: Some(SECRET.into()),
+        relay_families: (true, true),
+        ..TurnConfig::default()
+    }
+}
+
+pub(crate) fn client(port: u16) -> Client {
+    Client { via: Via::Udp("10.0.0.1:3478".parse().unwrap()), remote: SocketAddr::new("203.0.113.50".parse().unwrap(), port) }
+}
+
+/// A scripted TURN client over the server's byte interface.
+pub(crate) struct Harness {
+    pub s: TurnServer,
+    pub t0: Instant,
+    pub now: Instant,
+    next_tid: u8,
+    next_port: u16,
+}
+
+pub(crate) struct Creds {
+    pub user: String,
+    pub key: [u8; 16],
+}
+
+pub(crate) fn creds(user: &str, pass: &str) -> Creds {
+    Creds { user: user.into(), key: auth::long_term_key(user, REALM, pass) }
+}
+
+impl Harness {
+    pub fn new(cfg: TurnConfig) -> Self {
+        let t0 = Instant::now();
+        Harness { s: TurnServer::new(cfg, t0, UNIX0, &[7; 32]), t0, now: t0, next_tid: 0, next_port: 40000 }
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.s.handle_timeout(self.now);
+    }
+
+    pub fn tid(&mut self) -> [u8; 12] {
+        self.next_tid = self.next_tid.wrapping_add(1);
+        [self.next_tid; 12]
+    }
+
+    pub fn outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.s.poll_output()).collect()
+    }
+
+    /// Sends `bytes` from `c` and returns the one response it gets.
+    pub fn exchange(&mut self, c: Client, bytes: &[u8]) -> Vec<u8> {
+        assert!(self.s.handle_client(self.now, c, bytes).is_none());
+        let out = self.outputs();
+        match out.as_slice() {
+            [Output::Transmit(t)] => {
+                assert_eq!(t.to, c);
+                t.payload.clone()
+            }
+            other => panic!("expected one response, got {other:?}"),
+        }
+    }
+
+    pub fn nonce(&mut self, c: Client) -> String {
+        let tid = self.tid();
+        let r = self.exchange(c, &request(method::REFRESH, tid, vec![], None));
+        let v = StunView::new_checked(&r).unwrap();
+        assert_eq!(error_code(&r), Some(401));
+        String::from_utf8(v.find(attr::NONCE).unwrap().to_vec()).unwrap()
+    }
+
+    /// A signed request from `c` with a fresh nonce.
+    pub fn signed(&mut self, c: Client, m: u16, attrs: Vec<Attribute>, cr: &Creds) -> (Vec<u8>, [u8; 12]) {
+        let nonce = self.nonce(c);
+        let tid = self.tid();
+        (request(m, tid, attrs, Some((cr, &nonce))), tid)
+    }
+
+    /// Allocates for `c`; returns the relay address the shell "bound".
+    pub fn allocate(&mut self, c: Client, cr: &Creds) -> SocketAddr {
+        let (req, _) = self.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], cr);
+        assert!(self.s.handle_client(self.now, c, &req).is_none());
+        let out = self.outputs();
+        let [Output::BindRelay { allocation, family: Family::V4 }] = out.as_slice() else {
+            panic!("expected BindRelay, got {out:?}")
+        };
+        self.next_port += 1;
+        let relay: SocketAddr = SocketAddr::new("10.0.0.1".parse().unwrap(), self.next_port);
+        self.s.handle_relay_bound(self.now, *allocation, Some(relay));
+        let out = self.outputs();
+        let [Output::Transmit(t)] = out.as_slice() else { panic!("{out:?}") };
+        let v = StunView::new_checked(&t.payload).unwrap();
+        assert_eq!(v.class(), Class::Success, "{:?}", error_code(&t.payload));
+        assert!(v.check_integrity(&cr.key));
+        assert_eq!(v.fingerprint_ok(), Some(true));
+        assert_eq!(v.xor_address(attr::XOR_RELAYED_ADDRESS), Some(relay));
+        assert_eq!(v.xor_address(attr::XOR_MAPPED_ADDRESS), Some(c.remote));
+        assert_eq!(v.find(attr::LIFETIME), Some(&600u32.to_be_bytes()[..]));
+        relay
+    }
+
+    pub fn code_of(&mut self, c: Client, m: u16, attrs: Vec<Attribute>, cr: &Creds) -> Option<u16> {
+        let (req, _) = self.signed(c, m, attrs, cr);
+        let r = self.exchange(c, &req);
+        error_code(&r)
+    }
+
+    pub fn permit(&mut self, c: Client, cr: &Creds, peer: SocketAddr) -> Option<u16> {
+        self.code_of(c, method::CREATE_PERMISSION, vec![XorPeerAddress::new(peer).into()], cr)
+    }
+
+    pub fn bind(&mut self, c: Client, cr: &Creds, number: u16, peer: SocketAddr) -> Option<u16> {
+        let attrs = match ChannelNumber::new(number) {
+            Ok(n) => vec![n.into(), XorPeerAddress::new(peer).into()],
+            Err(_) => {
+                // stun_codec refuses out-of-range numbers; build the attribute by hand.
+                let nonce = self.nonce(c);
+                let tid = self.tid();
+                let mut req = request(method::CHANNEL_BIND, tid, vec![XorPeerAddress::new(peer).into()], None);
+                raw_attr(&mut req, attr::CHANNEL_NUMBER, &[(number >> 8) as u8, number as u8, 0, 0]);
+                let req = sign(req, cr, &nonce);
+                let r = self.exchange(c, &req);
+                return error_code(&r);
+            }
+        };
+        self.code_of(c, method::CHANNEL_BIND, attrs, cr)
+    }
+
+    /// Peer to client: returns the framed bytes the client would get.
+    pub fn from_peer(&mut self, relay: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut buf = vec![0xEEu8; RELAY_HEADROOM + payload.len() + RELAY_TAILROOM];
+        buf[RELAY_HEADROOM..RELAY_HEADROOM + payload.len()].copy_from_slice(payload);
+        let r = self.s.handle_peer(self.now, relay, peer, &mut buf, RELAY_HEADROOM..RELAY_HEADROOM + payload.len())?;
+        Some(buf[r.range].to_vec())
+    }
+}
+
+pub(crate) fn request(m: u16, tid: [u8; 12], attrs: Vec<Attribute>, auth: Option<(&Creds, &str)>) -> Vec<u8> {
+    let mut msg = Message::new(MessageClass::Request, stun_codec::Method::new(m).unwrap(), TransactionId::new(tid));
+    for a in attrs {
+        msg.add_attribute(a);
+    }
+    match auth {
+        Some((cr, nonce)) => {
+            msg.add_attribute(Username::new(cr.user.clone()).unwrap());
+            msg.add_attribute(Realm::new(REALM.into()).unwrap());
+            msg.add_attribute(Nonce::new(nonce.into()).unwrap());
+            encode(msg, Some(&cr.key), true)
+        }
+        None => encode(msg, None, false),
+    }
+}
+
+fn raw_attr(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
+    buf.extend_from_slice(&typ.to_be_bytes());
+    buf.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    buf.extend_from_slice(value);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+    let len = (buf.len() - 20) as u16;
+    buf[2..4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn sign(mut req: Vec<u8>, cr: &Creds, nonce: &str) -> Vec<u8> {
+    raw_attr(&mut req, attr::USERNAME, cr.user.as_bytes());
+    raw_attr(&mut req, attr::REALM, REALM.as_bytes());
+    raw_attr(&mut req, attr::NONCE, nonce.as_bytes());
+    message::append_integrity(&mut req, &cr.key);
+    message::append_fingerprint(&mut req);
+    req
+}
+
+pub(crate) fn error_code(resp: &[u8]) -> Option<u16> {
+    let v = StunView::new_checked(resp).ok()?;
+    let e = v.find(attr::ERROR_CODE)?;
+    Some(u16::from(e[2]) * 100 + u16::from(e[3]))
+}
+
+fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut m = Message::new(MessageClass::Indication, stun_codec::Method::new(method::SEND).unwrap(), TransactionId::new([3; 12]));
+    m.add_attribute(XorPeerAddress::new(peer));
+    m.add_attribute(Data::new(data.to_vec()).unwrap());
+    m.add_attribute(DontFragment);
+    encode(m, None, true)
+}
+
+fn channel_data(number: u16, data: &[u8]) -> Vec<u8> {
+    let mut b = number.to_be_bytes().to_vec();
+    b.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+const PEER: &str = "8.8.8.8:5000";
+
+fn peer() -> SocketAddr {
+    PEER.parse().unwrap()
+}
+
+#[test]
+fn binding_is_answered_on_the_turn_port() {
+    let mut h = Harness::new(config());
+    let c = client(1);
+    let r = h.exchange(c, &request(method::BINDING, [1; 12], vec![], None));
+    let v = StunView::new_checked(&r).unwrap();
+    assert_eq!(v.xor_address(attr::XOR_MAPPED_ADDRESS), Some(c.remote));
+    assert_eq!(v.fingerprint_ok(), Some(true));
+}
+
+#[test]
+fn unauthenticated_allocate_gets_401_with_realm_and_nonce() {
+    let mut h = Harness::new(config());
+    let r = h.exchange(client(1), &request(method::ALLOCATE, [1; 12], vec![RequestedTransport::new(17).into()], None));
+    assert_eq!(error_code(&r), Some(401));
+    let v = StunView::new_checked(&r).unwrap();
+    assert_eq!(v.find(attr::REALM), Some(REALM.as_bytes()));
+    assert!(v.find(attr::NONCE).is_some());
+    assert!(v.integrity_offset().is_none());
+    assert_eq!(h.s.allocation_count(), 0);
+}
+
+#[test]
+fn allocate_then_allocation_mismatch_and_retransmission() {
+    let mut h = Harness::new(config());
+    let c = client(1);
+    let alice = creds("alice", "alicepw");
+    h.allocate(c, &alice);
+    assert_eq!(h.code_of(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice), Some(437));
+    // A retransmission (same transaction ID) gets the same success response.
+    let nonce = h.nonce(c);
+    let mut h2 = Harness::new(config());
+    let first = {
+        let (req, _) = h2.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice);
+        let _ = h2.s.handle_client(h2.now, c, &req);
+        let Some(Output::BindRelay { allocation, .. }) = h2.s.poll_output() else { panic!() };
+        h2.s.handle_relay_bound(h2.now, allocation, Some("10.0.0.1:50000".parse().unwrap()));
+        let Some(Output::Transmit(t)) = h2.s.poll_output() else { panic!() };
+        let again = h2.exchange(c, &req);
+        assert_eq!(again, t.payload);
+        t.payload
+    };
+    assert_eq!(StunView::new_checked(&first).unwrap().class(), Class::Success);
+    let _ = nonce;
+}
+
+#[test]
+fn allocate_errors() {
+    let mut h = Harness::new(TurnConfig { relay_families: (true, false), ..config() });
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    assert_eq!(h.code_of(c, method::ALLOCATE, vec![], &alice), Some(400));
+    assert_eq!(h.code_of(c, method::ALLOCATE, vec![RequestedTransport::new(6).into()], &alice), Some(442));
+    let v6 = RequestedAddressFamily::new(AddressFamily::V6);
+    assert_eq!(h.code_of(c, method::ALLOCATE, vec![RequestedTransport::new(17).into(), v6.into()], &alice), Some(440));
+    // DONT-FRAGMENT is accepted.
+    let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into(), DontFragment.into()], &alice);
+    let _ = h.s.handle_client(h.now, c, &req);
+    assert!(matches!(h.outputs().as_slice(), [Output::BindRelay { .. }]));
+    assert_eq!(h.s.allocation_count(), 1);
+}
+
+#[test]
+fn refresh_and_requests_without_allocation_get_437() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    assert_eq!(h.code_of(c, method::REFRESH, vec![], &alice), Some(437));
+    assert_eq!(h.permit(c, &alice, peer()), Some(437));
+    assert_eq!(h.bind(c, &alice, 0x4000, peer()), Some(437));
+}
+
+#[test]
+fn relay_bind_failure_gives_508_and_frees_quota() {
+    let mut h = Harness::new(TurnConfig { total_quota: 1, ..config() });
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice);
+    let _ = h.s.handle_client(h.now, c, &req);
+    let Some(Output::BindRelay { allocation, .. }) = h.s.poll_output() else { panic!() };
+    h.s.handle_relay_bound(h.now, allocation, None);
+    let Some(Output::Transmit(t)) = h.s.poll_output() else { panic!() };
+    assert_eq!(error_code(&t.payload), Some(508));
+    assert!(StunView::new_checked(&t.payload).unwrap().check_integrity(&alice.key));
+    assert_eq!(h.s.allocation_count(), 0);
+    h.allocate(client(2), &alice);
+}
+
+#[test]
+fn allocation_expires_on_time_from_the_timer_queue() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let relay = h.allocate(client(1), &alice);
+    assert_eq!(h.s.poll_timeout(), Some(h.now + DEFAULT_LIFETIME));
+    h.advance(DEFAULT_LIFETIME - Duration::from_millis(1));
+    assert_eq!(h.s.allocation_count(), 1);
+    assert!(h.outputs().is_empty());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.s.allocation_count(), 0);
+    assert!(matches!(h.outputs().as_slice(), [Output::ReleaseRelay { relay: r, .. }] if *r == relay));
+    assert_eq!(h.s.stats().allocations_expired, 1);
+}
+
+#[test]
+fn refresh_extends_clamps_and_zero_deletes() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    h.allocate(c, &alice);
+    h.advance(Duration::from_secs(500));
+    let (req, _) = h.signed(c, method::REFRESH, vec![Lifetime::new(Duration::from_secs(99_999)).unwrap().into()], &alice);
+    let r = h.exchange(c, &req);
+    assert_eq!(StunView::new_checked(&r).unwrap().find(attr::LIFETIME), Some(&3600u32.to_be_bytes()[..]));
+    h.advance(Duration::from_secs(3599));
+    assert_eq!(h.s.allocation_count(), 1);
+    // A lifetime under the default is raised to the default.
+    let (req, _) = h.signed(c, method::REFRESH, vec![Lifetime::new(Duration::from_secs(10)).unwrap().into()], &alice);
+    let r = h.exchange(c, &req);
+    assert_eq!(StunView::new_checked(&r).unwrap().find(attr::LIFETIME), Some(&600u32.to_be_bytes()[..]));
+    let (req, _) = h.signed(c, method::REFRESH, vec![Lifetime::new(Duration::ZERO).unwrap().into()], &alice);
+    assert!(h.s.handle_client(h.now, c, &req).is_none());
+    let out = h.outputs();
+    assert!(matches!(out.as_slice(), [Output::ReleaseRelay { .. }, Output::Transmit(_)]), "{out:?}");
+    assert_eq!(h.s.allocation_count(), 0);
+}
+
+#[test]
+fn stale_nonce_gets_438_with_a_fresh_nonce() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let nonce = h.nonce(c);
+    h.advance(Duration::from_secs(auth::NONCE_LIFETIME_SECS));
+    let req = request(method::ALLOCATE, [9; 12], vec![RequestedTransport::new(17).into()], Some((&alice, &nonce)));
+    let r = h.exchange(c, &req);
+    assert_eq!(error_code(&r), Some(438));
+    let fresh = StunView::new_checked(&r).unwrap().find(attr::NONCE).unwrap().to_vec();
+    assert_ne!(fresh, nonce.as_bytes());
+    // A nonce given to another client address is not accepted either.
+    let other = h.nonce(client(2));
+    let req = request(method::ALLOCATE, [8; 12], vec![RequestedTransport::new(17).into()], Some((&alice, &other)));
+    assert_eq!(error_code(&h.exchange(c, &req)), Some(438));
+}
+
+#[test]
+fn wrong_password_and_missing_attributes() {
+    let mut h = Harness::new(config());
+    let c = client(1);
+    assert_eq!(h.code_of(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &creds("alice", "nope")), Some(401));
+    assert_eq!(h.code_of(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &creds("mallory", "x")), Some(401));
+    // MESSAGE-INTEGRITY without USERNAME/REALM/NONCE is a bad request.
+    let mut req = request(method::ALLOCATE, [5; 12], vec![RequestedTransport::new(17).into()], None);
+    message::append_integrity(&mut req, &[0; 16]);
+    assert_eq!(error_code(&h.exchange(c, &req)), Some(400));
+}
+
+#[test]
+fn rest_credentials_work_until_they_expire() {
+    let mut h = Harness::new(config());
+    let user = auth::rest_username(UNIX0 + 100, Some("carol"));
+    let cr = creds(&user, &auth::rest_password(SECRET.as_bytes(), &user));
+    h.allocate(client(1), &cr);
+    h.advance(Duration::from_secs(100));
+    // Same credentials, fresh nonce, but the username's expiry has passed.
+    assert_eq!(h.code_of(client(2), method::ALLOCATE, vec![RequestedTransport::new(17).into()], &cr), Some(401));
+    // A forged password for a valid-looking username fails too.
+    let user = auth::rest_username(UNIX0 + 10_000, None);
+    assert_eq!(h.code_of(client(3), method::ALLOCATE, vec![RequestedTransport::new(17).into()], &creds(&user, "forged")), Some(401));
+}
+
+#[test]
+fn quotas_give_486() {
+    let mut h = Harness::new(TurnConfig { user_quota: 1, total_quota: 2, ..config() });
+    let alice = creds("alice", "alicepw");
+    let bob = creds("bob", "bobpw");
+    h.allocate(client(1), &alice);
+    assert_eq!(h.code_of(client(2), method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice), Some(486));
+    h.allocate(client(3), &bob);
+    let carol_user = auth::rest_username(UNIX0 + 1000, Some("carol"));
+    let carol = creds(&carol_user, &auth::rest_password(SECRET.as_bytes(), &carol_user));
+    assert_eq!(h.code_of(client(4), method::ALLOCATE, vec![RequestedTransport::new(17).into()], &carol), Some(486));
+    // Freeing one makes room again.
+    let (req, _) = h.signed(client(1), method::REFRESH, vec![Lifetime::new(Duration::ZERO).unwrap().into()], &alice);
+    let _ = h.s.handle_client(h.now, client(1), &req);
+    h.outputs();
+    h.allocate(client(2), &alice);
+}
+
+#[test]
+fn wrong_user_on_an_allocation_gets_441() {
+    let mut h = Harness::new(config());
+    h.allocate(client(1), &creds("alice", "alicepw"));
+    assert_eq!(h.code_of(client(1), method::REFRESH, vec![], &creds("bob", "bobpw")), Some(441));
+}
+
+#[test]
+fn unknown_comprehension_required_attribute_gets_420() {
+    let mut h = Harness::new(config());
+    let c = client(1);
+    let mut req = request(method::ALLOCATE, [4; 12], vec![RequestedTransport::new(17).into()], None);
+    raw_attr(&mut req, 0x0018, &[0x80, 0, 0, 0]); // EVEN-PORT: not supported
+    let r = h.exchange(c, &req);
+    assert_eq!(error_code(&r), Some(420));
+    assert_eq!(StunView::new_checked(&r).unwrap().find(attr::UNKNOWN_ATTRIBUTES), Some(&[0x00, 0x18][..]));
+}
+
+#[test]
+fn denied_peers_get_403_and_nothing_is_installed() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    h.allocate(c, &alice);
+    for p in ["127.0.0.1:9", "0.0.0.0:9", "10.1.1.1:9", "169.254.169.254:80", "192.168.0.1:9", "100.64.0.1:9", "224.0.0.1:9", "255.255.255.255:9"] {
+        assert_eq!(h.permit(c, &alice, p.parse().unwrap()), Some(403), "{p}");
+        assert_eq!(h.bind(c, &alice, 0x4001, p.parse().unwrap()), Some(403), "{p}");
+    }
+    // One bad peer in a list refuses the whole request.
+    let attrs = vec![XorPeerAddress::new(peer()).into(), XorPeerAddress::new("127.0.0.1:1".parse().unwrap()).into()];
+    assert_eq!(h.code_of(c, method::CREATE_PERMISSION, attrs, &alice), Some(403));
+    assert!(h.s.handle_client(h.now, c, &send_indication(peer(), b"x")).is_none());
+    assert_eq!(h.s.stats().dropped_no_permission, 1);
+    // An IPv6 peer on an IPv4 allocation is a family mismatch.
+    assert_eq!(h.permit(c, &alice, "[2606:4700::1]:9".parse().unwrap()), Some(443));
+}
+
+#[test]
+fn ipv6_allocation_refuses_every_embedded_ipv4_bypass() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let v6 = RequestedAddressFamily::new(AddressFamily::V6);
+    let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into(), v6.into()], &alice);
+    let _ = h.s.handle_client(h.now, c, &req);
+    let Some(Output::BindRelay { allocation, family: Family::V6 }) = h.s.poll_output() else { panic!() };
+    h.s.handle_relay_bound(h.now, allocation, Some("[2001:db8::1]:50000".parse().unwrap()));
+    h.outputs();
+    for p in ["[::1]:9", "[::]:9", "[::ffff:127.0.0.1]:9", "[::127.0.0.1]:9", "[::ffff:0:127.0.0.1]:9", "[64:ff9b::7f00:1]:9",
+        "[::ffff:169.254.169.254]:80", "[::ffff:10.0.0.1]:9", "[fe80::1]:9", "[fc00::1]:9", "[2002:7f00:1::1]:9", "[2001::1]:9", "[ff02::1]:9"] {
+        assert_eq!(h.permit(c, &alice, p.parse().unwrap()), Some(403), "{p}");
+    }
+    assert_eq!(h.permit(c, &alice, "[2606:4700::1]:9".parse().unwrap()), None);
+}
+
+#[test]
+fn loopback_is_allowed_only_when_configured() {
+    let mut cfg = config();
+    cfg.peer_policy.allow_loopback = true;
+    let mut h = Harness::new(cfg);
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    h.allocate(c, &alice);
+    assert_eq!(h.permit(c, &alice, "127.0.0.1:3480".parse().unwrap()), None);
+    assert_eq!(h.permit(c, &alice, "10.0.0.1:3480".parse().unwrap()), Some(403));
+}
+
+#[test]
+fn send_indication_and_data_indication_through_a_permission_with_its_lifetime() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let relay = h.allocate(c, &alice);
+    let ind = send_indication(peer(), b"hello peer");
+    assert!(h.s.handle_client(h.now, c, &ind).is_none(), "no permission yet");
+    assert_eq!(h.from_peer(relay, peer(), b"x"), None, "no permission yet");
+    assert_eq!(h.permit(c, &alice, peer()), None);
+    let route = h.s.handle_client(h.now, c, &ind).unwrap();
+    assert_eq!((route.relay, route.peer), (relay, peer()));
+    assert_eq!(&ind[route.payload], b"hello peer");
+    // Any port of a permitted IP may send back; it arrives as a Data indication.
+    let other_port: SocketAddr = "8.8.8.8:6000".parse().unwrap();
+    let framed = h.from_peer(relay, other_port, b"hello client").unwrap();
+    let v = StunView::new_checked(&framed).unwrap();
+    assert_eq!((v.class(), v.method()), (Class::Indication, method::DATA));
+    assert_eq!(v.xor_address(attr::XOR_PEER_ADDRESS), Some(other_port));
+    assert_eq!(v.find(attr::DATA), Some(&b"hello client"[..]));
+    // A permission lasts 300 s.
+    h.advance(PERMISSION_LIFETIME - Duration::from_secs(1));
+    assert!(h.s.handle_client(h.now, c, &ind).is_some());
+    h.advance(Duration::from_secs(1));
+    assert!(h.s.handle_client(h.now, c, &ind).is_none());
+    assert_eq!(h.from_peer(relay, peer(), b"late"), None);
+    // Data from an unknown relay address is dropped.
+    assert_eq!(h.from_peer("10.9.9.9:1".parse().unwrap(), peer(), b"x"), None);
+}
+
+#[test]
+fn channel_bind_rules_and_channel_data_both_ways() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let relay = h.allocate(c, &alice);
+    let other: SocketAddr = "8.8.4.4:5000".parse().unwrap();
+    assert_eq!(h.bind(c, &alice, 0x3FFF, peer()), Some(400));
+    assert_eq!(h.bind(c, &alice, 0x5000, peer()), Some(400));
+    assert_eq!(h.bind(c, &alice, 0x4000, peer()), None);
+    assert_eq!(h.bind(c, &alice, 0x4000, peer()), None, "refreshing the same binding is fine");
+    assert_eq!(h.bind(c, &alice, 0x4000, other), Some(400), "number already bound to another peer");
+    assert_eq!(h.bind(c, &alice, 0x4001, peer()), Some(400), "peer already bound to another number");
+    assert_eq!(h.bind(c, &alice, 0x4FFF, other), None);
+    let cd = channel_data(0x4000, b"via channel");
+    let route = h.s.handle_client(h.now, c, &cd).unwrap();
+    assert_eq!((route.relay, route.peer, &cd[route.payload.clone()]), (relay, peer(), &b"via channel"[..]));
+    // Unbound number, truncated length: dropped.
+    assert!(h.s.handle_client(h.now, c, &channel_data(0x4001, b"x")).is_none());
+    let mut short = channel_data(0x4000, b"abcd");
+    short.truncate(6);
+    assert!(h.s.handle_client(h.now, c, &short).is_none());
+    // Peer to client over a channel: ChannelData, unpadded over UDP.
+    let framed = h.from_peer(relay, peer(), b"back").unwrap();
+    assert_eq!(framed, channel_data(0x4000, b"back"));
+    let framed = h.from_peer(relay, peer(), b"odd").unwrap();
+    assert_eq!(framed, channel_data(0x4000, b"odd"));
+    // The channel lives 600 s, but its permission must be refreshed every 300 s.
+    h.advance(Duration::from_secs(290));
+    assert_eq!(h.permit(c, &alice, peer()), None);
+    assert_eq!(h.code_of(c, method::REFRESH, vec![], &alice), None);
+    h.advance(Duration::from_secs(290));
+    assert!(h.s.handle_client(h.now, c, &cd).is_some());
+    assert_eq!(h.permit(c, &alice, peer()), None);
+    h.advance(Duration::from_secs(20));
+    assert!(h.s.handle_client(h.now, c, &cd).is_none(), "channel expired at 600 s");
+    // Expired: peer data comes back as a Data indication, and the number can be rebound elsewhere.
+    let framed = h.from_peer(relay, peer(), b"x").unwrap();
+    assert_eq!(StunView::new_checked(&framed).unwrap().method(), method::DATA);
+    assert_eq!(h.bind(c, &alice, 0x4000, "8.8.8.8:7000".parse().unwrap()), None);
+}
+
+#[test]
+fn tcp_clients_get_padded_channel_data() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = Client { via: Via::Tcp(crate::ConnId(9)), remote: "203.0.113.9:1000".parse().unwrap() };
+    let relay = h.allocate(c, &alice);
+    assert_eq!(h.bind(c, &alice, 0x4000, peer()), None);
+    let framed = h.from_peer(relay, peer(), b"odd").unwrap();
+    assert_eq!(framed, [0x40, 0x00, 0, 3, b'o', b'd', b'd', 0]);
+    // The stream closing ends the allocation.
+    h.s.handle_client_closed(h.now, c);
+    assert_eq!(h.s.allocation_count(), 0);
+    assert!(matches!(h.outputs().as_slice(), [Output::ReleaseRelay { .. }]));
+}
+
+#[test]
+fn headroom_is_checked_not_assumed() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let relay = h.allocate(c, &alice);
+    assert_eq!(h.permit(c, &alice, peer()), None);
+    let mut buf = [0u8; 64];
+    assert!(h.s.handle_peer(h.now, relay, peer(), &mut buf, 2..10).is_none());
+    assert!(h.s.handle_peer(h.now, relay, peer(), &mut buf, 48..62).is_none());
+    assert!(h.s.handle_peer(h.now, relay, peer(), &mut buf, 50..40).is_none());
+    assert!(h.s.handle_peer(h.now, relay, peer(), &mut buf, 48..60).is_some());
+}
+
+#[test]
+fn time_going_backwards_is_ignored() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    h.allocate(c, &alice);
+    h.advance(Duration::from_secs(100));
+    h.s.handle_timeout(h.t0);
+    let _ = h.s.handle_client(h.t0, c, &send_indication(peer(), b"x"));
+    assert_eq!(h.s.allocation_count(), 1);
+    h.advance(Duration::from_secs(500));
+    assert_eq!(h.s.allocation_count(), 0);
+}
+
+#[test]
+fn garbage_and_responses_are_dropped_and_counted() {
+    let mut h = Harness::new(config());
+    let c = client(1);
+    for junk in [&b""[..], b"\x16\xfe\xfd", b"\x80\x00\x00\x00", b"\x00\x01\x00\x00", b"\x40"] {
+        assert!(h.s.handle_client(h.now, c, junk).is_none());
+    }
+    let mut resp = request(method::BINDING, [1; 12], vec![], None);
+    resp[0..2].copy_from_slice(&message_type(method::BINDING, Class::Success).to_be_bytes());
+    assert!(h.s.handle_client(h.now, c, &resp).is_none());
+    assert!(h.outputs().is_empty());
+    assert_eq!(h.s.stats().dropped_malformed, 6);
+}
+
+#[test]
+fn same_seed_same_bytes() {
+    let run = || {
+        let mut h = Harness::new(config());
+        let alice = creds("alice", "alicepw");
+        let c = client(1);
+        let relay = h.allocate(c, &alice);
+        h.permit(c, &alice, peer());
+        h.from_peer(relay, peer(), b"data").unwrap()
+    };
+    assert_eq!(run(), run());
+    let framed = run();
+    let v = StunView::new_checked(&framed).unwrap();
+    assert_eq!(decode_xor_address(v.find(attr::XOR_PEER_ADDRESS).unwrap(), &v.transaction_id()), Some(peer()));
+}
+
+#[test]
+fn shutdown_releases_every_relay() {
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    h.allocate(client(1), &alice);
+    h.allocate(client(2), &alice);
+    h.s.shutdown();
+    let out = h.outputs();
+    assert_eq!(out.iter().filter(|o| matches!(o, Output::ReleaseRelay { .. })).count(), 2);
+    assert_eq!(h.s.allocation_count(), 0);
+}
