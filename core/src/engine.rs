@@ -15,7 +15,7 @@ use crate::framing::{StreamFramer, MAX_FRAME};
 use crate::ids::{AllocationId, Client, ConnId, Family, Via};
 use crate::rng::Seed;
 use crate::time::Monotonic;
-use crate::turn::{self, ClientRoute, PeerRoute, TurnConfig, TurnServer, TurnStats};
+use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnServer, TurnStats};
 
 /// Configuration of the whole engine.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +78,8 @@ pub enum Input<'a> {
         allocation: AllocationId,
         /// The bound local address.
         bound: Option<SocketAddr>,
+        /// For [`PortRequest::EvenPair`]: the reserved socket at port + 1.
+        reserved: Option<SocketAddr>,
     },
     /// Time passed; expire whatever is due.
     Timeout,
@@ -118,6 +120,8 @@ pub enum Output<'a> {
         allocation: AllocationId,
         /// The address family wanted.
         family: Family,
+        /// Which port.
+        port: PortRequest,
     },
     /// Close the relay socket bound at `relay`.
     ReleaseRelay {
@@ -246,8 +250,8 @@ impl Switchboard {
                 }
                 Forward::None
             }
-            Input::RelayBound { allocation, bound } => {
-                self.turn.handle_relay_bound(now, allocation, bound);
+            Input::RelayBound { allocation, bound, reserved } => {
+                self.turn.handle_relay_bound(now, allocation, bound, reserved);
                 Forward::None
             }
             Input::Timeout => {
@@ -271,7 +275,7 @@ impl Switchboard {
             if let Some(o) = self.turn.poll_output() {
                 return match o {
                     turn::Output::Transmit(t) => Output::Transmit(t),
-                    turn::Output::BindRelay { allocation, family } => Output::BindRelay { allocation, family },
+                    turn::Output::BindRelay { allocation, family, port } => Output::BindRelay { allocation, family, port },
                     turn::Output::ReleaseRelay { allocation, relay } => Output::ReleaseRelay { allocation, relay },
                 };
             }

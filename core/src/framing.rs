@@ -42,7 +42,7 @@ pub fn frame_len(bytes: &[u8]) -> Result<Option<usize>, FramingError> {
             }
             (20, u16::from_be_bytes([bytes[2], bytes[3]]) as usize)
         }
-        0x40..=0x4F => {
+        0x40..=0x7F => {
             if bytes.len() < 4 {
                 return Ok(None);
             }

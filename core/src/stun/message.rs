@@ -12,7 +12,7 @@ use stun_codec::rfc5389::attributes::{
     XorMappedAddress,
 };
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
+    Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
     XorPeerAddress, XorRelayAddress,
 };
 use stun_codec::rfc8656::attributes::RequestedAddressFamily;
@@ -38,7 +38,6 @@ mod set {
             Nonce,
             XorMappedAddress,
             Software,
-            ChannelNumber,
             Lifetime,
             XorPeerAddress,
             Data,
@@ -72,9 +71,15 @@ pub const KNOWN_ATTRIBUTES: &[u16] = &[
     attr::REQUESTED_TRANSPORT,
     attr::DONT_FRAGMENT,
     attr::XOR_MAPPED_ADDRESS,
+    attr::EVEN_PORT,
+    attr::RESERVATION_TOKEN,
 ];
 
 /// Decodes a control message. `None` when `stun_codec` cannot decode it.
+///
+/// CHANNEL-NUMBER is left out of the typed set on purpose: `stun_codec`
+/// refuses numbers above 0x4FFF, which RFC 5766 clients use, and would fail
+/// the whole message. It is read through the view instead.
 pub fn decode(bytes: &[u8]) -> Option<Message<Attribute>> {
     let mut decoder = MessageDecoder::<Attribute>::new();
     decoder.decode_from_bytes(bytes).ok()?.ok()

@@ -16,7 +16,9 @@ use self::view::{method, Class, StunView};
 pub enum PacketKind {
     /// 0..=3: a STUN message.
     Stun,
-    /// 64..=79: a TURN ChannelData message.
+    /// 64..=127: a TURN ChannelData message. RFC 7983 gives TURN 64..=79
+    /// (channels 0x4000-0x4FFF); RFC 5766 clients, coturn's among them, also
+    /// use 0x5000-0x7FFF, and nothing else is multiplexed on this port.
     ChannelData,
     /// Anything else (DTLS, RTP, ZRTP, garbage): not for this port.
     Other,
@@ -26,7 +28,7 @@ pub enum PacketKind {
 pub fn classify(packet: &[u8]) -> PacketKind {
     match packet.first() {
         Some(0..=3) => PacketKind::Stun,
-        Some(64..=79) => PacketKind::ChannelData,
+        Some(64..=127) => PacketKind::ChannelData,
         _ => PacketKind::Other,
     }
 }
@@ -161,6 +163,7 @@ mod tests {
     fn unknown_required_attribute_gets_420() {
         let mut s = StunServer::new(None);
         let req = binding_request(&[(0x0003, &[0, 0, 0, 4]), (0x7777, b"x"), (0x8888, b"ok")]);
+        // (CHANGE-REQUEST, RFC 5780, is not supported yet.)
         let resp = s.handle_packet("1.2.3.4:5".parse().unwrap(), &req).unwrap();
         let v = StunView::new_checked(&resp).unwrap();
         assert_eq!(v.class(), Class::Error);

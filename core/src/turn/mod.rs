@@ -34,7 +34,8 @@ use std::collections::BTreeMap;
 use crate::hash::{self, Map};
 use stun_codec::rfc5389::attributes::{Nonce, Realm, Software, XorMappedAddress};
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayAddress,
+    EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayAddress,
 };
 use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
 use stun_codec::MessageClass;
@@ -67,6 +68,9 @@ pub const PERMISSION_LIFETIME: Duration = secs(300);
 /// Channel binding lifetime (RFC 8656 §12).
 pub const CHANNEL_LIFETIME: Duration = secs(600);
 
+/// How long a reserved port (EVEN-PORT with R) waits for its RESERVATION-TOKEN (RFC 8656 §7.2).
+pub const RESERVATION_LIFETIME: Duration = secs(30);
+
 const PROTO_UDP: u8 = 17;
 
 /// Configuration of a [`TurnServer`]. Its `Debug` output redacts secrets.
@@ -93,6 +97,10 @@ pub struct TurnConfig {
     pub software: Option<String>,
     /// Most permissions one allocation may hold.
     pub max_permissions: usize,
+    /// Accept only RFC 8656 channel numbers (0x4000-0x4FFF). When false (the
+    /// default), the RFC 5766 range 0x4000-0x7FFF is accepted too, as coturn
+    /// does and as its own clients need.
+    pub strict_channel_numbers: bool,
 }
 
 impl Default for TurnConfig {
@@ -108,6 +116,7 @@ impl Default for TurnConfig {
             external_ip: None,
             software: Some(concat!("switchboard ", env!("CARGO_PKG_VERSION")).into()),
             max_permissions: 128,
+            strict_channel_numbers: false,
         }
     }
 }
@@ -124,6 +133,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("relay_families", &self.relay_families)
             .field("external_ip", &self.external_ip)
             .field("max_permissions", &self.max_permissions)
+            .field("strict_channel_numbers", &self.strict_channel_numbers)
             .finish()
     }
 }
@@ -135,6 +145,21 @@ pub struct Transmit {
     pub to: Client,
     /// The encoded message (a STUN response).
     pub payload: Vec<u8>,
+}
+
+/// Which relay port an allocation needs (RFC 8656 §7.2, EVEN-PORT and RESERVATION-TOKEN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRequest {
+    /// Any port of the range.
+    Any,
+    /// An even port.
+    Even,
+    /// An even port P, and P + 1 held in reserve for a later allocation;
+    /// report both, or fail both.
+    EvenPair,
+    /// The socket already bound at this address for an earlier
+    /// [`PortRequest::EvenPair`]: keep it and report it as bound.
+    Reserved(SocketAddr),
 }
 
 /// What the server asks of its embedder.
@@ -150,8 +175,10 @@ pub enum Output {
         allocation: AllocationId,
         /// The address family wanted.
         family: Family,
+        /// Which port.
+        port: PortRequest,
     },
-    /// Close the relay socket bound at `relay`.
+    /// Close the relay socket bound at `relay` (an allocation's, or an unused reservation).
     ReleaseRelay {
         /// The allocation it belonged to.
         allocation: AllocationId,
@@ -229,6 +256,7 @@ struct Allocation {
     allocate_tid: [u8; 12],
     allocate_response: Option<Vec<u8>>,
     lifetime: Duration,
+    port: PortRequest,
     permissions: Map<IpAddr, Instant>,
     channels: Map<u16, Channel>,
     channel_of_peer: Map<SocketAddr, u16>,
@@ -244,8 +272,15 @@ impl Allocation {
     }
 }
 
+#[derive(Debug)]
+struct Reservation {
+    relay: SocketAddr,
+    owner: AllocationId,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    Reservation(u64),
     Allocation(AllocationId),
     Permission(AllocationId, IpAddr),
     Channel(AllocationId, u16),
@@ -275,6 +310,7 @@ pub struct TurnServer {
     by_client: Map<Client, AllocationId>,
     by_relay: Map<SocketAddr, AllocationId>,
     per_user: BTreeMap<String, u32>,
+    reservations: Map<u64, Reservation>,
     timers: TimerQueue<Timer>,
     out: VecDeque<Output>,
     stats: TurnStats,
@@ -303,6 +339,7 @@ impl TurnServer {
             by_client: Map::with_hasher(h.clone()),
             by_relay: Map::with_hasher(h.clone()),
             per_user: BTreeMap::new(),
+            reservations: Map::with_hasher(h.clone()),
             hasher: h,
             timers: TimerQueue::default(),
             out: VecDeque::new(),
@@ -418,27 +455,38 @@ impl TurnServer {
     }
 
     /// Reports the result of an [`Output::BindRelay`]: the bound local
-    /// address, or `None` if no socket could be bound (the client gets 508).
-    pub fn handle_relay_bound(&mut self, now: Instant, allocation: AllocationId, bound: Option<SocketAddr>) {
+    /// address, or `None` if no socket could be bound (the client gets 508),
+    /// and for [`PortRequest::EvenPair`] the reserved address of port P + 1.
+    pub fn handle_relay_bound(
+        &mut self,
+        now: Instant,
+        allocation: AllocationId,
+        bound: Option<SocketAddr>,
+        reserved: Option<SocketAddr>,
+    ) {
         let now = self.time.advance(now);
         let Some(alloc) = self.allocations.get_mut(&allocation) else {
             // The allocation went away while the socket was being bound.
-            if let Some(relay) = bound {
+            for relay in bound.into_iter().chain(reserved) {
                 self.out.push_back(Output::ReleaseRelay { allocation, relay });
             }
             return;
         };
-        if alloc.relay.is_some() {
+        let pair_missing = alloc.port == PortRequest::EvenPair && reserved.is_none();
+        if alloc.relay.is_some() || bound.is_none() || pair_missing {
+            let stale = alloc.relay.is_some();
+            for relay in bound.into_iter().chain(reserved) {
+                self.out.push_back(Output::ReleaseRelay { allocation, relay });
+            }
+            if !stale {
+                let (client, key, tid) = (alloc.client, alloc.key, alloc.allocate_tid);
+                self.delete_allocation(allocation);
+                self.send_error(client, method::ALLOCATE, tid, 508, Some(&key), now);
+            }
             return;
         }
-        let Some(relay) = bound else {
-            let (client, key, tid) = (alloc.client, alloc.key, alloc.allocate_tid);
-            self.delete_allocation(allocation);
-            self.send_error(client, method::ALLOCATE, tid, 508, Some(&key), now);
-            return;
-        };
+        let Some(relay) = bound else { return };
         alloc.relay = Some(relay);
-        let software = self.config.software.clone();
         let advertised = match self.config.external_ip {
             Some(ip) if ip.is_ipv4() == relay.is_ipv4() => SocketAddr::new(ip, relay.port()),
             _ => relay,
@@ -449,7 +497,14 @@ impl TurnServer {
             m.add_attribute(l);
         }
         m.add_attribute(XorMappedAddress::new(alloc.client.remote));
-        if let Some(s) = software.and_then(|s| Software::new(s).ok()) {
+        if let Some(reserved) = reserved.filter(|_| alloc.port == PortRequest::EvenPair) {
+            let token = self.rng.next_u64();
+            let expires = now + RESERVATION_LIFETIME;
+            self.reservations.insert(token, Reservation { relay: reserved, owner: allocation });
+            self.timers.push(expires, Timer::Reservation(token));
+            m.add_attribute(ReservationToken::new(token));
+        }
+        if let Some(s) = self.config.software.as_ref().and_then(|s| Software::new(s.clone()).ok()) {
             m.add_attribute(s);
         }
         let bytes = message::encode(m, Some(&alloc.key), true);
@@ -472,6 +527,11 @@ impl TurnServer {
         let now = self.time.advance(now);
         while let Some(t) = self.timers.pop_due(now) {
             match t {
+                Timer::Reservation(token) => {
+                    if let Some(r) = self.reservations.remove(&token) {
+                        self.out.push_back(Output::ReleaseRelay { allocation: r.owner, relay: r.relay });
+                    }
+                }
                 Timer::Allocation(id) => {
                     let Some(a) = self.allocations.get(&id) else { continue };
                     if a.expires <= now {
@@ -511,6 +571,13 @@ impl TurnServer {
         ids.sort();
         for id in ids {
             self.delete_allocation(id);
+        }
+        let mut tokens: Vec<u64> = self.reservations.keys().copied().collect();
+        tokens.sort();
+        for t in tokens {
+            if let Some(r) = self.reservations.remove(&t) {
+                self.out.push_back(Output::ReleaseRelay { allocation: r.owner, relay: r.relay });
+            }
         }
     }
 
@@ -604,7 +671,7 @@ impl TurnServer {
             method::ALLOCATE => self.allocate(now, client, &msg, auth.username.clone(), auth.key),
             method::REFRESH => self.refresh(now, client, &msg, &auth),
             method::CREATE_PERMISSION => self.create_permission(now, client, &msg, &auth),
-            _ => self.channel_bind(now, client, &msg, &auth),
+            _ => self.channel_bind(now, client, &msg, v, &auth),
         };
         match reply {
             Ok(Some(mut m)) => {
@@ -665,7 +732,27 @@ impl TurnServer {
         if transport.protocol() != PROTO_UDP {
             return Err(442);
         }
-        let family = Self::requested_family(msg).unwrap_or(Family::V4);
+        let even = msg.get_attribute::<EvenPort>().map(|e| e.is_requested());
+        let token = msg.get_attribute::<ReservationToken>().map(|t| t.token());
+        let requested_family = Self::requested_family(msg);
+        if token.is_some() && (even.is_some() || requested_family.is_some()) {
+            return Err(400);
+        }
+        let (family, port) = match token {
+            Some(t) => {
+                // Peek only: the reservation is spent when the allocation is made below.
+                let Some(r) = self.reservations.get(&t) else { return Err(508) };
+                (Family::of(r.relay), PortRequest::Reserved(r.relay))
+            }
+            None => {
+                let port = match even {
+                    None => PortRequest::Any,
+                    Some(false) => PortRequest::Even,
+                    Some(true) => PortRequest::EvenPair,
+                };
+                (requested_family.unwrap_or(Family::V4), port)
+            }
+        };
         let available = match family {
             Family::V4 => self.config.relay_families.0,
             Family::V6 => self.config.relay_families.1,
@@ -680,6 +767,9 @@ impl TurnServer {
             return Err(486);
         }
         let lifetime = clamp_lifetime(msg.get_attribute::<Lifetime>().map(|l| l.lifetime()));
+        if let Some(t) = token {
+            self.reservations.remove(&t);
+        }
         let id = AllocationId(self.next_id);
         self.next_id += 1;
         *self.per_user.entry(username.clone()).or_insert(0) += 1;
@@ -696,6 +786,7 @@ impl TurnServer {
                 allocate_tid: tid,
                 allocate_response: None,
                 lifetime,
+                port,
                 permissions: Map::with_hasher(self.hasher.clone()),
                 channels: Map::with_hasher(self.hasher.clone()),
                 channel_of_peer: Map::with_hasher(self.hasher.clone()),
@@ -705,7 +796,7 @@ impl TurnServer {
         self.timers.push(expires, Timer::Allocation(id));
         self.stats.allocations += 1;
         self.stats.allocations_created += 1;
-        self.out.push_back(Output::BindRelay { allocation: id, family });
+        self.out.push_back(Output::BindRelay { allocation: id, family, port });
         Ok(None)
     }
 
@@ -782,12 +873,16 @@ impl TurnServer {
         Ok(Some(message::response(method::CREATE_PERMISSION, MessageClass::SuccessResponse, *msg.transaction_id().as_bytes())))
     }
 
-    fn channel_bind(&mut self, now: Instant, client: Client, msg: &Message<Attribute>, auth: &Auth) -> Reply {
-        let (Some(number), Some(peer)) = (msg.get_attribute::<ChannelNumber>(), msg.get_attribute::<XorPeerAddress>()) else {
+    fn channel_bind(&mut self, now: Instant, client: Client, msg: &Message<Attribute>, v: &StunView<'_>, auth: &Auth) -> Reply {
+        let number = match v.find(attr::CHANNEL_NUMBER) {
+            Some([a, b, _, _]) => u16::from_be_bytes([*a, *b]),
+            _ => return Err(400),
+        };
+        let Some(peer) = msg.get_attribute::<XorPeerAddress>().map(|p| p.address()) else {
             return Err(400);
         };
-        let (number, peer) = (number.value(), peer.address());
-        if !(0x4000..=0x4FFF).contains(&number) {
+        let last = if self.config.strict_channel_numbers { 0x4FFF } else { 0x7FFF };
+        if !(0x4000..=last).contains(&number) {
             return Err(400);
         }
         let max = self.config.max_permissions;

@@ -4,7 +4,7 @@ use super::*;
 use crate::stun::message::encode;
 use crate::stun::view::{decode_xor_address, message_type};
 use stun_codec::rfc5389::attributes::Username;
-use stun_codec::rfc5766::attributes::{ChannelNumber, Data, DontFragment};
+use stun_codec::rfc5766::attributes::{Data, DontFragment};
 use stun_codec::TransactionId;
 
 pub(crate) const REALM: &str = "test.realm";
@@ -96,12 +96,12 @@ impl Harness {
         let (req, _) = self.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], cr);
         assert!(self.s.handle_client(self.now, c, &req).is_none());
         let out = self.outputs();
-        let [Output::BindRelay { allocation, family: Family::V4 }] = out.as_slice() else {
+        let [Output::BindRelay { allocation, family: Family::V4, port: PortRequest::Any }] = out.as_slice() else {
             panic!("expected BindRelay, got {out:?}")
         };
         self.next_port += 1;
         let relay: SocketAddr = SocketAddr::new("10.0.0.1".parse().unwrap(), self.next_port);
-        self.s.handle_relay_bound(self.now, *allocation, Some(relay));
+        self.s.handle_relay_bound(self.now, *allocation, Some(relay), None);
         let out = self.outputs();
         let [Output::Transmit(t)] = out.as_slice() else { panic!("{out:?}") };
         let v = StunView::new_checked(&t.payload).unwrap();
@@ -125,20 +125,14 @@ impl Harness {
     }
 
     pub fn bind(&mut self, c: Client, cr: &Creds, number: u16, peer: SocketAddr) -> Option<u16> {
-        let attrs = match ChannelNumber::new(number) {
-            Ok(n) => vec![n.into(), XorPeerAddress::new(peer).into()],
-            Err(_) => {
-                // stun_codec refuses out-of-range numbers; build the attribute by hand.
-                let nonce = self.nonce(c);
-                let tid = self.tid();
-                let mut req = request(method::CHANNEL_BIND, tid, vec![XorPeerAddress::new(peer).into()], None);
-                raw_attr(&mut req, attr::CHANNEL_NUMBER, &[(number >> 8) as u8, number as u8, 0, 0]);
-                let req = sign(req, cr, &nonce);
-                let r = self.exchange(c, &req);
-                return error_code(&r);
-            }
-        };
-        self.code_of(c, method::CHANNEL_BIND, attrs, cr)
+        // Built by hand: stun_codec's ChannelNumber refuses numbers past 0x4FFF.
+        let nonce = self.nonce(c);
+        let tid = self.tid();
+        let mut req = request(method::CHANNEL_BIND, tid, vec![XorPeerAddress::new(peer).into()], None);
+        raw_attr(&mut req, attr::CHANNEL_NUMBER, &[(number >> 8) as u8, number as u8, 0, 0]);
+        let req = sign(req, cr, &nonce);
+        let r = self.exchange(c, &req);
+        error_code(&r)
     }
 
     /// Peer to client: returns the framed bytes the client would get.
@@ -249,7 +243,7 @@ fn allocate_then_allocation_mismatch_and_retransmission() {
         let (req, _) = h2.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice);
         let _ = h2.s.handle_client(h2.now, c, &req);
         let Some(Output::BindRelay { allocation, .. }) = h2.s.poll_output() else { panic!() };
-        h2.s.handle_relay_bound(h2.now, allocation, Some("10.0.0.1:50000".parse().unwrap()));
+        h2.s.handle_relay_bound(h2.now, allocation, Some("10.0.0.1:50000".parse().unwrap()), None);
         let Some(Output::Transmit(t)) = h2.s.poll_output() else { panic!() };
         let again = h2.exchange(c, &req);
         assert_eq!(again, t.payload);
@@ -293,7 +287,7 @@ fn relay_bind_failure_gives_508_and_frees_quota() {
     let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice);
     let _ = h.s.handle_client(h.now, c, &req);
     let Some(Output::BindRelay { allocation, .. }) = h.s.poll_output() else { panic!() };
-    h.s.handle_relay_bound(h.now, allocation, None);
+    h.s.handle_relay_bound(h.now, allocation, None, None);
     let Some(Output::Transmit(t)) = h.s.poll_output() else { panic!() };
     assert_eq!(error_code(&t.payload), Some(508));
     assert!(StunView::new_checked(&t.payload).unwrap().check_integrity(&alice.key));
@@ -413,10 +407,10 @@ fn unknown_comprehension_required_attribute_gets_420() {
     let mut h = Harness::new(config());
     let c = client(1);
     let mut req = request(method::ALLOCATE, [4; 12], vec![RequestedTransport::new(17).into()], None);
-    raw_attr(&mut req, 0x0018, &[0x80, 0, 0, 0]); // EVEN-PORT: not supported
+    raw_attr(&mut req, 0x0026, &[0, 0, 0, 0]); // PADDING (RFC 5780): not supported
     let r = h.exchange(c, &req);
     assert_eq!(error_code(&r), Some(420));
-    assert_eq!(StunView::new_checked(&r).unwrap().find(attr::UNKNOWN_ATTRIBUTES), Some(&[0x00, 0x18][..]));
+    assert_eq!(StunView::new_checked(&r).unwrap().find(attr::UNKNOWN_ATTRIBUTES), Some(&[0x00, 0x26][..]));
 }
 
 #[test]
@@ -446,8 +440,8 @@ fn ipv6_allocation_refuses_every_embedded_ipv4_bypass() {
     let v6 = RequestedAddressFamily::new(AddressFamily::V6);
     let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into(), v6.into()], &alice);
     let _ = h.s.handle_client(h.now, c, &req);
-    let Some(Output::BindRelay { allocation, family: Family::V6 }) = h.s.poll_output() else { panic!() };
-    h.s.handle_relay_bound(h.now, allocation, Some("[2001:db8::1]:50000".parse().unwrap()));
+    let Some(Output::BindRelay { allocation, family: Family::V6, .. }) = h.s.poll_output() else { panic!() };
+    h.s.handle_relay_bound(h.now, allocation, Some("[2001:db8::1]:50000".parse().unwrap()), None);
     h.outputs();
     for p in ["[::1]:9", "[::]:9", "[::ffff:127.0.0.1]:9", "[::127.0.0.1]:9", "[::ffff:0:127.0.0.1]:9", "[64:ff9b::7f00:1]:9",
         "[::ffff:169.254.169.254]:80", "[::ffff:10.0.0.1]:9", "[fe80::1]:9", "[fc00::1]:9", "[2002:7f00:1::1]:9", "[2001::1]:9", "[ff02::1]:9"] {
@@ -506,7 +500,7 @@ fn channel_bind_rules_and_channel_data_both_ways() {
     let relay = h.allocate(c, &alice);
     let other: SocketAddr = "8.8.4.4:5000".parse().unwrap();
     assert_eq!(h.bind(c, &alice, 0x3FFF, peer()), Some(400));
-    assert_eq!(h.bind(c, &alice, 0x5000, peer()), Some(400));
+    assert_eq!(h.bind(c, &alice, 0x8000, peer()), Some(400));
     assert_eq!(h.bind(c, &alice, 0x4000, peer()), None);
     assert_eq!(h.bind(c, &alice, 0x4000, peer()), None, "refreshing the same binding is fine");
     assert_eq!(h.bind(c, &alice, 0x4000, other), Some(400), "number already bound to another peer");
@@ -623,4 +617,86 @@ fn shutdown_releases_every_relay() {
     let out = h.outputs();
     assert_eq!(out.iter().filter(|o| matches!(o, Output::ReleaseRelay { .. })).count(), 2);
     assert_eq!(h.s.allocation_count(), 0);
+}
+
+fn allocate_with(h: &mut Harness, c: Client, cr: &Creds, extra: Vec<Attribute>) -> Vec<Output> {
+    let mut attrs = vec![RequestedTransport::new(17).into()];
+    attrs.extend(extra);
+    let (req, _) = h.signed(c, method::ALLOCATE, attrs, cr);
+    assert!(h.s.handle_client(h.now, c, &req).is_none());
+    h.outputs()
+}
+
+#[test]
+fn even_port_and_reservation_tokens() {
+    use stun_codec::rfc5766::attributes::{EvenPort, ReservationToken};
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    // EVEN-PORT without R: an even port, no token.
+    let out = allocate_with(&mut h, client(1), &alice, vec![EvenPort::new(false).into()]);
+    assert!(matches!(out.as_slice(), [Output::BindRelay { port: PortRequest::Even, .. }]), "{out:?}");
+    // With R: a pair; the response carries a token for the reserved odd port.
+    let out = allocate_with(&mut h, client(2), &alice, vec![EvenPort::new(true).into()]);
+    let [Output::BindRelay { allocation, port: PortRequest::EvenPair, .. }] = out.as_slice() else { panic!("{out:?}") };
+    let (rtp, rtcp): (SocketAddr, SocketAddr) = ("10.0.0.1:50000".parse().unwrap(), "10.0.0.1:50001".parse().unwrap());
+    h.s.handle_relay_bound(h.now, *allocation, Some(rtp), Some(rtcp));
+    let out = h.outputs();
+    let [Output::Transmit(t)] = out.as_slice() else { panic!("{out:?}") };
+    let v = StunView::new_checked(&t.payload).unwrap();
+    let token = v.find(attr::RESERVATION_TOKEN).unwrap();
+    let token = u64::from_be_bytes(token.try_into().unwrap());
+    // The token cannot be combined with EVEN-PORT, and an unknown one gets 508.
+    let both = vec![ReservationToken::new(token).into(), EvenPort::new(false).into()];
+    let mut attrs = vec![RequestedTransport::new(17).into()];
+    attrs.extend(both);
+    assert_eq!(h.code_of(client(3), method::ALLOCATE, attrs, &alice), Some(400));
+    let attrs = vec![RequestedTransport::new(17).into(), ReservationToken::new(token ^ 1).into()];
+    assert_eq!(h.code_of(client(3), method::ALLOCATE, attrs, &alice), Some(508));
+    // The token gets the reserved socket, once.
+    let out = allocate_with(&mut h, client(3), &alice, vec![ReservationToken::new(token).into()]);
+    let [Output::BindRelay { allocation, port: PortRequest::Reserved(r), .. }] = out.as_slice() else { panic!("{out:?}") };
+    assert_eq!(*r, rtcp);
+    h.s.handle_relay_bound(h.now, *allocation, Some(rtcp), None);
+    let out = h.outputs();
+    let [Output::Transmit(t)] = out.as_slice() else { panic!("{out:?}") };
+    assert_eq!(StunView::new_checked(&t.payload).unwrap().xor_address(attr::XOR_RELAYED_ADDRESS), Some(rtcp));
+    let attrs = vec![RequestedTransport::new(17).into(), ReservationToken::new(token).into()];
+    assert_eq!(h.code_of(client(4), method::ALLOCATE, attrs, &alice), Some(508));
+    // A pair request the shell could only half satisfy fails whole, releasing what was bound.
+    let out = allocate_with(&mut h, client(5), &alice, vec![EvenPort::new(true).into()]);
+    let [Output::BindRelay { allocation, .. }] = out.as_slice() else { panic!("{out:?}") };
+    h.s.handle_relay_bound(h.now, *allocation, Some("10.0.0.1:50002".parse().unwrap()), None);
+    let out = h.outputs();
+    assert!(matches!(out.as_slice(), [Output::ReleaseRelay { .. }, Output::Transmit(t)] if error_code(&t.payload) == Some(508)), "{out:?}");
+}
+
+#[test]
+fn unused_reservations_are_released_after_30_seconds() {
+    use stun_codec::rfc5766::attributes::EvenPort;
+    let mut h = Harness::new(config());
+    let alice = creds("alice", "alicepw");
+    let out = allocate_with(&mut h, client(1), &alice, vec![EvenPort::new(true).into()]);
+    let [Output::BindRelay { allocation, .. }] = out.as_slice() else { panic!("{out:?}") };
+    let rtcp: SocketAddr = "10.0.0.1:50001".parse().unwrap();
+    h.s.handle_relay_bound(h.now, *allocation, Some("10.0.0.1:50000".parse().unwrap()), Some(rtcp));
+    h.outputs();
+    h.advance(RESERVATION_LIFETIME - Duration::from_millis(1));
+    assert!(h.outputs().is_empty());
+    h.advance(Duration::from_millis(1));
+    assert!(matches!(h.outputs().as_slice(), [Output::ReleaseRelay { relay, .. }] if *relay == rtcp));
+}
+
+#[test]
+fn strict_channel_numbers_refuse_the_rfc5766_range() {
+    let mut h = Harness::new(TurnConfig { strict_channel_numbers: true, ..config() });
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    h.allocate(c, &alice);
+    assert_eq!(h.bind(c, &alice, 0x5000, peer()), Some(400));
+    assert_eq!(h.bind(c, &alice, 0x4FFF, peer()), None);
+    let mut lax = Harness::new(config());
+    lax.allocate(c, &alice);
+    assert_eq!(lax.bind(c, &alice, 0x7FFF, peer()), None);
+    let cd = channel_data(0x7FFF, b"legacy");
+    assert_eq!(&cd[lax.s.handle_client(lax.now, c, &cd).unwrap().payload], b"legacy");
 }

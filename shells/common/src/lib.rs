@@ -1,1 +1,46 @@
+//! What Switchboard's shells share that is not protocol: the command line and
+//! config file, logging, relay socket binding, seeding, and the start banner.
+//! Nothing here decides what bytes go on the wire; that is the core's job.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod banner;
+pub mod cli;
+pub mod relay;
+
+pub use cli::{Cli, Command, ServeArgs, Settings};
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Parses the process's command line (exits with usage on error).
+pub fn parse_cli() -> Cli {
+    <Cli as clap::Parser>::parse()
+}
+
+/// Sets up logging to stderr at `level` (a tracing filter such as `info` or
+/// `switchboard=debug`). `RUST_LOG`, when set, wins.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A seed for the core from the operating system's randomness.
+pub fn os_seed() -> switchboard_core::Seed {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).expect("the OS random source is available");
+    seed
+}
+
+/// Seconds since the unix epoch, read once at start for the core.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A random secret for REST credentials when none is configured: 32 hex digits.
+pub fn random_secret() -> String {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("the OS random source is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
