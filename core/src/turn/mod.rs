@@ -996,4 +996,6 @@ fn clamp_lifetime(requested: Option<Duration>) -> Duration {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

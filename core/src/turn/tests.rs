@@ -160,7 +160,7 @@ pub(crate) fn request(m: u16, tid: [u8; 12], attrs: Vec<Attribute>, auth: Option
     }
 }
 
-fn raw_attr(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
+pub(crate) fn raw_attr(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
     buf.extend_from_slice(&typ.to_be_bytes());
     buf.extend_from_slice(&(value.len() as u16).to_be_bytes());
     buf.extend_from_slice(value);
@@ -171,7 +171,7 @@ fn raw_attr(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
     buf[2..4].copy_from_slice(&len.to_be_bytes());
 }
 
-fn sign(mut req: Vec<u8>, cr: &Creds, nonce: &str) -> Vec<u8> {
+pub(crate) fn sign(mut req: Vec<u8>, cr: &Creds, nonce: &str) -> Vec<u8> {
     raw_attr(&mut req, attr::USERNAME, cr.user.as_bytes());
     raw_attr(&mut req, attr::REALM, REALM.as_bytes());
     raw_attr(&mut req, attr::NONCE, nonce.as_bytes());

@@ -1,0 +1,171 @@
+//! STUN/TURN interop: each server binary on loopback, driven by coturn's own
+//! clients (turnutils_stunclient, turnutils_uclient, turnutils_peer).
+
+use std::time::Duration;
+
+use switchboard_tests::{peer, require, run, uclient_totals, Server, SERVERS};
+
+const USER: &str = "alice";
+const PASS: &str = "wonderland-2718";
+const SECRET: &str = "rest-secret-31415";
+
+/// 4 clients x 100 messages of 160 bytes, echoed by the peer through the relay.
+fn uclient(server: &Server, peer_port: u16, extra: &[&str]) -> switchboard_tests::Run {
+    require("turnutils_uclient");
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let p = peer_port.to_string();
+    let sp = server.port.to_string();
+    args.extend(["-e", "127.0.0.1", "-r", &p, "-X", "-n", "100", "-m", "4", "-l", "160", "-p", &sp, "127.0.0.1"].map(String::from));
+    run("turnutils_uclient", &args, Duration::from_secs(60))
+}
+
+fn assert_all_relayed(server: &Server, r: &switchboard_tests::Run, what: &str) {
+    assert_eq!(r.status.map(|s| s.success()), Some(true), "{what}: uclient failed\n{}\nserver stderr:\n{}", r.output, server.proc.stderr());
+    let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{what}: no totals in\n{}", r.output));
+    assert_eq!((t.sent, t.received, t.lost), (400, 400, 0), "{what}\n{}", r.output);
+}
+
+fn static_user_server(bin: &str) -> Server {
+    let user = format!("{USER}:{PASS}");
+    Server::start(bin, &["--user", &user, "--allow-loopback-peers"])
+}
+
+#[test]
+fn stunclient_gets_its_reflexive_address() {
+    require("turnutils_stunclient");
+    for bin in SERVERS {
+        let s = Server::start(bin, &[]);
+        let r = run("turnutils_stunclient", &["-p".into(), s.port.to_string(), "127.0.0.1".into()], Duration::from_secs(20));
+        assert_eq!(r.status.map(|s| s.success()), Some(true), "{bin}: {}", r.output);
+        assert!(r.output.contains("UDP reflexive addr: 127.0.0.1:"), "{bin}: {}", r.output);
+    }
+}
+
+#[test]
+fn uclient_udp_channels_static_user() {
+    for bin in SERVERS {
+        let s = static_user_server(bin);
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, &format!("{bin} udp channels"));
+    }
+}
+
+#[test]
+fn uclient_udp_send_indications_static_user() {
+    for bin in SERVERS {
+        let s = static_user_server(bin);
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-s", "-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, &format!("{bin} udp send indications"));
+    }
+}
+
+#[test]
+fn uclient_tcp_channels_static_user() {
+    for bin in SERVERS {
+        let s = static_user_server(bin);
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-t", "-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, &format!("{bin} tcp channels"));
+    }
+}
+
+#[test]
+fn uclient_tcp_send_indications_static_user() {
+    for bin in SERVERS {
+        let s = static_user_server(bin);
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-t", "-s", "-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, &format!("{bin} tcp send indications"));
+    }
+}
+
+#[test]
+fn uclient_rest_credentials_udp_and_tcp() {
+    for bin in SERVERS {
+        let s = Server::start(bin, &["--static-auth-secret", SECRET, "--allow-loopback-peers"]);
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-W", SECRET, "-u", "carol"]);
+        assert_all_relayed(&s, &r, &format!("{bin} rest udp"));
+        let r = uclient(&s, pp, &["-t", "-W", SECRET, "-u", "carol"]);
+        assert_all_relayed(&s, &r, &format!("{bin} rest tcp"));
+        // The wrong secret gets nowhere.
+        let r = uclient(&s, pp, &["-W", "not-the-secret", "-u", "carol"]);
+        assert_ne!(r.status.map(|s| s.success()), Some(true), "{bin}: wrong secret accepted\n{}", r.output);
+        assert!(uclient_totals(&r.output).is_none_or(|t| t.received == 0), "{bin}: {}", r.output);
+    }
+}
+
+#[test]
+fn loopback_peer_is_refused_by_default() {
+    for bin in SERVERS {
+        let user = format!("{USER}:{PASS}");
+        let s = Server::start(bin, &["--user", &user]);
+        let (_peer, pp) = peer();
+        for extra in [&["-u", USER, "-w", PASS][..], &["-t", "-u", USER, "-w", PASS][..]] {
+            let r = uclient(&s, pp, extra);
+            assert_ne!(r.status.map(|s| s.success()), Some(true), "{bin} {extra:?}: relayed to loopback without --allow-loopback-peers\n{}", r.output);
+            assert!(r.output.contains("403"), "{bin} {extra:?}: expected 403 Forbidden\n{}", r.output);
+        }
+    }
+}
+
+#[test]
+fn config_file_keys_match_the_flags() {
+    for bin in SERVERS {
+        let dir = switchboard_tests::scratch("config");
+        let path = dir.join("switchboard.toml");
+        std::fs::write(&path, format!("user = [\"{USER}:{PASS}\"]\nallow-loopback-peers = true\nrealm = \"file.realm\"\nmin-port = 40000\nmax-port = 40999\n")).unwrap();
+        let s = Server::start(bin, &["--config", path.to_str().unwrap()]);
+        assert!(s.proc.stdout().contains("file.realm") && s.proc.stdout().contains("40000-40999"), "{}", s.proc.stdout());
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, &format!("{bin} config file"));
+    }
+}
+
+#[test]
+fn graceful_stop_releases_allocations_and_secrets_stay_out_of_logs() {
+    for bin in SERVERS {
+        let user = format!("{USER}:{PASS}");
+        let mut s = Server::start(bin, &["--user", &user, "--static-auth-secret", SECRET, "--allow-loopback-peers", "--log-level", "trace"]);
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, bin);
+        for sig in ["TERM"] {
+            s.proc.signal(sig);
+            let st = s.proc.wait(Duration::from_secs(10)).unwrap_or_else(|| panic!("{bin} did not stop on SIG{sig}"));
+            assert!(st.success(), "{bin}: exit {st}\n{}", s.proc.stderr());
+        }
+        let log = format!("{}{}", s.proc.stdout(), s.proc.stderr());
+        assert!(log.contains("stopped"), "{bin}: {log}");
+        assert!(!log.contains(PASS) && !log.contains(SECRET), "{bin}: a secret reached the log");
+        // SIGINT stops it too.
+        let mut s = Server::start(bin, &[]);
+        s.proc.signal("INT");
+        assert!(s.proc.wait(Duration::from_secs(10)).is_some_and(|st| st.success()), "{bin} did not stop on SIGINT");
+    }
+}
+
+#[test]
+fn idle_server_does_not_spin() {
+    for bin in SERVERS {
+        let s = static_user_server(bin);
+        // An allocation makes timers pending, which a busy loop would spin on.
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, bin);
+        let before = s.proc.cpu_ticks();
+        std::thread::sleep(Duration::from_secs(2));
+        let used = s.proc.cpu_ticks() - before;
+        // 2 s of wall time is 200 ticks; a busy loop would use nearly all of them.
+        assert!(used <= 5, "{bin} used {used} CPU ticks in 2 s while idle");
+    }
+}
+
+#[test]
+fn parses_uclient_summary() {
+    let out = "7: : start_mclient: msz=4, tot_send_msgs=369, tot_recv_msgs=369\n7: : start_mclient: tot_send_msgs=400, tot_recv_msgs=399\n7: : Total lost packets 1 (0.25%), total send dropped 0 (0.000000%)\n";
+    assert_eq!(switchboard_tests::uclient_totals(out), Some(switchboard_tests::UclientTotals { sent: 400, received: 399, lost: 1 }));
+}
