@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of the project, on a fresh machine as on a developer's.
+#
+#   ./scripts/test.sh            # everything
+#   ./scripts/test.sh turn       # only tests whose name matches "turn"
+#
+# It installs what the tests need when it is missing (coturn's clients), builds
+# once, then runs the whole suite inside a fresh network namespace that has only
+# a loopback interface, so no test can send traffic anywhere else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "test.sh: installing ${need_apt[*]}"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# coturn's package starts a turnserver on 3478 on some systems; ours must not share a port with it.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop coturn >/dev/null 2>&1 || true; fi
+
+# Build everything once (binaries, tests, benches, examples); the namespace below has no network.
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked --no-run
+
+run_tests() {
+    cargo test --workspace --locked --offline -- "$@"
+}
+
+if [ "${IN_NETNS:-}" = 1 ]; then
+    run_tests "$@"
+elif [ "$(id -u)" -eq 0 ] && unshare --net true 2>/dev/null; then
+    export -f run_tests
+    IN_NETNS=1 unshare --net bash -c 'ip link set lo up && run_tests "$@"' bash "$@"
+else
+    echo "test.sh: cannot create a network namespace (needs root); running on the host's loopback" >&2
+    run_tests "$@"
+fi
