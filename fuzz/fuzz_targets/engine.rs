@@ -1,0 +1,399 @@
+//! The whole engine fed an arbitrary sequence of inputs: datagrams and stream
+//! bytes from several clients (garbage, and well-formed requests signed with
+//! good, wrong or stale credentials), peer datagrams on the relays it bound,
+//! failed binds, closes, and time jumping forwards and backwards.
+//!
+//! Invariants checked on every step: no panic; data goes to a peer only
+//! through a relay the engine was given and still holds, and only to a peer
+//! the policy allows; data goes to a client only if that client exists;
+//! every control message the engine sends parses as STUN.
+#![no_main]
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use switchboard_core::stun::message::{append_fingerprint, append_integrity};
+use switchboard_core::stun::view::{attr, encode_xor_address, method, StunView, MAGIC_COOKIE};
+use switchboard_core::turn::auth::{long_term_key, rest_password};
+use switchboard_core::turn::{PortRequest, TurnConfig, RELAY_HEADROOM, RELAY_TAILROOM};
+use switchboard_core::{AllocationId, Client, Config, ConnId, Forward, Input, Output, Switchboard, Via};
+
+const REALM: &str = "fuzz";
+const SECRET: &str = "fuzz-secret";
+const UNIX_START: u64 = 1_800_000_000;
+const LISTEN: &str = "192.0.2.10:3478";
+
+/// Peers: public ones the policy allows, and every refused form.
+const PEERS: &[&str] = &[
+    "8.8.8.8:5000",
+    "1.1.1.1:53",
+    "[2606:4700::1]:9",
+    "127.0.0.1:3480",
+    "10.0.0.1:9",
+    "169.254.169.254:80",
+    "0.0.0.0:1",
+    "[::1]:9",
+    "[::]:9",
+    "[::ffff:127.0.0.1]:9",
+    "[::127.0.0.1]:9",
+    "[64:ff9b::a00:1]:9",
+    "[2002:7f00:1::]:9",
+    "[2001:0:7f00:1::]:9",
+    "[fe80::1]:9",
+    "[fc00::1]:9",
+    "100.64.0.1:9",
+    "224.0.0.1:9",
+    "255.255.255.255:9",
+];
+
+#[derive(Arbitrary, Debug)]
+enum Auth {
+    None,
+    Static,
+    Rest { expired: bool },
+    WrongPassword,
+    StaleNonce,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Attr {
+    Transport(u8),
+    Lifetime(u32),
+    Peer(u8),
+    PeerIp([u8; 16], u16, bool),
+    Channel(u16),
+    EvenPort(bool),
+    Token([u8; 8]),
+    Family(u8),
+    DontFragment,
+    Data(Vec<u8>),
+    Raw(u16, Vec<u8>),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Udp { client: u8, data: Vec<u8> },
+    Request { client: u8, method: u8, attrs: Vec<Attr>, auth: Auth, fingerprint: bool },
+    Channel { client: u8, number: u16, len: u8 },
+    Send { client: u8, peer: u8, data: Vec<u8> },
+    FromPeer { relay: u8, peer: u8, len: u16 },
+    Open { conn: u8 },
+    Close { conn: u8 },
+    Advance(u16),
+    Back(u8),
+    FailBinds(bool),
+}
+
+struct Driver {
+    sb: Switchboard,
+    base: Instant,
+    now: Instant,
+    latest: Instant,
+    nonces: HashMap<Client, String>,
+    relays: HashSet<SocketAddr>,
+    reserved: HashSet<SocketAddr>,
+    relay_list: Vec<SocketAddr>,
+    open: HashSet<u64>,
+    next_port: u16,
+    fail_binds: bool,
+    tid: u32,
+}
+
+fn client_of(c: u8) -> Client {
+    let i = c % 6;
+    if i < 4 {
+        Client { via: Via::Udp(LISTEN.parse().unwrap()), remote: SocketAddr::new([198, 51, 100, 1].into(), 40000 + u16::from(i)) }
+    } else {
+        Client { via: Via::Tcp(ConnId(u64::from(i - 4))), remote: SocketAddr::new([198, 51, 100, 2].into(), 40000 + u16::from(i)) }
+    }
+}
+
+fn peer_of(p: u8) -> SocketAddr {
+    PEERS[usize::from(p) % PEERS.len()].parse().unwrap()
+}
+
+fn raw_attr(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
+    buf.extend_from_slice(&typ.to_be_bytes());
+    buf.extend_from_slice(&(value.len().min(0xFFFF) as u16).to_be_bytes());
+    buf.extend_from_slice(&value[..value.len().min(0xFFFF)]);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+    let len = (buf.len() - 20) as u16;
+    buf[2..4].copy_from_slice(&len.to_be_bytes());
+}
+
+impl Driver {
+    fn new() -> Self {
+        let base = Instant::now();
+        let mut turn = TurnConfig::default();
+        turn.realm = REALM.into();
+        turn.users = vec![("alice".into(), "alicepw".into())];
+        turn.static_auth_secret = Some(SECRET.into());
+        turn.relay_families = (true, true);
+        turn.total_quota = 6;
+        turn.user_quota = 4;
+        turn.max_permissions = 8;
+        Driver {
+            sb: Switchboard::new(Config { turn }, base, UNIX_START, &[7; 32]),
+            base,
+            now: base,
+            latest: base,
+            nonces: HashMap::new(),
+            relays: HashSet::new(),
+            reserved: HashSet::new(),
+            relay_list: Vec::new(),
+            open: HashSet::new(),
+            next_port: 50000,
+            fail_binds: false,
+            tid: 0,
+        }
+    }
+
+    fn unix_now(&self) -> u64 {
+        UNIX_START + self.latest.duration_since(self.base).as_secs()
+    }
+
+    fn check_to_peer(&self, relay: SocketAddr, peer: SocketAddr) {
+        assert!(self.relays.contains(&relay), "relayed through {relay}, which the engine does not hold");
+        assert!(self.sb.turn().config().peer_policy.is_allowed(peer.ip()), "relayed to refused peer {peer}");
+    }
+
+    fn forward(&self, f: Forward) {
+        match f {
+            Forward::None => {}
+            Forward::ToPeer(r) => self.check_to_peer(r.relay, r.peer),
+            Forward::ToClient(r) => {
+                if let Via::Tcp(c) = r.to.via {
+                    assert!(self.open.contains(&c.0), "relayed to a closed stream");
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        let f = self.sb.handle_input(self.now, input);
+        self.forward(f);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        let mut binds = Vec::new();
+        loop {
+            match self.sb.poll_output() {
+                Output::Transmit(t) => {
+                    let v = StunView::new_checked(&t.payload).expect("engine sent an unparsable message");
+                    assert_eq!(v.fingerprint_ok(), Some(true));
+                    if let Some(n) = v.find(attr::NONCE) {
+                        self.nonces.insert(t.to, String::from_utf8(n.to_vec()).expect("nonce is text"));
+                    }
+                }
+                Output::ToPeer { relay, peer, .. } => self.check_to_peer(relay, peer),
+                Output::BindRelay { allocation, family, port } => binds.push((allocation, family, port)),
+                Output::ReleaseRelay { relay, .. } => {
+                    assert!(self.relays.remove(&relay) || self.reserved.remove(&relay), "released {relay} twice");
+                }
+                Output::CloseStream(c) => {
+                    self.open.remove(&c.0);
+                }
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        for (allocation, family, port) in binds {
+            self.bind(allocation, family == switchboard_core::Family::V6, port);
+        }
+    }
+
+    fn bind(&mut self, allocation: AllocationId, v6: bool, port: PortRequest) {
+        let ip: IpAddr = if v6 { "2001:db8::1".parse().unwrap() } else { "203.0.113.1".parse().unwrap() };
+        let (bound, reserved) = if self.fail_binds {
+            (None, None)
+        } else {
+            match port {
+                PortRequest::Reserved(addr) => {
+                    assert!(self.reserved.remove(&addr), "asked to use a reservation it does not hold");
+                    (Some(addr), None)
+                }
+                PortRequest::EvenPair => {
+                    self.next_port = (self.next_port + 2) & !1;
+                    let a = SocketAddr::new(ip, self.next_port);
+                    (Some(a), Some(SocketAddr::new(ip, self.next_port + 1)))
+                }
+                PortRequest::Any | PortRequest::Even => {
+                    self.next_port = (self.next_port + 2) & !1;
+                    (Some(SocketAddr::new(ip, self.next_port)), None)
+                }
+            }
+        };
+        if let Some(b) = bound {
+            self.relays.insert(b);
+            self.relay_list.push(b);
+        }
+        if let Some(r) = reserved {
+            self.reserved.insert(r);
+        }
+        self.input(Input::RelayBound { allocation, bound, reserved });
+    }
+
+    fn client_input(&mut self, client: Client, data: &[u8]) {
+        match client.via {
+            Via::Udp(local) => self.input(Input::Datagram { local, remote: client.remote, data }),
+            Via::Tcp(conn) => {
+                if self.open.contains(&conn.0) {
+                    self.input(Input::StreamData { conn, data });
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, client: Client, m: u16, attrs: Vec<Attr>, auth: Auth, fingerprint: bool) -> Vec<u8> {
+        self.tid += 1;
+        let mut tid = [0u8; 12];
+        tid[..4].copy_from_slice(&self.tid.to_be_bytes());
+        let mut b = Vec::with_capacity(128);
+        b.extend_from_slice(&m.to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        b.extend_from_slice(&tid);
+        let mut x = [0u8; 20];
+        for a in attrs.into_iter().take(12) {
+            match a {
+                Attr::Transport(t) => raw_attr(&mut b, attr::REQUESTED_TRANSPORT, &[t, 0, 0, 0]),
+                Attr::Lifetime(l) => raw_attr(&mut b, attr::LIFETIME, &l.to_be_bytes()),
+                Attr::Peer(p) => {
+                    let n = encode_xor_address(peer_of(p), &tid, &mut x);
+                    raw_attr(&mut b, attr::XOR_PEER_ADDRESS, &x[..n]);
+                }
+                Attr::PeerIp(ip, port, v6) => {
+                    let ip: IpAddr = if v6 { ip.into() } else { [ip[0], ip[1], ip[2], ip[3]].into() };
+                    let n = encode_xor_address(SocketAddr::new(ip, port), &tid, &mut x);
+                    raw_attr(&mut b, attr::XOR_PEER_ADDRESS, &x[..n]);
+                }
+                Attr::Channel(n) => raw_attr(&mut b, attr::CHANNEL_NUMBER, &[(n >> 8) as u8, n as u8, 0, 0]),
+                Attr::EvenPort(r) => raw_attr(&mut b, attr::EVEN_PORT, &[if r { 0x80 } else { 0 }]),
+                Attr::Token(t) => raw_attr(&mut b, attr::RESERVATION_TOKEN, &t),
+                Attr::Family(f) => raw_attr(&mut b, attr::REQUESTED_ADDRESS_FAMILY, &[f, 0, 0, 0]),
+                Attr::DontFragment => raw_attr(&mut b, attr::DONT_FRAGMENT, &[]),
+                Attr::Data(d) => raw_attr(&mut b, attr::DATA, &d),
+                Attr::Raw(t, v) => raw_attr(&mut b, t, &v),
+            }
+        }
+        let nonce = self.nonces.get(&client).cloned();
+        let (user, key, nonce) = match auth {
+            Auth::None => return self.finish(b, None, fingerprint),
+            Auth::Static => ("alice".to_string(), long_term_key("alice", REALM, "alicepw"), nonce),
+            Auth::Rest { expired } => {
+                let exp = if expired { self.unix_now() - 1 } else { self.unix_now() + 3600 };
+                let user = format!("{exp}:bob");
+                let pw = rest_password(SECRET.as_bytes(), &user);
+                let key = long_term_key(&user, REALM, &pw);
+                (user, key, nonce)
+            }
+            Auth::WrongPassword => ("alice".to_string(), long_term_key("alice", REALM, "nope"), nonce),
+            Auth::StaleNonce => ("alice".to_string(), long_term_key("alice", REALM, "alicepw"), Some("sb1stale".into())),
+        };
+        raw_attr(&mut b, attr::USERNAME, user.as_bytes());
+        raw_attr(&mut b, attr::REALM, REALM.as_bytes());
+        raw_attr(&mut b, attr::NONCE, nonce.unwrap_or_default().as_bytes());
+        self.finish(b, Some(key), fingerprint)
+    }
+
+    fn finish(&self, mut b: Vec<u8>, key: Option<[u8; 16]>, fingerprint: bool) -> Vec<u8> {
+        if let Some(k) = key {
+            append_integrity(&mut b, &k);
+        }
+        if fingerprint {
+            append_fingerprint(&mut b);
+        }
+        b
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Udp { client, data } => self.client_input(client_of(client), &data),
+            Op::Request { client, method: m, attrs, auth, fingerprint } => {
+                let m = [method::BINDING, method::ALLOCATE, method::REFRESH, method::CREATE_PERMISSION, method::CHANNEL_BIND, method::SEND, 0x00B]
+                    [usize::from(m) % 7];
+                let c = client_of(client);
+                let b = self.request(c, m, attrs, auth, fingerprint);
+                self.client_input(c, &b);
+            }
+            Op::Channel { client, number, len } => {
+                let mut b = number.to_be_bytes().to_vec();
+                b.extend_from_slice(&u16::from(len).to_be_bytes());
+                b.resize(4 + usize::from(len).next_multiple_of(4), 0xAB);
+                self.client_input(client_of(client), &b);
+            }
+            Op::Send { client, peer, data } => {
+                let mut b = Vec::new();
+                b.extend_from_slice(&0x0016u16.to_be_bytes());
+                b.extend_from_slice(&[0, 0]);
+                b.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+                b.extend_from_slice(&[5; 12]);
+                let mut x = [0u8; 20];
+                let n = encode_xor_address(peer_of(peer), &[5; 12], &mut x);
+                raw_attr(&mut b, attr::XOR_PEER_ADDRESS, &x[..n]);
+                raw_attr(&mut b, attr::DATA, &data);
+                self.client_input(client_of(client), &b);
+            }
+            Op::FromPeer { relay, peer, len } => {
+                if self.relay_list.is_empty() {
+                    return;
+                }
+                // Also feed relays already released: the engine must ignore them.
+                let relay = self.relay_list[usize::from(relay) % self.relay_list.len()];
+                let len = usize::from(len) % 2000;
+                let mut buf = vec![0x5Au8; RELAY_HEADROOM + len + RELAY_TAILROOM];
+                let f = self.sb.handle_input(self.now, Input::RelayDatagram {
+                    relay,
+                    peer: peer_of(peer),
+                    buf: &mut buf,
+                    payload: RELAY_HEADROOM..RELAY_HEADROOM + len,
+                });
+                if let Forward::ToClient(r) = &f {
+                    assert!(self.relays.contains(&relay), "data from a released relay reached a client");
+                    assert!(r.range.start <= RELAY_HEADROOM && r.range.end <= buf.len());
+                }
+                self.forward(f);
+                self.drain();
+            }
+            Op::Open { conn } => {
+                let c = client_of(4 + conn % 2);
+                let Via::Tcp(id) = c.via else { unreachable!() };
+                if self.open.insert(id.0) {
+                    self.input(Input::StreamOpened { conn: id, local: LISTEN.parse().unwrap(), remote: c.remote });
+                }
+            }
+            Op::Close { conn } => {
+                let id = u64::from(conn % 2);
+                if self.open.remove(&id) {
+                    self.input(Input::StreamClosed { conn: ConnId(id) });
+                }
+            }
+            Op::Advance(s) => {
+                self.latest += Duration::from_secs(u64::from(s));
+                self.now = self.latest;
+                self.input(Input::Timeout);
+            }
+            Op::Back(s) => {
+                self.now = self.latest.checked_sub(Duration::from_secs(u64::from(s))).unwrap_or(self.latest);
+            }
+            Op::FailBinds(f) => self.fail_binds = f,
+        }
+    }
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    let mut d = Driver::new();
+    for op in ops.into_iter().take(256) {
+        d.step(op);
+    }
+    d.sb.shutdown(d.now);
+    d.drain();
+    assert!(d.relays.is_empty() && d.reserved.is_empty(), "sockets left after shutdown: {:?} {:?}", d.relays, d.reserved);
+    assert_eq!(d.sb.stats().turn.allocations, 0);
+});
