@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The server binaries every end-to-end test runs against.
-pub const SERVERS: &[&str] = &["switchboard"];
+pub const SERVERS: &[&str] = &["switchboard", "switchboard-smol"];
 
 /// Path of a binary built in this workspace.
 pub fn bin(name: &str) -> PathBuf {

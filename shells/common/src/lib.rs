@@ -7,6 +7,7 @@
 
 pub mod banner;
 pub mod cli;
+pub mod driver;
 pub mod relay;
 
 pub use cli::{Cli, Command, ServeArgs, Settings};
@@ -43,4 +44,9 @@ pub fn random_secret() -> String {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).expect("the OS random source is available");
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An empty hash map with an OS-seeded hasher, for a shell's socket tables.
+pub fn new_map<K, V>() -> switchboard_core::hash::Map<K, V> {
+    switchboard_core::hash::Map::with_hasher(switchboard_core::hash::hasher(&os_seed()))
 }
