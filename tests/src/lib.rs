@@ -26,6 +26,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Path of an example built in this workspace (`target/<profile>/examples/<name>`).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("examples").join(name);
+    assert!(p.exists(), "{} is not built; run the README's test command (it builds all examples first)", p.display());
+    p
+}
+
 /// Fails the test if `tool` is not installed.
 pub fn require(tool: &str) {
     let found = std::env::var_os("PATH")
