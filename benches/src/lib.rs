@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use switchboard_core::stun::message::{append_fingerprint, append_integrity};
+use switchboard_core::stun::message::{append_attribute, append_fingerprint, append_integrity};
 use switchboard_core::stun::view::{attr, encode_xor_address, method, Class, StunView, MAGIC_COOKIE};
 use switchboard_core::turn::auth::long_term_key;
 
@@ -22,17 +22,6 @@ pub struct Auth {
     pub key: [u8; 16],
 }
 
-fn push_attr(b: &mut Vec<u8>, typ: u16, value: &[u8]) {
-    b.extend_from_slice(&typ.to_be_bytes());
-    b.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    b.extend_from_slice(value);
-    while b.len() % 4 != 0 {
-        b.push(0);
-    }
-    let len = (b.len() - 20) as u16;
-    b[2..4].copy_from_slice(&len.to_be_bytes());
-}
-
 /// A STUN request (class request) of `method` with `tid`, the given raw
 /// attributes, and long-term authentication when `auth` is given.
 pub fn request(m: u16, tid: [u8; 12], attrs: &[(u16, Vec<u8>)], auth: Option<&Auth>) -> Vec<u8> {
@@ -42,12 +31,12 @@ pub fn request(m: u16, tid: [u8; 12], attrs: &[(u16, Vec<u8>)], auth: Option<&Au
     b.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
     b.extend_from_slice(&tid);
     for (t, v) in attrs {
-        push_attr(&mut b, *t, v);
+        append_attribute(&mut b, *t, v);
     }
     if let Some(a) = auth {
-        push_attr(&mut b, attr::USERNAME, a.user.as_bytes());
-        push_attr(&mut b, attr::REALM, a.realm.as_bytes());
-        push_attr(&mut b, attr::NONCE, a.nonce.as_bytes());
+        append_attribute(&mut b, attr::USERNAME, a.user.as_bytes());
+        append_attribute(&mut b, attr::REALM, a.realm.as_bytes());
+        append_attribute(&mut b, attr::NONCE, a.nonce.as_bytes());
         append_integrity(&mut b, &a.key);
         append_fingerprint(&mut b);
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use switchboard_core::stun::message::{append_fingerprint, append_integrity};
+use switchboard_core::stun::message::{append_attribute as raw_attr, append_fingerprint, append_integrity};
 use switchboard_core::stun::view::{attr, encode_xor_address, method, StunView, MAGIC_COOKIE};
 use switchboard_core::turn::auth::{long_term_key, rest_password};
 use switchboard_core::turn::{PortRequest, TurnConfig, RELAY_HEADROOM, RELAY_TAILROOM};
@@ -113,17 +113,6 @@ fn client_of(c: u8) -> Client {
 
 fn peer_of(p: u8) -> SocketAddr {
     PEERS[usize::from(p) % PEERS.len()].parse().unwrap()
-}
-
-fn raw_attr(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
-    buf.extend_from_slice(&typ.to_be_bytes());
-    buf.extend_from_slice(&(value.len().min(0xFFFF) as u16).to_be_bytes());
-    buf.extend_from_slice(&value[..value.len().min(0xFFFF)]);
-    while buf.len() % 4 != 0 {
-        buf.push(0);
-    }
-    let len = (buf.len() - 20) as u16;
-    buf[2..4].copy_from_slice(&len.to_be_bytes());
 }
 
 impl Driver {

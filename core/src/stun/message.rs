@@ -142,6 +142,22 @@ fn set_length(buf: &mut [u8], body_len: usize) {
     buf[2..4].copy_from_slice(&(body_len as u16).to_be_bytes());
 }
 
+/// Appends a raw attribute (type, length, value, zero padding to 4 bytes) to
+/// an encoded message and updates the header's length. With
+/// [`append_integrity`] and [`append_fingerprint`] this builds any message,
+/// malformed ones included (for tests and clients).
+pub fn append_attribute(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
+    let len = value.len().min(usize::from(u16::MAX));
+    buf.extend_from_slice(&typ.to_be_bytes());
+    buf.extend_from_slice(&(len as u16).to_be_bytes());
+    buf.extend_from_slice(&value[..len]);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+    let body = buf.len() - HEADER_LEN;
+    set_length(buf, body);
+}
+
 /// Appends MESSAGE-INTEGRITY (HMAC-SHA1 with `key`) to an encoded message.
 pub fn append_integrity(buf: &mut Vec<u8>, key: &[u8]) {
     let body = buf.len() - HEADER_LEN + 24;

@@ -134,15 +134,8 @@ mod tests {
         b.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
         b.extend_from_slice(&[9; 12]);
         for (t, v) in extra {
-            b.extend_from_slice(&t.to_be_bytes());
-            b.extend_from_slice(&(v.len() as u16).to_be_bytes());
-            b.extend_from_slice(v);
-            while b.len() % 4 != 0 {
-                b.push(0);
-            }
+            message::append_attribute(&mut b, *t, v);
         }
-        let len = (b.len() - 20) as u16;
-        b[2..4].copy_from_slice(&len.to_be_bytes());
         b
     }
 

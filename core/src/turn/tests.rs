@@ -161,14 +161,7 @@ pub(crate) fn request(m: u16, tid: [u8; 12], attrs: Vec<Attribute>, auth: Option
 }
 
 pub(crate) fn raw_attr(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
-    buf.extend_from_slice(&typ.to_be_bytes());
-    buf.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    buf.extend_from_slice(value);
-    while buf.len() % 4 != 0 {
-        buf.push(0);
-    }
-    let len = (buf.len() - 20) as u16;
-    buf[2..4].copy_from_slice(&len.to_be_bytes());
+    message::append_attribute(buf, typ, value);
 }
 
 pub(crate) fn sign(mut req: Vec<u8>, cr: &Creds, nonce: &str) -> Vec<u8> {

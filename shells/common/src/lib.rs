@@ -50,3 +50,22 @@ pub fn random_secret() -> String {
 pub fn new_map<K, V>() -> switchboard_core::hash::Map<K, V> {
     switchboard_core::hash::Map::with_hasher(switchboard_core::hash::hasher(&os_seed()))
 }
+
+/// The `main` of a shell binary: parses the command line, resolves the
+/// settings (exit 2 on a config error), sets up logging, and runs `serve`
+/// (exit 1 on an I/O error).
+pub fn main_with(name: &str, serve: impl FnOnce(Settings) -> std::io::Result<()>) {
+    let Command::Serve(args) = parse_cli().command;
+    let settings = match args.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&settings.log_level);
+    if let Err(e) = serve(settings) {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
+}

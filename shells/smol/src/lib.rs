@@ -121,7 +121,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io
     with(&state, |d, io| d.start(io));
     let weak = Rc::downgrade(&state);
     let tasks = [
-        ex.spawn(read_listener(weak.clone(), udp, local)),
+        ex.spawn(read_udp(weak.clone(), udp, UdpRole::Listener(local))),
         ex.spawn(accept(weak.clone(), tcp, local)),
         ex.spawn(timer(weak, timer_rx)),
     ];
@@ -134,29 +134,17 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io
     Ok(())
 }
 
-async fn read_listener(state: Weak<RefCell<Shared>>, udp: Rc<Async<UdpSocket>>, local: SocketAddr) {
-    loop {
-        if udp.readable().await.is_err() {
-            return;
-        }
-        let Some(state) = state.upgrade() else { return };
-        let more = with(&state, |d, io| {
-            for _ in 0..BATCH {
-                match udp.get_ref().recv_from(d.recv_buf()) {
-                    Ok((n, from)) => d.datagram(io, local, from, n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                    Err(e) => debug!("udp recv: {e}"),
-                }
-            }
-            true
-        });
-        if more {
-            future::yield_now().await;
-        }
-    }
+/// Which UDP socket a reading task serves.
+#[derive(Clone, Copy)]
+enum UdpRole {
+    /// The STUN/TURN listener bound at this address.
+    Listener(SocketAddr),
+    /// The relay socket bound at this address.
+    Relay(SocketAddr),
 }
 
-async fn read_relay(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, relay: SocketAddr) {
+/// Reads a UDP socket in batches whenever it is readable, until cancelled.
+async fn read_udp(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, role: UdpRole) {
     loop {
         if socket.readable().await.is_err() {
             return;
@@ -164,10 +152,11 @@ async fn read_relay(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, 
         let Some(state) = state.upgrade() else { return };
         let more = with(&state, |d, io| {
             for _ in 0..BATCH {
-                match socket.get_ref().recv_from(d.recv_buf()) {
-                    Ok((n, peer)) => d.relay_datagram(io, relay, peer, n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                    Err(e) => debug!(%relay, "relay recv: {e}"),
+                match (socket.get_ref().recv_from(d.recv_buf()), role) {
+                    (Ok((n, from)), UdpRole::Listener(local)) => d.datagram(io, local, from, n),
+                    (Ok((n, from)), UdpRole::Relay(relay)) => d.relay_datagram(io, relay, from, n),
+                    (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                    (Err(e), _) => debug!("udp recv: {e}"),
                 }
             }
             true
@@ -313,7 +302,7 @@ impl Sockets for Io {
     fn add_relay(&mut self, socket: UdpSocket, addr: SocketAddr) -> bool {
         let Ok(socket) = Async::new(socket) else { return false };
         let socket = Rc::new(socket);
-        let task = self.ex.spawn(read_relay(self.state.clone(), socket.clone(), addr));
+        let task = self.ex.spawn(read_udp(self.state.clone(), socket.clone(), UdpRole::Relay(addr)));
         self.relays.insert(addr, Relay { socket, _task: task });
         debug!(%addr, "relay bound");
         true
