@@ -18,10 +18,11 @@ SIZE=${SIZE:-200}
 WINDOW=${WINDOW:-32}
 ROUNDS=${ROUNDS:-3}
 SB_PORT=${SB_PORT:-34780}
+SM_PORT=${SM_PORT:-34784}
 CT_PORT=${CT_PORT:-34790}
 
 command -v turnserver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; }
-cargo build --release --locked -q -p switchboard -p switchboard-benches --bins
+cargo build --release --locked -q -p switchboard -p switchboard-smol -p switchboard-benches --bins
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
@@ -30,6 +31,10 @@ trap cleanup EXIT
 target/release/switchboard serve --turn-listen 127.0.0.1:$SB_PORT --relay-ip 127.0.0.1 \
     --min-port 40000 --max-port 44999 --user bench:benchpw --allow-loopback-peers --log-level warn \
     >"$tmp/sb.log" 2>&1 &
+pids+=($!)
+target/release/switchboard-smol serve --turn-listen 127.0.0.1:$SM_PORT --relay-ip 127.0.0.1 \
+    --min-port 35000 --max-port 39999 --user bench:benchpw --allow-loopback-peers --log-level warn \
+    >"$tmp/smol.log" 2>&1 &
 pids+=($!)
 turnserver -n --listening-ip 127.0.0.1 --listening-port $CT_PORT --relay-ip 127.0.0.1 \
     --min-port 45000 --max-port 49999 --lt-cred-mech --user bench:benchpw --realm switchboard \
@@ -44,11 +49,14 @@ load() {
 }
 rate() { sed -E 's/.*"round_trips_per_sec":([0-9]+).*/\1/'; }
 
-sb=(); ct=()
+sb=(); sm=(); ct=()
 for r in $(seq 1 "$ROUNDS"); do
-    a=$(load $SB_PORT); echo "switchboard round $r: $a"; sb+=("$(echo "$a" | rate)")
-    b=$(load $CT_PORT); echo "coturn      round $r: $b"; ct+=("$(echo "$b" | rate)")
+    a=$(load $SB_PORT); echo "switchboard      round $r: $a"; sb+=("$(echo "$a" | rate)")
+    c=$(load $SM_PORT); echo "switchboard-smol round $r: $c"; sm+=("$(echo "$c" | rate)")
+    b=$(load $CT_PORT); echo "coturn           round $r: $b"; ct+=("$(echo "$b" | rate)")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-msb=$(median "${sb[@]}"); mct=$(median "${ct[@]}")
-echo "median round trips/s (each = 2 relayed packets): switchboard $msb, coturn $mct, ratio $(awk -v a="$msb" -v b="$mct" 'BEGIN {printf "%.2f", a/b}')"
+msb=$(median "${sb[@]}"); msm=$(median "${sm[@]}"); mct=$(median "${ct[@]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+echo "median round trips/s (each = 2 relayed packets): switchboard $msb (x$(ratio "$msb" "$mct") coturn)," \
+     "switchboard-smol $msm (x$(ratio "$msm" "$mct") coturn), coturn $mct"
