@@ -20,8 +20,7 @@ const PEER: &str = "8.8.8.8:5000";
 const RELAY: &str = "192.0.2.1:50000";
 
 fn engine() -> Switchboard {
-    let mut turn = TurnConfig::default();
-    turn.users = vec![("bench".into(), "benchpw".into())];
+    let turn = TurnConfig { users: vec![("bench".into(), "benchpw".into())], ..TurnConfig::default() };
     Switchboard::new(Config { turn }, Instant::now(), 1_800_000_000, &[1; 32])
 }
 

@@ -97,7 +97,7 @@ pub fn setup_channel(
         t
     };
     let udp = (attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]);
-    let challenge = exchange(&request(method::ALLOCATE, tid(), &[udp.clone()], None))?;
+    let challenge = exchange(&request(method::ALLOCATE, tid(), std::slice::from_ref(&udp), None))?;
     let v = StunView::new_checked(&challenge).map_err(|e| SetupError(format!("bad 401: {e:?}")))?;
     let text = |t| v.find(t).map(|b| String::from_utf8_lossy(b).into_owned());
     let (Some(realm), Some(nonce)) = (text(attr::REALM), text(attr::NONCE)) else {

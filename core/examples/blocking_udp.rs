@@ -43,8 +43,7 @@ fn main() -> io::Result<()> {
     let listener = UdpSocket::bind(listen)?;
     let local = listener.local_addr()?;
 
-    let mut turn = TurnConfig::default();
-    turn.users = vec![("demo".into(), "demo".into())];
+    let mut turn = TurnConfig { users: vec![("demo".into(), "demo".into())], ..TurnConfig::default() };
     turn.peer_policy.allow_loopback = args.iter().any(|a| a == "--allow-loopback-peers");
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;

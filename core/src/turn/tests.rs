@@ -136,7 +136,7 @@ impl Harness {
     }
 
     /// Peer to client: returns the framed bytes the client would get.
-    pub fn from_peer(&mut self, relay: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    pub fn relay_from_peer(&mut self, relay: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
         let mut buf = vec![0xEEu8; RELAY_HEADROOM + payload.len() + RELAY_TAILROOM];
         buf[RELAY_HEADROOM..RELAY_HEADROOM + payload.len()].copy_from_slice(payload);
         let r = self.s.handle_peer(self.now, relay, peer, &mut buf, RELAY_HEADROOM..RELAY_HEADROOM + payload.len())?;
@@ -463,14 +463,14 @@ fn send_indication_and_data_indication_through_a_permission_with_its_lifetime() 
     let relay = h.allocate(c, &alice);
     let ind = send_indication(peer(), b"hello peer");
     assert!(h.s.handle_client(h.now, c, &ind).is_none(), "no permission yet");
-    assert_eq!(h.from_peer(relay, peer(), b"x"), None, "no permission yet");
+    assert_eq!(h.relay_from_peer(relay, peer(), b"x"), None, "no permission yet");
     assert_eq!(h.permit(c, &alice, peer()), None);
     let route = h.s.handle_client(h.now, c, &ind).unwrap();
     assert_eq!((route.relay, route.peer), (relay, peer()));
     assert_eq!(&ind[route.payload], b"hello peer");
     // Any port of a permitted IP may send back; it arrives as a Data indication.
     let other_port: SocketAddr = "8.8.8.8:6000".parse().unwrap();
-    let framed = h.from_peer(relay, other_port, b"hello client").unwrap();
+    let framed = h.relay_from_peer(relay, other_port, b"hello client").unwrap();
     let v = StunView::new_checked(&framed).unwrap();
     assert_eq!((v.class(), v.method()), (Class::Indication, method::DATA));
     assert_eq!(v.xor_address(attr::XOR_PEER_ADDRESS), Some(other_port));
@@ -480,9 +480,9 @@ fn send_indication_and_data_indication_through_a_permission_with_its_lifetime() 
     assert!(h.s.handle_client(h.now, c, &ind).is_some());
     h.advance(Duration::from_secs(1));
     assert!(h.s.handle_client(h.now, c, &ind).is_none());
-    assert_eq!(h.from_peer(relay, peer(), b"late"), None);
+    assert_eq!(h.relay_from_peer(relay, peer(), b"late"), None);
     // Data from an unknown relay address is dropped.
-    assert_eq!(h.from_peer("10.9.9.9:1".parse().unwrap(), peer(), b"x"), None);
+    assert_eq!(h.relay_from_peer("10.9.9.9:1".parse().unwrap(), peer(), b"x"), None);
 }
 
 #[test]
@@ -508,9 +508,9 @@ fn channel_bind_rules_and_channel_data_both_ways() {
     short.truncate(6);
     assert!(h.s.handle_client(h.now, c, &short).is_none());
     // Peer to client over a channel: ChannelData, unpadded over UDP.
-    let framed = h.from_peer(relay, peer(), b"back").unwrap();
+    let framed = h.relay_from_peer(relay, peer(), b"back").unwrap();
     assert_eq!(framed, channel_data(0x4000, b"back"));
-    let framed = h.from_peer(relay, peer(), b"odd").unwrap();
+    let framed = h.relay_from_peer(relay, peer(), b"odd").unwrap();
     assert_eq!(framed, channel_data(0x4000, b"odd"));
     // The channel lives 600 s, but its permission must be refreshed every 300 s.
     h.advance(Duration::from_secs(290));
@@ -522,7 +522,7 @@ fn channel_bind_rules_and_channel_data_both_ways() {
     h.advance(Duration::from_secs(20));
     assert!(h.s.handle_client(h.now, c, &cd).is_none(), "channel expired at 600 s");
     // Expired: peer data comes back as a Data indication, and the number can be rebound elsewhere.
-    let framed = h.from_peer(relay, peer(), b"x").unwrap();
+    let framed = h.relay_from_peer(relay, peer(), b"x").unwrap();
     assert_eq!(StunView::new_checked(&framed).unwrap().method(), method::DATA);
     assert_eq!(h.bind(c, &alice, 0x4000, "8.8.8.8:7000".parse().unwrap()), None);
 }
@@ -534,7 +534,7 @@ fn tcp_clients_get_padded_channel_data() {
     let c = Client { via: Via::Tcp(crate::ConnId(9)), remote: "203.0.113.9:1000".parse().unwrap() };
     let relay = h.allocate(c, &alice);
     assert_eq!(h.bind(c, &alice, 0x4000, peer()), None);
-    let framed = h.from_peer(relay, peer(), b"odd").unwrap();
+    let framed = h.relay_from_peer(relay, peer(), b"odd").unwrap();
     assert_eq!(framed, [0x40, 0x00, 0, 3, b'o', b'd', b'd', 0]);
     // The stream closing ends the allocation.
     h.s.handle_client_closed(h.now, c);
@@ -543,6 +543,7 @@ fn tcp_clients_get_padded_channel_data() {
 }
 
 #[test]
+#[allow(clippy::reversed_empty_ranges)] // a reversed range is one of the inputs under test
 fn headroom_is_checked_not_assumed() {
     let mut h = Harness::new(config());
     let alice = creds("alice", "alicepw");
@@ -592,7 +593,7 @@ fn same_seed_same_bytes() {
         let c = client(1);
         let relay = h.allocate(c, &alice);
         h.permit(c, &alice, peer());
-        h.from_peer(relay, peer(), b"data").unwrap()
+        h.relay_from_peer(relay, peer(), b"data").unwrap()
     };
     assert_eq!(run(), run());
     let framed = run();
