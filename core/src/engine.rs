@@ -14,6 +14,7 @@ use crate::hash::{self, Map};
 use crate::framing::{StreamFramer, MAX_FRAME};
 use crate::ids::{AllocationId, Client, ConnId, Family, Via};
 use crate::rng::Seed;
+use crate::signal::{self, SignalConfig, SignalStats, Signaling};
 use crate::time::Monotonic;
 use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnServer, TurnStats};
 
@@ -22,6 +23,9 @@ use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnSer
 pub struct Config {
     /// The STUN/TURN server.
     pub turn: TurnConfig,
+    /// The signaling server. When its `turn_secret` is `None`, the TURN
+    /// server's REST secret is used, so handed-out credentials work.
+    pub signal: SignalConfig,
 }
 
 /// One input to the engine. Every variant is handled by [`Switchboard::handle_input`].
@@ -81,6 +85,23 @@ pub enum Input<'a> {
         /// For [`PortRequest::EvenPair`]: the reserved socket at port + 1.
         reserved: Option<SocketAddr>,
     },
+    /// A signaling connection (a WebSocket) opened.
+    SignalOpened {
+        /// The shell's handle for it.
+        conn: ConnId,
+    },
+    /// A text message arrived on a signaling connection.
+    SignalText {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        text: &'a str,
+    },
+    /// A signaling connection closed (counts as leaving its room).
+    SignalClosed {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Time passed; expire whatever is due.
     Timeout,
 }
@@ -132,16 +153,20 @@ pub enum Output<'a> {
     },
     /// Close this stream connection (its byte stream cannot be framed).
     CloseStream(ConnId),
+    /// Send a text message on a signaling connection.
+    SignalSend(signal::Send),
     /// Nothing more to do now: call again after the next input, or at this
     /// instant with [`Input::Timeout`] (`None`: no timer is pending).
     Timeout(Option<Instant>),
 }
 
 /// Counters of the engine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// The TURN server's counters.
     pub turn: TurnStats,
+    /// The signaling server's counters.
+    pub signal: SignalStats,
     /// Stream connections open now.
     pub streams: u64,
     /// Stream connections closed because their bytes could not be framed.
@@ -174,6 +199,7 @@ struct Stream {
 #[derive(Debug)]
 pub struct Switchboard {
     turn: TurnServer,
+    signal: Signaling,
     streams: Map<ConnId, Stream>,
     ready: VecDeque<ConnId>,
     closing: VecDeque<ConnId>,
@@ -185,7 +211,12 @@ impl Switchboard {
     /// An engine started at `now`, when unix time was `unix_now` seconds,
     /// seeded with `seed` (shells fill it from the OS).
     pub fn new(config: Config, now: Instant, unix_now: u64, seed: &Seed) -> Self {
+        let mut signal = config.signal;
+        if signal.turn_secret.is_none() {
+            signal.turn_secret = config.turn.static_auth_secret.clone();
+        }
         Switchboard {
+            signal: Signaling::new(signal, now, unix_now, &crate::rng::derive(seed, "signaling")),
             turn: TurnServer::new(config.turn, now, unix_now, seed),
             streams: Map::with_hasher(hash::hasher(seed)),
             ready: VecDeque::new(),
@@ -200,10 +231,16 @@ impl Switchboard {
         &self.turn
     }
 
+    /// The signaling server inside.
+    pub fn signaling(&self) -> &Signaling {
+        &self.signal
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.turn = self.turn.stats();
+        s.signal = self.signal.stats();
         s.streams = self.streams.len() as u64;
         s
     }
@@ -254,6 +291,18 @@ impl Switchboard {
                 self.turn.handle_relay_bound(now, allocation, bound, reserved);
                 Forward::None
             }
+            Input::SignalOpened { conn } => {
+                self.signal.handle_open(now, conn);
+                Forward::None
+            }
+            Input::SignalText { conn, text } => {
+                self.signal.handle_text(now, conn, text);
+                Forward::None
+            }
+            Input::SignalClosed { conn } => {
+                self.signal.handle_close(now, conn);
+                Forward::None
+            }
             Input::Timeout => {
                 self.turn.handle_timeout(now);
                 Forward::None
@@ -278,6 +327,9 @@ impl Switchboard {
                     turn::Output::BindRelay { allocation, family, port } => Output::BindRelay { allocation, family, port },
                     turn::Output::ReleaseRelay { allocation, relay } => Output::ReleaseRelay { allocation, relay },
                 };
+            }
+            if let Some(m) = self.signal.poll_output() {
+                return Output::SignalSend(m);
             }
             if let Some(conn) = self.closing.pop_front() {
                 return Output::CloseStream(conn);

@@ -1,7 +1,7 @@
 //! # switchboard-core
 //!
 //! The sans-IO protocol engine of Switchboard: STUN (RFC 8489) and TURN
-//! (RFC 8656) today, signaling and an SFU to come. It owns no sockets, reads
+//! (RFC 8656), and signaling rooms; the SFU is to come. It owns no sockets, reads
 //! no clock and starts no threads: time comes in as an argument, randomness
 //! as a seed, packets as borrowed bytes, and what to send comes back out.
 //!
@@ -22,6 +22,7 @@ pub mod framing;
 pub mod hash;
 pub mod ids;
 pub mod rng;
+pub mod signal;
 pub mod stun;
 pub mod time;
 pub mod turn;

@@ -51,7 +51,7 @@ pub fn unknown_attribute_response(view: &StunView<'_>, unknown: &[u16]) -> Vec<u
 }
 
 /// Counters of the Binding server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StunStats {
     /// Binding requests answered with a success response.
     pub binding_requests: u64,

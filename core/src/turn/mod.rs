@@ -209,7 +209,7 @@ pub struct ClientRoute {
 }
 
 /// Counters of a TURN server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TurnStats {
     /// Allocations alive now.
     pub allocations: u64,

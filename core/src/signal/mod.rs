@@ -1,0 +1,420 @@
+//! Signaling: rooms of peers exchanging offers, answers, candidates and chat
+//! over WebSocket text messages (the protocol is in [`protocol`]).
+//!
+//! [`Signaling`] is a sans-IO state machine like the rest of the core: the
+//! shell tells it when a connection opens, hands it each text message and
+//! tells it when the connection closes, then drains [`Signaling::poll_output`]
+//! for the text messages to send. It never closes a connection itself: bad
+//! input gets an `error` message and the connection goes on.
+
+pub mod protocol;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::hash::{self, Map};
+use crate::ids::ConnId;
+use crate::rng::{Rng, Seed};
+use crate::time::{Monotonic, WallClock};
+use crate::turn::auth::{rest_password, rest_username};
+
+pub use protocol::{ClientMsg, ErrorCode, IceServer, Mode, PeerInfo, ServerMsg};
+
+/// Longest room name, in characters.
+pub const MAX_ROOM_NAME: usize = 64;
+/// Longest display name, in characters.
+pub const MAX_NAME: usize = 64;
+/// Longest chat line, in characters.
+pub const MAX_CHAT: usize = 4096;
+
+/// Configuration of [`Signaling`].
+#[derive(Clone)]
+pub struct SignalConfig {
+    /// Most peers in a p2p room.
+    pub p2p_capacity: usize,
+    /// Most peers in an SFU room.
+    pub sfu_capacity: usize,
+    /// Whether `sfu` rooms can be joined (they need the SFU).
+    pub sfu_enabled: bool,
+    /// Largest message accepted, in bytes; larger ones get `too-large`.
+    pub max_message_bytes: usize,
+    /// Messages a connection may send in a burst.
+    pub rate_burst: u32,
+    /// Messages per second a connection may send, sustained.
+    pub rate_per_second: u32,
+    /// `stun:` URLs handed out in `joined`.
+    pub stun_urls: Vec<String>,
+    /// `turn:` URLs handed out in `joined`, with REST credentials.
+    pub turn_urls: Vec<String>,
+    /// The TURN REST secret for those credentials (the TURN server's).
+    pub turn_secret: Option<String>,
+    /// How long a handed-out TURN credential is valid.
+    pub credential_ttl: Duration,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        SignalConfig {
+            p2p_capacity: 2,
+            sfu_capacity: 16,
+            sfu_enabled: false,
+            max_message_bytes: 64 * 1024,
+            rate_burst: 100,
+            rate_per_second: 50,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            credential_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl std::fmt::Debug for SignalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalConfig")
+            .field("p2p_capacity", &self.p2p_capacity)
+            .field("sfu_capacity", &self.sfu_capacity)
+            .field("sfu_enabled", &self.sfu_enabled)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("rate_burst", &self.rate_burst)
+            .field("rate_per_second", &self.rate_per_second)
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_urls", &self.turn_urls)
+            .field("turn_secret", &self.turn_secret.as_ref().map(|_| "<redacted>"))
+            .field("credential_ttl", &self.credential_ttl)
+            .finish()
+    }
+}
+
+/// A text message to send on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    /// The connection.
+    pub conn: ConnId,
+    /// The JSON text.
+    pub text: String,
+}
+
+/// Counters of the signaling server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SignalStats {
+    /// Rooms now.
+    pub rooms: u64,
+    /// Connections now (joined or not).
+    pub connections: u64,
+    /// Peers in rooms now.
+    pub peers: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Error replies sent.
+    pub errors: u64,
+    /// Messages dropped by the rate limit.
+    pub rate_limited: u64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: String,
+    name: String,
+    room: Option<String>,
+    /// Token bucket, in thousandths of a message.
+    tokens: u64,
+    refilled: Instant,
+    /// Whether the client was told it is being rate limited (once per episode).
+    limited: bool,
+}
+
+#[derive(Debug)]
+struct Room {
+    mode: Mode,
+    /// In join order.
+    members: Vec<ConnId>,
+}
+
+/// The signaling server: rooms, peers and the relay of their messages.
+#[derive(Debug)]
+pub struct Signaling {
+    config: SignalConfig,
+    clock: WallClock,
+    time: Monotonic,
+    rng: Rng,
+    peers: Map<ConnId, Peer>,
+    ids: Map<String, ConnId>,
+    rooms: Map<String, Room>,
+    out: VecDeque<Send>,
+    stats: SignalStats,
+}
+
+/// What went wrong with one client message.
+struct Refusal(ErrorCode, &'static str);
+
+impl Signaling {
+    /// A signaling server started at `now` (unix time `unix_now`), seeded with `seed`.
+    pub fn new(config: SignalConfig, now: Instant, unix_now: u64, seed: &Seed) -> Self {
+        Signaling {
+            config,
+            clock: WallClock::new(now, unix_now),
+            time: Monotonic::new(now),
+            rng: Rng::new(seed, "signal ids"),
+            peers: Map::with_hasher(hash::hasher(seed)),
+            ids: Map::with_hasher(hash::hasher(seed)),
+            rooms: Map::with_hasher(hash::hasher(seed)),
+            out: VecDeque::new(),
+            stats: SignalStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SignalConfig {
+        &self.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SignalStats {
+        let mut s = self.stats.clone();
+        s.rooms = self.rooms.len() as u64;
+        s.connections = self.peers.len() as u64;
+        s.peers = self.rooms.values().map(|r| r.members.len() as u64).sum();
+        s
+    }
+
+    /// A signaling connection opened (a WebSocket was accepted).
+    pub fn handle_open(&mut self, now: Instant, conn: ConnId) {
+        let now = self.time.advance(now);
+        let id = loop {
+            let id = format!("{:016x}", self.rng.next_u64());
+            if !self.ids.contains_key(&id) {
+                break id;
+            }
+        };
+        self.ids.insert(id.clone(), conn);
+        let tokens = u64::from(self.config.rate_burst) * 1000;
+        self.peers.insert(conn, Peer { id, name: String::new(), room: None, tokens, refilled: now, limited: false });
+    }
+
+    /// A signaling connection closed: a leave, with `bye` to the others.
+    pub fn handle_close(&mut self, now: Instant, conn: ConnId) {
+        self.time.advance(now);
+        self.leave_room(conn, false);
+        if let Some(p) = self.peers.remove(&conn) {
+            self.ids.remove(&p.id);
+        }
+    }
+
+    /// A text message arrived on `conn`.
+    pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        let now = self.time.advance(now);
+        if !self.peers.contains_key(&conn) {
+            return;
+        }
+        self.stats.messages_in += 1;
+        if !self.take_token(now, conn) {
+            return;
+        }
+        if let Err(Refusal(code, message)) = self.dispatch(now, conn, text) {
+            self.stats.errors += 1;
+            self.send(conn, &ServerMsg::Error { code, message });
+        }
+    }
+
+    /// The next message to send, if any. Drain after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<Send> {
+        self.out.pop_front()
+    }
+
+    /// The token bucket: true if the message may be handled.
+    fn take_token(&mut self, now: Instant, conn: ConnId) -> bool {
+        let (burst, rate) = (u64::from(self.config.rate_burst) * 1000, u64::from(self.config.rate_per_second));
+        let Some(p) = self.peers.get_mut(&conn) else { return false };
+        let elapsed = now.saturating_duration_since(p.refilled);
+        let refill = (elapsed.as_millis() as u64).saturating_mul(rate);
+        if refill > 0 {
+            p.tokens = (p.tokens + refill).min(burst);
+            p.refilled = now;
+        }
+        if p.tokens >= 1000 {
+            p.tokens -= 1000;
+            p.limited = false;
+            return true;
+        }
+        self.stats.rate_limited += 1;
+        if !p.limited {
+            p.limited = true;
+            self.stats.errors += 1;
+            let m = ServerMsg::Error { code: ErrorCode::RateLimited, message: "too many messages; this one and those until the rate drops are dropped" };
+            self.send(conn, &m);
+        }
+        false
+    }
+
+    fn dispatch(&mut self, now: Instant, conn: ConnId, text: &str) -> Result<(), Refusal> {
+        if text.len() > self.config.max_message_bytes {
+            return Err(Refusal(ErrorCode::TooLarge, "message larger than the limit"));
+        }
+        let value: Value = serde_json::from_str(text).map_err(|_| Refusal(ErrorCode::BadJson, "not JSON"))?;
+        let Some(typ) = value.get("type").and_then(Value::as_str) else {
+            return Err(Refusal(ErrorCode::BadJson, "not an object with a string \"type\""));
+        };
+        if !matches!(typ, "join" | "leave" | "message" | "chat") {
+            return Err(Refusal(ErrorCode::UnknownType, "unknown message type"));
+        }
+        let msg: ClientMsg = serde_json::from_value(value).map_err(|_| Refusal(ErrorCode::BadMessage, "a field is missing or has the wrong type"))?;
+        match msg {
+            ClientMsg::Join { room, name, mode } => self.join(now, conn, room, name.unwrap_or_default(), mode.unwrap_or(Mode::P2p)),
+            ClientMsg::Leave {} => {
+                if !self.leave_room(conn, true) {
+                    return Err(Refusal(ErrorCode::NotJoined, "not in a room"));
+                }
+                Ok(())
+            }
+            ClientMsg::Message { to, data } => self.relay(conn, to, &data),
+            ClientMsg::Chat { text } => self.chat(conn, &text),
+        }
+    }
+
+    fn join(&mut self, now: Instant, conn: ConnId, room: String, name: String, mode: Mode) -> Result<(), Refusal> {
+        let valid = |s: &str, max: usize| s.chars().count() <= max && !s.chars().any(char::is_control);
+        if room.is_empty() || !valid(&room, MAX_ROOM_NAME) {
+            return Err(Refusal(ErrorCode::BadMessage, "room names are 1 to 64 characters, no control characters"));
+        }
+        if !valid(&name, MAX_NAME) {
+            return Err(Refusal(ErrorCode::BadMessage, "names are at most 64 characters, no control characters"));
+        }
+        if mode == Mode::Sfu && !self.config.sfu_enabled {
+            return Err(Refusal(ErrorCode::UnsupportedMode, "sfu rooms are not available on this server"));
+        }
+        if self.peers.get(&conn).is_some_and(|p| p.room.is_some()) {
+            return Err(Refusal(ErrorCode::AlreadyJoined, "already in a room; leave first"));
+        }
+        let capacity = match mode {
+            Mode::P2p => self.config.p2p_capacity,
+            Mode::Sfu => self.config.sfu_capacity,
+        };
+        if let Some(r) = self.rooms.get(&room) {
+            if r.mode != mode {
+                return Err(Refusal(ErrorCode::ModeMismatch, "the room exists with another mode"));
+            }
+            if r.members.len() >= capacity {
+                self.send(conn, &ServerMsg::Full { room: &room });
+                return Ok(());
+            }
+        }
+        let ice = self.ice_servers(now, conn);
+        let r = self.rooms.entry(room.clone()).or_insert_with(|| Room { mode, members: Vec::new() });
+        let others = r.members.clone();
+        r.members.push(conn);
+        let p = self.peers.get_mut(&conn).expect("checked above");
+        p.name = name;
+        p.room = Some(room.clone());
+        let (id, name) = (p.id.clone(), p.name.clone());
+        let peers: Vec<PeerInfo<'_>> = others
+            .iter()
+            .filter_map(|c| self.peers.get(c))
+            .map(|p| PeerInfo { id: &p.id, name: &p.name })
+            .collect();
+        let joined = encode(&ServerMsg::Joined { room: &room, id: &id, mode, peers, ice_servers: &ice });
+        self.push(conn, joined);
+        let other = encode(&ServerMsg::OtherJoin { room: &room, id: &id, name: &name });
+        for c in others {
+            self.push(c, other.clone());
+        }
+        Ok(())
+    }
+
+    /// Removes `conn` from its room: `bye` to the others, `leaved` to it if
+    /// `tell` (an explicit leave). False if it was in no room.
+    fn leave_room(&mut self, conn: ConnId, tell: bool) -> bool {
+        let Some(p) = self.peers.get_mut(&conn) else { return false };
+        let Some(room) = p.room.take() else { return false };
+        let id = p.id.clone();
+        let mut others = Vec::new();
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.members.retain(|c| *c != conn);
+            others = r.members.clone();
+            if r.members.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        if tell {
+            self.send(conn, &ServerMsg::Leaved { room: &room });
+        }
+        let bye = encode(&ServerMsg::Bye { room: &room, id: &id });
+        for c in others {
+            self.push(c, bye.clone());
+        }
+        true
+    }
+
+    /// The members of `conn`'s room other than it, and its id and name.
+    fn room_of(&self, conn: ConnId) -> Result<(Vec<ConnId>, &Peer), Refusal> {
+        let p = self.peers.get(&conn).ok_or(Refusal(ErrorCode::NotJoined, "not connected"))?;
+        let room = p.room.as_ref().ok_or(Refusal(ErrorCode::NotJoined, "join a room first"))?;
+        let others = self.rooms.get(room).map(|r| r.members.iter().copied().filter(|c| *c != conn).collect()).unwrap_or_default();
+        Ok((others, p))
+    }
+
+    fn relay(&mut self, conn: ConnId, to: Option<String>, data: &Value) -> Result<(), Refusal> {
+        let (others, p) = self.room_of(conn)?;
+        let text = encode(&ServerMsg::Message { from: &p.id, data });
+        let targets: Vec<ConnId> = match to {
+            None => others,
+            Some(to) => {
+                let t = self.ids.get(&to).copied().filter(|c| others.contains(c));
+                vec![t.ok_or(Refusal(ErrorCode::NoSuchPeer, "no such peer in your room"))?]
+            }
+        };
+        for c in targets {
+            self.push(c, text.clone());
+        }
+        Ok(())
+    }
+
+    fn chat(&mut self, conn: ConnId, text: &str) -> Result<(), Refusal> {
+        if text.chars().count() > MAX_CHAT {
+            return Err(Refusal(ErrorCode::BadMessage, "chat lines are at most 4096 characters"));
+        }
+        let (others, p) = self.room_of(conn)?;
+        let msg = encode(&ServerMsg::Chat { from: &p.id, name: &p.name, text });
+        for c in others {
+            self.push(c, msg.clone());
+        }
+        Ok(())
+    }
+
+    /// This server's STUN and TURN URLs, with a fresh REST credential for the TURN ones.
+    fn ice_servers(&self, now: Instant, conn: ConnId) -> Vec<IceServer> {
+        let mut v = Vec::new();
+        if !self.config.stun_urls.is_empty() {
+            v.push(IceServer { urls: self.config.stun_urls.clone(), username: None, credential: None });
+        }
+        if let (false, Some(secret)) = (self.config.turn_urls.is_empty(), &self.config.turn_secret) {
+            let expiry = self.clock.unix(now) + self.config.credential_ttl.as_secs();
+            let id = self.peers.get(&conn).map(|p| p.id.as_str());
+            let username = rest_username(expiry, id);
+            let credential = rest_password(secret.as_bytes(), &username);
+            v.push(IceServer { urls: self.config.turn_urls.clone(), username: Some(username), credential: Some(credential) });
+        }
+        v
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMsg<'_>) {
+        let text = encode(msg);
+        self.push(conn, text);
+    }
+
+    fn push(&mut self, conn: ConnId, text: String) {
+        self.stats.messages_out += 1;
+        self.out.push_back(Send { conn, text });
+    }
+}
+
+fn encode(msg: &ServerMsg<'_>) -> String {
+    serde_json::to_string(msg).expect("server messages always serialize")
+}
