@@ -4,7 +4,8 @@
 #   ./scripts/test.sh            # everything
 #   ./scripts/test.sh turn       # only tests whose name matches "turn"
 #
-# It installs what the tests need when it is missing (coturn's clients), builds
+# It installs what the tests need when it is missing (coturn's clients, Chromium,
+# playwright-core), builds
 # once, then runs the whole suite inside a fresh network namespace that has only
 # a loopback interface, so no test can send traffic anywhere else.
 set -euo pipefail
@@ -12,6 +13,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -22,6 +25,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # coturn's package starts a turnserver on 3478 on some systems; ours must not share a port with it.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop coturn >/dev/null 2>&1 || true; fi
+
+# The browser tests drive Chromium with playwright-core (never its bundled browser download).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "test.sh: installing playwright-core for the browser tests"
+    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 # Build everything once (binaries, tests, benches, examples); the namespace below has no network.
 cargo build --workspace --all-targets --locked

@@ -48,7 +48,7 @@ fn main() -> io::Result<()> {
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut engine = Switchboard::new(Config { turn }, Instant::now(), unix_now, &seed);
+    let mut engine = Switchboard::new(Config { turn, ..Config::default() }, Instant::now(), unix_now, &seed);
 
     let (tx, rx) = mpsc::channel();
     let reader = listener.try_clone()?;

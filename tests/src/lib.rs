@@ -207,20 +207,24 @@ pub struct Server {
     pub proc: Proc,
     /// The STUN/TURN port.
     pub port: u16,
+    /// The HTTP port (web client, /ws, /healthz, /stats).
+    pub http_port: u16,
     /// Its scratch directory.
     pub dir: PathBuf,
 }
 
 impl Server {
-    /// Starts server binary `name` with `serve --turn-listen 127.0.0.1:<free port>` plus `extra`.
+    /// Starts server binary `name` with `serve --turn-listen 127.0.0.1:<free port> --http-listen 127.0.0.1:<free port>` plus `extra`.
     pub fn start(name: &str, extra: &[&str]) -> Server {
         let port = free_port();
+        let http_port = free_port();
         let dir = scratch(name);
         let mut args = vec!["serve".to_string(), "--turn-listen".into(), format!("127.0.0.1:{port}")];
+        args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(&bin(name), &args, &dir, "server");
         proc.wait_for("is serving", Duration::from_secs(10));
-        Server { proc, port, dir }
+        Server { proc, port, http_port, dir }
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use switchboard_core::turn::policy::{IpNet, PeerPolicy};
+use switchboard_core::signal::SignalConfig;
 use switchboard_core::turn::TurnConfig;
 
 /// Switchboard: STUN, TURN, signaling and SFU in one server.
@@ -80,6 +81,12 @@ pub struct ServeArgs {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// HTTP listen address: the web client, /ws signaling, /healthz, /stats [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Most peers in a p2p room [default: 2].
+    #[arg(long, value_name = "N")]
+    pub room_capacity: Option<usize>,
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
@@ -92,6 +99,8 @@ fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>,
 pub struct Settings {
     /// STUN/TURN listen address.
     pub turn_listen: SocketAddr,
+    /// HTTP (web client, WebSocket signaling, health, stats) listen address.
+    pub http_listen: SocketAddr,
     /// Relay bind addresses, at most one per family.
     pub relay_ips: Vec<IpAddr>,
     /// Relay port range, inclusive.
@@ -102,15 +111,19 @@ pub struct Settings {
     pub generated_secret: bool,
     /// The TURN configuration for the core.
     pub turn: TurnConfig,
+    /// The signaling configuration for the core (its TURN secret is the TURN server's).
+    pub signal: SignalConfig,
 }
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("turn_listen", &self.turn_listen)
+            .field("http_listen", &self.http_listen)
             .field("relay_ips", &self.relay_ips)
             .field("ports", &self.ports)
             .field("turn", &self.turn)
+            .field("signal", &self.signal)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +159,8 @@ impl ServeArgs {
             total_quota: self.total_quota.or(file.total_quota),
             external_ip: self.external_ip.or(file.external_ip),
             log_level: self.log_level.or(file.log_level),
+            http_listen: self.http_listen.or(file.http_listen),
+            room_capacity: self.room_capacity.or(file.room_capacity),
         }
     }
 
@@ -201,13 +216,32 @@ impl ServeArgs {
             external_ip: a.external_ip,
             ..TurnConfig::default()
         };
+        let room_capacity = a.room_capacity.unwrap_or(2);
+        if room_capacity == 0 {
+            return Err(ConfigError("--room-capacity must be at least 1".into()));
+        }
+        // The address browsers are told to use for STUN/TURN.
+        let host = match (a.external_ip, turn_listen.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            (None, ip) => ip,
+        };
+        let public = SocketAddr::new(host, turn_listen.port());
+        let signal = SignalConfig {
+            p2p_capacity: room_capacity,
+            stun_urls: vec![format!("stun:{public}")],
+            turn_urls: vec![format!("turn:{public}?transport=udp"), format!("turn:{public}?transport=tcp")],
+            ..SignalConfig::default()
+        };
         Ok(Settings {
             turn_listen,
+            http_listen: a.http_listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
             relay_ips,
             ports,
             log_level: a.log_level.unwrap_or_else(|| "info".into()),
             generated_secret,
             turn,
+            signal,
         })
     }
 }
@@ -215,7 +249,7 @@ impl ServeArgs {
 impl Settings {
     /// The engine configuration for the core.
     pub fn engine_config(&self) -> switchboard_core::Config {
-        switchboard_core::Config { turn: self.turn.clone() }
+        switchboard_core::Config { turn: self.turn.clone(), signal: self.signal.clone() }
     }
 
     /// The relay bind address for `family`.

@@ -9,11 +9,13 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use switchboard_core::turn::{PortRequest, RELAY_HEADROOM, RELAY_TAILROOM};
-use switchboard_core::{AllocationId, Client, ConnId, Family, Forward, Input, Output, Switchboard};
+use switchboard_core::{AllocationId, Client, ConnId, Family, Forward, Input, Output, Switchboard, Via};
 use tracing::{debug, info, warn};
 
+use crate::http::{assets, Event, HttpConn};
 use crate::relay::{RelayPorts, Want};
 use crate::Settings;
+use switchboard_core::hash::Map;
 
 /// Datagrams or reads a shell handles from one socket before the others get a turn.
 pub const BATCH: usize = 64;
@@ -28,7 +30,16 @@ const BUF_LEN: usize = RELAY_HEADROOM + 65536 + RELAY_TAILROOM;
 /// network would.
 pub trait Sockets {
     /// Sends `data` to a client: a datagram from the listener, or bytes queued on its stream.
-    fn send_to_client(&mut self, to: Client, data: &[u8]);
+    fn send_to_client(&mut self, to: Client, data: &[u8]) {
+        match to.via {
+            Via::Udp(_) => self.send_datagram(to.remote, data),
+            Via::Tcp(conn) => self.send_stream(conn, data),
+        }
+    }
+    /// Sends a datagram from the STUN/TURN listener.
+    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]);
+    /// Queues bytes on a stream connection (TURN over TCP, or HTTP).
+    fn send_stream(&mut self, conn: ConnId, data: &[u8]);
     /// Sends a datagram from the relay socket bound at `relay` to `peer`.
     fn send_from_relay(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]);
     /// Takes a freshly bound, non-blocking relay socket and starts reading it;
@@ -54,6 +65,7 @@ pub struct Driver {
     deadline: Option<Instant>,
     pending_binds: Vec<(AllocationId, Family, PortRequest)>,
     buf: Vec<u8>,
+    http: Map<ConnId, HttpConn>,
 }
 
 impl Driver {
@@ -68,6 +80,7 @@ impl Driver {
             deadline: None,
             pending_binds: Vec::new(),
             buf: vec![0; BUF_LEN],
+            http: crate::new_map(),
         }
     }
 
@@ -121,6 +134,98 @@ impl Driver {
     pub fn stream_closed(&mut self, io: &mut impl Sockets, conn: ConnId) {
         debug!(conn = conn.0, "stream client closed");
         self.input(io, Input::StreamClosed { conn });
+    }
+
+    /// An HTTP connection was accepted.
+    pub fn http_opened(&mut self, io: &mut impl Sockets, conn: ConnId) {
+        let _ = io;
+        self.http.insert(conn, HttpConn::default());
+    }
+
+    /// Bytes arrived on an HTTP connection.
+    pub fn http_data(&mut self, io: &mut impl Sockets, conn: ConnId, data: &[u8]) {
+        let Some(h) = self.http.get_mut(&conn) else { return };
+        let mut events = Vec::new();
+        h.feed(data, &mut events);
+        let mut events: VecDeque<Event> = events.into();
+        while let Some(ev) = events.pop_front() {
+            let mut more = Vec::new();
+            match ev {
+                Event::Request(req) => {
+                    let Some(h) = self.http.get_mut(&conn) else { return };
+                    match (req.method.as_str(), req.path.as_str(), req.websocket_key) {
+                        ("GET", "/ws", Some(key)) => {
+                            h.upgrade(&key, &mut more);
+                            self.input(io, Input::SignalOpened { conn });
+                        }
+                        ("GET", path, _) => {
+                            let stats = if path == "/stats" { Self::stats_of(&self.engine) } else { String::new() };
+                            let (status, typ, body): (&str, &str, &[u8]) = match path {
+                                "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", assets::INDEX_HTML.as_bytes()),
+                                "/app.js" => ("200 OK", "text/javascript; charset=utf-8", assets::APP_JS.as_bytes()),
+                                "/style.css" => ("200 OK", "text/css; charset=utf-8", assets::STYLE_CSS.as_bytes()),
+                                "/healthz" => ("200 OK", "text/plain", b"ok\n"),
+                                "/favicon.ico" => ("204 No Content", "image/x-icon", b""),
+                                "/stats" => ("200 OK", "application/json", stats.as_bytes()),
+                                _ => ("404 Not Found", "text/plain", b"not found\n"),
+                            };
+                            h.respond(status, typ, body, false, &mut more);
+                        }
+                        _ => h.respond("405 Method Not Allowed", "text/plain", b"method not allowed\n", true, &mut more),
+                    }
+                }
+                Event::BadRequest => {
+                    let Some(h) = self.http.get_mut(&conn) else { return };
+                    h.respond("400 Bad Request", "text/plain", b"bad request\n", true, &mut more);
+                }
+                Event::Text(text) => self.input(io, Input::SignalText { conn, text: &text }),
+                Event::Closed => self.input(io, Input::SignalClosed { conn }),
+            }
+            events.extend(more);
+        }
+        self.flush_http(io, conn);
+    }
+
+    /// An HTTP connection ended; the shell has already closed it.
+    pub fn http_closed(&mut self, io: &mut impl Sockets, conn: ConnId) {
+        if let Some(h) = self.http.remove(&conn) {
+            if h.is_websocket() {
+                self.input(io, Input::SignalClosed { conn });
+            }
+        }
+    }
+
+    /// Writes what an HTTP connection has to send, and closes it when it is done.
+    fn flush_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
+        let Some(h) = self.http.get_mut(&conn) else { return };
+        let out = h.take_output();
+        if !out.is_empty() {
+            io.send_stream(conn, &out);
+        }
+        if h.is_done() {
+            self.http.remove(&conn);
+            io.close_stream(conn);
+        }
+    }
+
+    /// `/stats`: the engine's counters as JSON, with the headline figures first.
+    pub fn stats_json(&self) -> String {
+        Self::stats_of(&self.engine)
+    }
+
+    fn stats_of(engine: &Switchboard) -> String {
+        let s = engine.stats();
+        let v = serde_json::json!({
+            "rooms": s.signal.rooms,
+            "peers": s.signal.peers,
+            "allocations": s.turn.allocations,
+            "relayed_packets": s.turn.to_peer_packets + s.turn.to_client_packets,
+            "relayed_bytes": s.turn.to_peer_bytes + s.turn.to_client_bytes,
+            "turn": s.turn,
+            "signal": s.signal,
+            "streams": s.streams,
+        });
+        v.to_string()
     }
 
     /// Call when the deadline may have passed. Timers wake late or early, so
@@ -179,6 +284,13 @@ impl Driver {
                         debug!(%allocation, %relay, "relay released");
                     }
                     Output::CloseStream(id) => io.close_stream(id),
+                    Output::SignalSend(m) => {
+                        if let Some(h) = self.http.get_mut(&m.conn) {
+                            h.send_text(m.text);
+                            let out = h.take_output();
+                            io.send_stream(m.conn, &out);
+                        }
+                    }
                     Output::Timeout(at) => {
                         self.deadline = at;
                         break;

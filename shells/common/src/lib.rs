@@ -8,6 +8,7 @@
 pub mod banner;
 pub mod cli;
 pub mod driver;
+pub mod http;
 pub mod relay;
 
 pub use cli::{Cli, Command, ServeArgs, Settings};

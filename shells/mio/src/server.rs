@@ -18,17 +18,20 @@ use signal_hook_mio::v1_0::Signals;
 use switchboard_common::driver::{Driver, OutQueue, Sockets, BATCH, STREAM_CHUNK};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
-use switchboard_core::{Client, ConnId, Via};
+use switchboard_core::ConnId;
 use tracing::{debug, info, warn};
 
 const SIGNALS: Token = Token(0);
 const UDP: Token = Token(1);
 const TCP: Token = Token(2);
+const HTTP: Token = Token(3);
 const FIRST_DYNAMIC: usize = 16;
 
 struct Conn {
     stream: TcpStream,
     id: ConnId,
+    /// An HTTP (web client, WebSocket) connection, not TURN over TCP.
+    http: bool,
     out: OutQueue,
     writable: bool,
 }
@@ -49,6 +52,7 @@ struct Io {
     udp: UdpSocket,
     udp_addr: SocketAddr,
     tcp: TcpListener,
+    http: TcpListener,
     slots: Map<Token, Slot>,
     conn_tokens: Map<ConnId, Token>,
     relay_tokens: Map<SocketAddr, Token>,
@@ -61,23 +65,26 @@ pub fn run(settings: Settings) -> io::Result<()> {
     let mut udp = UdpSocket::bind(settings.turn_listen)?;
     let mut tcp = TcpListener::bind(settings.turn_listen)?;
     let udp_addr = udp.local_addr()?;
+    let mut http = TcpListener::bind(settings.http_listen)?;
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
     poll.registry().register(&mut tcp, TCP, Interest::READABLE)?;
+    poll.registry().register(&mut http, HTTP, Interest::READABLE)?;
     let mut driver = Driver::new(&settings);
     let mut io = Io {
         poll,
         udp,
         udp_addr,
         tcp,
+        http,
         slots: switchboard_common::new_map(),
         conn_tokens: switchboard_common::new_map(),
         relay_tokens: switchboard_common::new_map(),
         next_token: FIRST_DYNAMIC,
     };
     print!("{}", switchboard_common::banner::banner("switchboard", &settings, switchboard_common::unix_now()));
-    info!(listen = %udp_addr, relay_ips = ?settings.relay_ips, "serving STUN/TURN");
+    info!(listen = %udp_addr, http = %settings.http_listen, relay_ips = ?settings.relay_ips, "serving");
     driver.start(&mut io);
     // Sockets with data left unread after a batch (readiness is edge-triggered).
     let mut backlog: VecDeque<Token> = VecDeque::new();
@@ -125,7 +132,8 @@ impl Io {
     fn readable(&mut self, d: &mut Driver, t: Token) -> bool {
         match t {
             UDP => self.read_udp(d),
-            TCP => self.accept(d),
+            TCP => self.accept(d, false),
+            HTTP => self.accept(d, true),
             t => match self.slots.get(&t) {
                 Some(Slot::Relay(_)) => self.read_relay(d, t),
                 Some(Slot::Conn(_)) => self.read_conn(d, t),
@@ -163,9 +171,10 @@ impl Io {
         true
     }
 
-    fn accept(&mut self, d: &mut Driver) -> bool {
+    fn accept(&mut self, d: &mut Driver, http: bool) -> bool {
         for _ in 0..BATCH {
-            let (mut stream, remote) = match self.tcp.accept() {
+            let listener = if http { &self.http } else { &self.tcp };
+            let (mut stream, remote) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
@@ -180,9 +189,13 @@ impl Io {
                 continue;
             }
             let id = ConnId(t.0 as u64);
-            self.slots.insert(t, Slot::Conn(Conn { stream, id, out: OutQueue::default(), writable: false }));
+            self.slots.insert(t, Slot::Conn(Conn { stream, id, http, out: OutQueue::default(), writable: false }));
             self.conn_tokens.insert(id, t);
-            d.stream_opened(self, id, self.udp_addr, remote);
+            if http {
+                d.http_opened(self, id);
+            } else {
+                d.stream_opened(self, id, self.udp_addr, remote);
+            }
         }
         true
     }
@@ -191,15 +204,20 @@ impl Io {
         let mut chunk = [0u8; STREAM_CHUNK];
         for _ in 0..BATCH {
             let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return false };
-            let id = c.id;
+            let (id, http) = (c.id, c.http);
             match c.stream.read(&mut chunk) {
+                Ok(n) if n > 0 && http => d.http_data(self, id, &chunk[..n]),
                 Ok(n) if n > 0 => d.stream_data(self, id, &chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 _ => {
                     // End of stream or a hard error: the client is gone.
                     self.close_stream(id);
-                    d.stream_closed(self, id);
+                    if http {
+                        d.http_closed(self, id);
+                    } else {
+                        d.stream_closed(self, id);
+                    }
                     return false;
                 }
             }
@@ -227,20 +245,17 @@ impl Io {
 }
 
 impl Sockets for Io {
-    fn send_to_client(&mut self, to: Client, data: &[u8]) {
-        match to.via {
-            Via::Udp(_) => {
-                if let Err(e) = self.udp.send_to(data, to.remote) {
-                    debug!(to = %to.remote, "udp send: {e}");
-                }
-            }
-            Via::Tcp(id) => {
-                let Some(&t) = self.conn_tokens.get(&id) else { return };
-                let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return };
-                if c.out.push(data) {
-                    self.flush(t);
-                }
-            }
+    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
+        if let Err(e) = self.udp.send_to(data, to) {
+            debug!(%to, "udp send: {e}");
+        }
+    }
+
+    fn send_stream(&mut self, id: ConnId, data: &[u8]) {
+        let Some(&t) = self.conn_tokens.get(&id) else { return };
+        let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return };
+        if c.out.push(data) {
+            self.flush(t);
         }
     }
 

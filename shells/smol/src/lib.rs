@@ -35,7 +35,7 @@ use smol::{Async, LocalExecutor, Task, Timer};
 use switchboard_common::driver::{Driver, OutQueue, Sockets, BATCH, STREAM_CHUNK};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
-use switchboard_core::{Client, ConnId, Via};
+use switchboard_core::ConnId;
 use tracing::{debug, info, warn};
 
 struct Conn {
@@ -98,6 +98,7 @@ pub fn stop_signals() -> io::Result<impl Future<Output = ()>> {
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let udp = Rc::new(Async::<UdpSocket>::bind(settings.turn_listen)?);
     let tcp = Async::<TcpListener>::bind(settings.turn_listen)?;
+    let http = Async::<TcpListener>::bind(settings.http_listen)?;
     let local = udp.get_ref().local_addr()?;
     let ex = Rc::new(LocalExecutor::new());
     let (wake_timer, timer_rx) = channel::bounded(1);
@@ -117,12 +118,13 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io
         })
     });
     print!("{}", switchboard_common::banner::banner("switchboard-smol", &settings, switchboard_common::unix_now()));
-    info!(listen = %local, relay_ips = ?settings.relay_ips, "serving STUN/TURN");
+    info!(listen = %local, http = %settings.http_listen, relay_ips = ?settings.relay_ips, "serving");
     with(&state, |d, io| d.start(io));
     let weak = Rc::downgrade(&state);
     let tasks = [
         ex.spawn(read_udp(weak.clone(), udp, UdpRole::Listener(local))),
-        ex.spawn(accept(weak.clone(), tcp, local)),
+        ex.spawn(accept(weak.clone(), tcp, local, false)),
+        ex.spawn(accept(weak.clone(), http, local, true)),
         ex.spawn(timer(weak, timer_rx)),
     ];
     ex.run(shutdown).await;
@@ -167,7 +169,7 @@ async fn read_udp(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, ro
     }
 }
 
-async fn accept(state: Weak<RefCell<Shared>>, tcp: Async<TcpListener>, local: SocketAddr) {
+async fn accept(state: Weak<RefCell<Shared>>, tcp: Async<TcpListener>, local: SocketAddr, http: bool) {
     loop {
         let (stream, remote) = match tcp.accept().await {
             Ok(x) => x,
@@ -184,20 +186,28 @@ async fn accept(state: Weak<RefCell<Shared>>, tcp: Async<TcpListener>, local: So
             let id = ConnId(io.next_conn);
             let stream = Rc::new(stream);
             let (wake_writer, wake_rx) = channel::bounded(1);
-            let reader = io.ex.spawn(read_conn(io.state.clone(), stream.clone(), id));
+            let reader = io.ex.spawn(read_conn(io.state.clone(), stream.clone(), id, http));
             let writer = io.ex.spawn(write_conn(io.state.clone(), stream.clone(), id, wake_rx));
             io.conns.insert(id, Conn { stream, out: OutQueue::default(), wake_writer, _tasks: [reader, writer] });
-            d.stream_opened(io, id, local, remote);
+            if http {
+                d.http_opened(io, id);
+            } else {
+                d.stream_opened(io, id, local, remote);
+            }
         });
     }
 }
 
-async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId) {
+async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId, http: bool) {
     let mut chunk = vec![0u8; STREAM_CHUNK];
     loop {
         let r = (&*stream).read(&mut chunk).await;
         let Some(state) = state.upgrade() else { return };
         let open = with(&state, |d, io| match r {
+            Ok(n) if n > 0 && http => {
+                d.http_data(io, id, &chunk[..n]);
+                true
+            }
             Ok(n) if n > 0 => {
                 d.stream_data(io, id, &chunk[..n]);
                 true
@@ -206,7 +216,11 @@ async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, i
             _ => {
                 // End of stream or a hard error: the client is gone.
                 io.close_stream(id);
-                d.stream_closed(io, id);
+                if http {
+                    d.http_closed(io, id);
+                } else {
+                    d.stream_closed(io, id);
+                }
                 false
             }
         });
@@ -273,20 +287,17 @@ impl Io {
 }
 
 impl Sockets for Io {
-    fn send_to_client(&mut self, to: Client, data: &[u8]) {
-        match to.via {
-            Via::Udp(_) => {
-                if let Err(e) = self.udp.get_ref().send_to(data, to.remote) {
-                    debug!(to = %to.remote, "udp send: {e}");
-                }
-            }
-            Via::Tcp(id) => {
-                let Some(c) = self.conns.get_mut(&id) else { return };
-                if c.out.push(data) && self.flush(id) {
-                    if let Some(c) = self.conns.get(&id) {
-                        let _ = c.wake_writer.try_send(());
-                    }
-                }
+    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
+        if let Err(e) = self.udp.get_ref().send_to(data, to) {
+            debug!(%to, "udp send: {e}");
+        }
+    }
+
+    fn send_stream(&mut self, id: ConnId, data: &[u8]) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.out.push(data) && self.flush(id) {
+            if let Some(c) = self.conns.get(&id) {
+                let _ = c.wake_writer.try_send(());
             }
         }
     }

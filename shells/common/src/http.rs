@@ -1,0 +1,287 @@
+//! The HTTP/1.1 side of a shell: the request head parsed with httparse, the
+//! WebSocket upgrade and framing done by tungstenite over in-memory buffers,
+//! so both shells only move bytes between a socket and an [`HttpConn`].
+//!
+//! What the server says on `/ws` is decided by the core's signaling; this
+//! module only frames it.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+
+use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use tungstenite::Message;
+
+/// Largest request head accepted (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest WebSocket message accepted; the core refuses anything over its own
+/// limit (64 KiB) with an `error`, and a message beyond this closes the connection.
+pub const MAX_WS_MESSAGE: usize = 1 << 20;
+
+/// The web client, embedded at build time.
+pub mod assets {
+    /// `shells/web/index.html`.
+    pub const INDEX_HTML: &str = include_str!("../../web/index.html");
+    /// `shells/web/app.js`.
+    pub const APP_JS: &str = include_str!("../../web/app.js");
+    /// `shells/web/style.css`.
+    pub const STYLE_CSS: &str = include_str!("../../web/style.css");
+}
+
+/// The in-memory stream tungstenite reads from and writes to.
+#[derive(Debug, Default)]
+struct Mem {
+    input: VecDeque<u8>,
+    output: Vec<u8>,
+}
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.input.read(buf)
+    }
+}
+
+impl Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method.
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// `Sec-WebSocket-Key`, if this is a WebSocket upgrade.
+    pub websocket_key: Option<String>,
+}
+
+/// What happened on a connection after some bytes came in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete request: answer it with [`HttpConn::respond`] or [`HttpConn::upgrade`].
+    Request(Request),
+    /// The request head is malformed or too large: answer 400 and close.
+    BadRequest,
+    /// A WebSocket text message (binary ones are passed on as lossy UTF-8).
+    Text(String),
+    /// The WebSocket closed (by the client, by a protocol error or an
+    /// oversized message): close the connection.
+    Closed,
+}
+
+enum State {
+    Head(Vec<u8>),
+    WebSocket(Box<WebSocket<Mem>>),
+    Done,
+}
+
+/// One HTTP connection, possibly upgraded to a WebSocket.
+pub struct HttpConn {
+    state: State,
+    /// Bytes to write to the socket.
+    out: Vec<u8>,
+}
+
+impl Default for HttpConn {
+    fn default() -> Self {
+        HttpConn { state: State::Head(Vec::new()), out: Vec::new() }
+    }
+}
+
+impl HttpConn {
+    /// Whether the connection is a WebSocket now.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.state, State::WebSocket(_))
+    }
+
+    /// Feeds bytes from the socket; returns what they completed.
+    pub fn feed(&mut self, data: &[u8], events: &mut Vec<Event>) {
+        match &mut self.state {
+            State::Head(buf) => {
+                buf.extend_from_slice(data);
+                self.parse_head(events);
+            }
+            State::WebSocket(ws) => {
+                ws.get_mut().input.extend(data);
+                self.read_ws(events);
+            }
+            State::Done => {}
+        }
+    }
+
+    fn parse_head(&mut self, events: &mut Vec<Event>) {
+        let State::Head(buf) = &mut self.state else { return };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let header = |name: &str| {
+                    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+                };
+                let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                let websocket_key = header("sec-websocket-key").filter(|_| upgrade).map(str::to_owned);
+                let has_body = header("content-length").is_some_and(|v| v.trim() != "0") || header("transfer-encoding").is_some();
+                let path = req.path.unwrap_or("/");
+                let path = path.split('?').next().unwrap_or("/").to_owned();
+                let method = req.method.unwrap_or("").to_owned();
+                buf.drain(..n);
+                if has_body {
+                    // No endpoint takes a body; do not try to find the next request after one.
+                    self.state = State::Done;
+                    events.push(Event::BadRequest);
+                    return;
+                }
+                events.push(Event::Request(Request { method, path, websocket_key }));
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {}
+            _ => {
+                self.state = State::Done;
+                events.push(Event::BadRequest);
+            }
+        }
+    }
+
+    /// Answers the last request with `status` and `body`; the connection stays
+    /// open for the next request unless `close`.
+    pub fn respond(&mut self, status: &str, content_type: &str, body: &[u8], close: bool, events: &mut Vec<Event>) {
+        let conn = if close { "close" } else { "keep-alive" };
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: {conn}\r\n\r\n",
+            body.len()
+        );
+        self.out.extend_from_slice(head.as_bytes());
+        self.out.extend_from_slice(body);
+        if close {
+            self.state = State::Done;
+        } else {
+            // A pipelined request may already be buffered.
+            self.parse_head(events);
+        }
+    }
+
+    /// Accepts a WebSocket upgrade with `key` (from [`Request::websocket_key`]).
+    pub fn upgrade(&mut self, key: &str, events: &mut Vec<Event>) {
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+        self.out.extend_from_slice(head.as_bytes());
+        let rest = match std::mem::replace(&mut self.state, State::Done) {
+            State::Head(buf) => buf,
+            _ => Vec::new(),
+        };
+        let config = WebSocketConfig::default().max_message_size(Some(MAX_WS_MESSAGE)).max_frame_size(Some(MAX_WS_MESSAGE));
+        let mut ws = WebSocket::from_raw_socket(Mem::default(), Role::Server, Some(config));
+        ws.get_mut().input.extend(rest);
+        self.state = State::WebSocket(Box::new(ws));
+        self.read_ws(events);
+    }
+
+    fn read_ws(&mut self, events: &mut Vec<Event>) {
+        let State::WebSocket(ws) = &mut self.state else { return };
+        loop {
+            match ws.read() {
+                Ok(Message::Text(t)) => events.push(Event::Text(t.as_str().to_owned())),
+                Ok(Message::Binary(b)) => events.push(Event::Text(String::from_utf8_lossy(&b).into_owned())),
+                Ok(_) => {} // ping (answered by tungstenite), pong, close frames
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    let _ = ws.flush();
+                    self.out.append(&mut ws.get_mut().output);
+                    self.state = State::Done;
+                    events.push(Event::Closed);
+                    return;
+                }
+            }
+        }
+        let _ = ws.flush();
+        self.out.append(&mut ws.get_mut().output);
+    }
+
+    /// Queues a WebSocket text message.
+    pub fn send_text(&mut self, text: String) {
+        if let State::WebSocket(ws) = &mut self.state {
+            if ws.send(Message::text(text)).is_ok() {
+                self.out.append(&mut ws.get_mut().output);
+            }
+        }
+    }
+
+    /// Takes the bytes to write to the socket.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the connection should be closed once its output is written.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_requests_and_upgrade_with_pipelined_frame() {
+        let mut c = HttpConn::default();
+        let mut ev = Vec::new();
+        c.feed(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /st", &mut ev);
+        assert_eq!(ev, vec![Event::Request(Request { method: "GET".into(), path: "/healthz".into(), websocket_key: None })]);
+        ev.clear();
+        c.respond("200 OK", "text/plain", b"ok\n", false, &mut ev);
+        assert!(String::from_utf8(c.take_output()).unwrap().ends_with("Content-Length: 3\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\nok\n"));
+        c.feed(b"ats?x=1 HTTP/1.1\r\n\r\n", &mut ev);
+        assert_eq!(ev, vec![Event::Request(Request { method: "GET".into(), path: "/stats".into(), websocket_key: None })]);
+        ev.clear();
+        // An upgrade, with the first (masked) frame in the same read.
+        let mut req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
+        let mask = [1u8, 2, 3, 4];
+        req.extend_from_slice(&[0x81, 0x80 | 2]);
+        req.extend_from_slice(&mask);
+        req.extend(b"hi".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut c = HttpConn::default();
+        c.feed(&req, &mut ev);
+        let Event::Request(r) = ev.remove(0) else { panic!() };
+        c.upgrade(r.websocket_key.as_deref().unwrap(), &mut ev);
+        assert!(String::from_utf8_lossy(&c.take_output()).contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        assert_eq!(ev, vec![Event::Text("hi".into())]);
+        c.send_text("yo".into());
+        assert_eq!(c.take_output(), vec![0x81, 2, b'y', b'o']);
+    }
+
+    #[test]
+    fn oversized_head_and_bodies_are_refused() {
+        let mut c = HttpConn::default();
+        let mut ev = Vec::new();
+        c.feed(&vec![b'a'; MAX_HEAD + 1], &mut ev);
+        assert_eq!(ev, vec![Event::BadRequest]);
+        let mut c = HttpConn::default();
+        ev.clear();
+        c.feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", &mut ev);
+        assert_eq!(ev, vec![Event::BadRequest]);
+    }
+
+    #[test]
+    fn oversized_websocket_message_closes() {
+        let mut c = HttpConn::default();
+        let mut ev = Vec::new();
+        c.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", &mut ev);
+        ev.clear();
+        c.upgrade("dGhlIHNhbXBsZSBub25jZQ==", &mut ev);
+        let len = (MAX_WS_MESSAGE + 1) as u64;
+        let mut frame = vec![0x81, 0x80 | 127];
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&[0; 4]);
+        c.feed(&frame, &mut ev);
+        assert_eq!(ev, vec![Event::Closed]);
+        assert!(c.is_done());
+    }
+}

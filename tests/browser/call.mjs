@@ -1,0 +1,223 @@
+// Browser tests of calls through a running Switchboard server: Chromium (playwright-core) with a fake camera
+// and microphone, using the real web client. Run by tests/tests/browser.rs inside a loopback-only network
+// namespace:
+//
+//   node tests/browser/call.mjs HTTP_PORT TURN_PORT OUT_DIR
+//
+// Prints one line per check; exits 1 on the first failure (with the pages' logs), 0 when all pass.
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const [httpPort, turnPort, outDir] = process.argv.slice(2);
+if (!httpPort || !turnPort || !outDir) {
+  console.error('usage: call.mjs HTTP_PORT TURN_PORT OUT_DIR');
+  process.exit(2);
+}
+const base = `http://127.0.0.1:${httpPort}/`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const pages = [];
+
+function check(ok, what, detail = '') {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? `: ${detail}` : ''}`);
+  if (!ok) throw new Error(`${what} ${detail}`);
+}
+
+async function until(what, fn, timeoutMs = 20000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await sleep(250);
+  }
+  check(false, what, `not within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--no-sandbox',
+    '--use-fake-ui-for-media-stream',
+    '--use-fake-device-for-media-stream',
+    '--allow-loopback-in-peer-connection',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+
+async function open(query, label) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const page = await context.newPage();
+  page.label = label;
+  page.consoleLines = [];
+  page.on('console', (m) => page.consoleLines.push(`${label}: ${m.text()}`));
+  page.on('pageerror', (e) => page.consoleLines.push(`${label}: page error ${e.message}`));
+  await page.goto(`${base}?${query}`);
+  pages.push(page);
+  return page;
+}
+
+/** The largest framesDecoded of inbound video and packetsReceived of inbound audio on the page's connection. */
+const media = (page) =>
+  page.evaluate(async () => {
+    const pc = window.sb.pc;
+    if (!pc) return { video: 0, audio: 0 };
+    const stats = await pc.getStats();
+    let video = 0;
+    let audio = 0;
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') video = Math.max(video, r.framesDecoded || 0);
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') audio = Math.max(audio, r.packetsReceived || 0);
+    });
+    return { video, audio };
+  });
+
+const decodes = async (page) => {
+  const m = await media(page);
+  return m.video > 0 && m.audio > 0 ? m : null;
+};
+
+/** The selected candidate pair: local and remote candidate types and addresses. */
+const selectedPair = (page) =>
+  page.evaluate(async () => {
+    const stats = await window.sb.pc.getStats();
+    let pair = null;
+    stats.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const l = stats.get(pair.localCandidateId);
+    const r = stats.get(pair.remoteCandidateId);
+    return { state: pair.state, local: { type: l.candidateType, url: l.url, address: l.address, port: l.port }, remote: { type: r.candidateType, address: r.address, port: r.port } };
+  });
+
+const serverStats = async () => (await fetch(`${base}stats`)).json();
+const types = (page) => page.evaluate(() => window.sb.messages.map((m) => m.type));
+
+async function closeAll() {
+  for (const p of pages.splice(0)) await p.context().close();
+}
+
+async function directCall() {
+  const room = `direct-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&autojoin=1`, 'B');
+  const ma = await until('A decodes B (video frames and audio packets)', () => decodes(a));
+  const mb = await until('B decodes A (video frames and audio packets)', () => decodes(b));
+  check(true, '1. two pages in a room decode each other', `A ${JSON.stringify(ma)}, B ${JSON.stringify(mb)}`);
+  const pair = await selectedPair(a);
+  console.log(`     selected pair without forced relay: ${JSON.stringify(pair)}`);
+  // What a person would see: both videos playing.
+  await until('both video elements show a picture', () =>
+    a.evaluate(() => ['remote-video', 'local-video'].every((id) => document.getElementById(id).videoWidth > 0)),
+  );
+  await sleep(1000);
+  await a.screenshot({ path: `${outDir}/call.png` });
+  check(true, 'screenshot of a call in progress', `${outDir}/call.png`);
+  await closeAll();
+}
+
+async function relayedCall() {
+  const room = `relay-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&relay=1&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&relay=1&autojoin=1`, 'B');
+  check(await a.evaluate(() => document.getElementById('relay').checked), '?relay=1 ticks the force-relay box');
+  await until('A decodes B through the relay', () => decodes(a));
+  await until('B decodes A through the relay', () => decodes(b));
+  for (const p of [a, b]) {
+    const pair = await until(`${p.label}: a selected candidate pair`, () => selectedPair(p));
+    const ours = pair.local.type === 'relay' && String(pair.local.url || '').includes(`:${turnPort}`);
+    check(ours, `2. ${p.label}'s selected pair uses a relay candidate of our TURN server`, JSON.stringify(pair));
+  }
+  const before = await serverStats();
+  await sleep(2000);
+  const after = await serverStats();
+  check(before.allocations >= 2, '/stats shows the allocations', `allocations ${before.allocations}`);
+  check(after.relayed_bytes > before.relayed_bytes + 10000, '/stats relayed bytes grow while media flows', `${before.relayed_bytes} -> ${after.relayed_bytes}`);
+  await closeAll();
+}
+
+async function roomLife() {
+  const room = `room-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&autojoin=1`, 'B');
+  await until('A and B are in a call', async () => (await decodes(a)) && (await decodes(b)));
+  const c = await open(`room=${room}&name=Cy&autojoin=1`, 'C');
+  await until('3. a third page gets "full"', async () => (await types(c)).includes('full'));
+  check((await c.textContent('#status')).includes('full'), 'the third page says the room is full');
+
+  // Chat, typed as a person would.
+  await a.fill('#chat-input', 'hello from Ada');
+  await a.click('#chat-send');
+  await until('a chat line typed on A appears on B', async () => (await b.textContent('#chat-log')).includes('Ada: hello from Ada'));
+  check(true, 'chat line delivered');
+
+  // A 1 MiB file over the data channel.
+  const file = randomBytes(1024 * 1024);
+  const sha = createHash('sha256').update(file).digest('hex');
+  await until('A\'s data channel is open', () => a.evaluate(() => !document.getElementById('file-send').disabled));
+  await a.setInputFiles('#file-input', { name: 'random.bin', mimeType: 'application/octet-stream', buffer: file });
+  await a.click('#file-send');
+  const got = await until('B receives the file', async () => (await b.evaluate(() => window.sb.received))[0], 30000);
+  check(got.size === file.length && got.sha256 === sha, '1 MiB file arrives with the same SHA-256', `${got.size} bytes, ${got.sha256}`);
+  check((await b.evaluate(() => document.getElementById('recv-progress').value)) === file.length, 'the receive progress bar is full');
+
+  // A leaves: B gets bye, closes its connection, and can take a new call.
+  const aId = await a.evaluate(() => window.sb.id);
+  await a.click('#hangup');
+  await until('B gets bye from A', () => b.evaluate((id) => window.sb.messages.some((m) => m.type === 'bye' && m.id === id), aId));
+  check(await b.evaluate(() => window.sb.pc === null), 'B closed its RTCPeerConnection');
+  await c.click('#join');
+  await until('C joins the room A left', async () => (await types(c)).includes('joined'));
+  await until('B decodes the new caller C', () => decodes(b));
+  await until('C decodes B', () => decodes(c));
+  check(true, 'the remaining page took a new call');
+
+  // Snapshot and recording, as the buttons do them.
+  await b.click('#snapshot');
+  await until('a snapshot download link appears', () => b.evaluate(() => !!document.querySelector('#downloads a.snapshot')));
+  await b.click('#record');
+  await sleep(2500);
+  await b.click('#record');
+  const rec = await until('a recording download link appears', () => b.evaluate(() => document.querySelector('#downloads a.recording')?.textContent));
+  check(!/\(0 KiB\)/.test(rec), 'the recording is not empty', rec);
+  await closeAll();
+}
+
+async function alone() {
+  const room = `alone-${randomBytes(4).toString('hex')}`;
+  const d = await open(`room=${room}&name=Dee&autojoin=1`, 'D');
+  await until('D joined', async () => (await types(d)).includes('joined'));
+  await sleep(4000);
+  const m = await media(d);
+  check(!(m.video > 0 && m.audio > 0), '4. negative control: one page alone decodes nothing', JSON.stringify(m));
+  await closeAll();
+}
+
+let failed = false;
+try {
+  await directCall();
+  await relayedCall();
+  await roomLife();
+  await alone();
+} catch (e) {
+  failed = true;
+  console.log(`error: ${e.stack || e}`);
+  for (const p of pages) {
+    try {
+      const logText = await p.evaluate(() => [...document.querySelectorAll('#log li')].map((li) => li.textContent).join('\n'));
+      const msgs = await p.evaluate(() => window.sb.messages.map((m) => m.type + (m.data ? ' ' + Object.keys(m.data).join(',') + (m.data.description ? ' ' + m.data.description.type : '') : '')));
+      console.log(`--- ${p.label} log:\n${logText}\n--- ${p.label} messages: ${msgs.join(' | ')}`);
+      writeFileSync(`${outDir}/failure-${p.label}.png`, await p.screenshot());
+    } catch {}
+    console.log(p.consoleLines.join('\n'));
+  }
+}
+await browser.close();
+process.exit(failed ? 1 : 0);
