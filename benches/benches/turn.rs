@@ -21,7 +21,7 @@ const RELAY: &str = "192.0.2.1:50000";
 
 fn engine() -> Switchboard {
     let turn = TurnConfig { users: vec![("bench".into(), "benchpw".into())], ..TurnConfig::default() };
-    Switchboard::new(Config { turn }, Instant::now(), 1_800_000_000, &[1; 32])
+    Switchboard::new(Config { turn, ..Config::default() }, Instant::now(), 1_800_000_000, &[1; 32])
 }
 
 /// Feeds one client datagram, binds any relay asked for, returns the response.
