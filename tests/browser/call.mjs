@@ -48,6 +48,7 @@ const browser = await chromium.launch({
     '--disable-component-update',
     '--disable-sync',
     '--autoplay-policy=no-user-gesture-required',
+    '--auto-select-desktop-capture-source=Entire screen',
   ],
 });
 
@@ -190,6 +191,26 @@ async function roomLife() {
   await closeAll();
 }
 
+async function voiceCallAndScreenShare() {
+  const room = `voice-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&media=audio&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&media=audio&autojoin=1`, 'B');
+  await until('voice call: B receives A\'s audio', async () => (await media(b)).audio > 0);
+  await sleep(1000);
+  check((await media(b)).video === 0, '5. a voice-only call carries no video', JSON.stringify(await media(b)));
+  await a.click('#share');
+  const m = await until('B decodes A\'s shared screen', async () => {
+    const x = await media(b);
+    return x.video > 0 ? x : null;
+  });
+  check(true, 'screen sharing (getDisplayMedia) reaches the other side, renegotiated into the voice call', JSON.stringify(m));
+  await a.click('#mute');
+  check(await a.evaluate(() => window.sb.local.getAudioTracks().every((t) => !t.enabled)), 'mute disables the microphone track');
+  await a.click('#mute');
+  check(await a.evaluate(() => window.sb.local.getAudioTracks().every((t) => t.enabled)), 'unmute enables it again');
+  await closeAll();
+}
+
 async function alone() {
   const room = `alone-${randomBytes(4).toString('hex')}`;
   const d = await open(`room=${room}&name=Dee&autojoin=1`, 'D');
@@ -205,6 +226,7 @@ try {
   await directCall();
   await relayedCall();
   await roomLife();
+  await voiceCallAndScreenShare();
   await alone();
 } catch (e) {
   failed = true;

@@ -6,6 +6,7 @@
 //!    relayed bytes growing;
 //! 3. a third page gets `full`; chat arrives; a 1 MiB file arrives with the same SHA-256; a leave sends `bye`
 //!    and the remaining page takes a new call; snapshot and recording produce downloads;
+//! 5. a voice-only call carries no video until a screen is shared into it; mute and unmute;
 //! 4. negative control: one page alone decodes nothing.
 
 use std::path::Path;
