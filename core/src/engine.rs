@@ -14,6 +14,7 @@ use crate::hash::{self, Map};
 use crate::framing::{StreamFramer, MAX_FRAME};
 use crate::ids::{AllocationId, Client, ConnId, Family, Via};
 use crate::rng::Seed;
+use crate::sfu::{RoomStats, Sfu, SfuConfig, SfuOutput, SfuStats};
 use crate::signal::{self, SignalConfig, SignalStats, Signaling};
 use crate::time::Monotonic;
 use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnServer, TurnStats};
@@ -26,6 +27,8 @@ pub struct Config {
     /// The signaling server. When its `turn_secret` is `None`, the TURN
     /// server's REST secret is used, so handed-out credentials work.
     pub signal: SignalConfig,
+    /// The SFU, if media is served (then `sfu` rooms can be joined).
+    pub sfu: Option<SfuConfig>,
 }
 
 /// One input to the engine. Every variant is handled by [`Switchboard::handle_input`].
@@ -102,6 +105,13 @@ pub enum Input<'a> {
         /// The connection.
         conn: ConnId,
     },
+    /// A datagram on the SFU's media socket.
+    MediaDatagram {
+        /// The sender.
+        remote: SocketAddr,
+        /// The datagram.
+        data: &'a [u8],
+    },
     /// Time passed; expire whatever is due.
     Timeout,
 }
@@ -155,6 +165,13 @@ pub enum Output<'a> {
     CloseStream(ConnId),
     /// Send a text message on a signaling connection.
     SignalSend(signal::Send),
+    /// Send a datagram from the SFU's media socket.
+    MediaTransmit {
+        /// Destination.
+        to: SocketAddr,
+        /// The datagram.
+        data: Vec<u8>,
+    },
     /// Nothing more to do now: call again after the next input, or at this
     /// instant with [`Input::Timeout`] (`None`: no timer is pending).
     Timeout(Option<Instant>),
@@ -167,6 +184,8 @@ pub struct Stats {
     pub turn: TurnStats,
     /// The signaling server's counters.
     pub signal: SignalStats,
+    /// The SFU's counters.
+    pub sfu: SfuStats,
     /// Stream connections open now.
     pub streams: u64,
     /// Stream connections closed because their bytes could not be framed.
@@ -200,6 +219,7 @@ struct Stream {
 pub struct Switchboard {
     turn: TurnServer,
     signal: Signaling,
+    sfu: Option<Sfu>,
     streams: Map<ConnId, Stream>,
     ready: VecDeque<ConnId>,
     closing: VecDeque<ConnId>,
@@ -215,7 +235,9 @@ impl Switchboard {
         if signal.turn_secret.is_none() {
             signal.turn_secret = config.turn.static_auth_secret.clone();
         }
+        signal.sfu_enabled = config.sfu.is_some();
         Switchboard {
+            sfu: config.sfu.map(|c| Sfu::new(c, now, &crate::rng::derive(seed, "sfu"))),
             signal: Signaling::new(signal, now, unix_now, &crate::rng::derive(seed, "signaling")),
             turn: TurnServer::new(config.turn, now, unix_now, seed),
             streams: Map::with_hasher(hash::hasher(seed)),
@@ -236,11 +258,17 @@ impl Switchboard {
         &self.signal
     }
 
+    /// Per room and participant counters of the SFU.
+    pub fn sfu_rooms(&self) -> Vec<RoomStats> {
+        self.sfu.as_ref().map(Sfu::room_stats).unwrap_or_default()
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.turn = self.turn.stats();
         s.signal = self.signal.stats();
+        s.sfu = self.sfu.as_ref().map(Sfu::stats).unwrap_or_default();
         s.streams = self.streams.len() as u64;
         s
     }
@@ -297,15 +325,35 @@ impl Switchboard {
             }
             Input::SignalText { conn, text } => {
                 self.signal.handle_text(now, conn, text);
+                self.pump_sfu(now);
                 Forward::None
             }
             Input::SignalClosed { conn } => {
                 self.signal.handle_close(now, conn);
+                self.pump_sfu(now);
+                Forward::None
+            }
+            Input::MediaDatagram { remote, data } => {
+                if let Some(sfu) = &mut self.sfu {
+                    sfu.handle_datagram(now, remote, data);
+                }
                 Forward::None
             }
             Input::Timeout => {
+                if let Some(sfu) = &mut self.sfu {
+                    sfu.handle_timeout(now);
+                }
                 self.turn.handle_timeout(now);
                 Forward::None
+            }
+        }
+    }
+
+    /// Hands what signaling decided for SFU rooms to the SFU.
+    fn pump_sfu(&mut self, now: Instant) {
+        while let Some(ev) = self.signal.poll_sfu_event() {
+            if let Some(sfu) = &mut self.sfu {
+                sfu.handle_event(now, ev);
             }
         }
     }
@@ -331,11 +379,22 @@ impl Switchboard {
             if let Some(m) = self.signal.poll_output() {
                 return Output::SignalSend(m);
             }
+            if let Some(o) = self.sfu.as_mut().and_then(Sfu::poll_output) {
+                return match o {
+                    SfuOutput::Signal { conn, text } => Output::SignalSend(signal::Send { conn, text }),
+                    SfuOutput::Transmit { to, data } => Output::MediaTransmit { to, data },
+                };
+            }
             if let Some(conn) = self.closing.pop_front() {
                 return Output::CloseStream(conn);
             }
             let Some(&conn) = self.ready.front() else {
-                return Output::Timeout(self.turn.poll_timeout());
+                let sfu = self.sfu.as_mut().and_then(Sfu::poll_timeout);
+                let turn = self.turn.poll_timeout();
+                return Output::Timeout(match (turn, sfu) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                });
             };
             let Some(s) = self.streams.get_mut(&conn) else {
                 self.ready.pop_front();

@@ -22,6 +22,7 @@ pub mod framing;
 pub mod hash;
 pub mod ids;
 pub mod rng;
+pub mod sfu;
 pub mod signal;
 pub mod stun;
 pub mod time;

@@ -5,7 +5,11 @@
 // peers exchange SDP and ICE candidates inside `message` envelopes; the connection uses the "perfect
 // negotiation" pattern, so renegotiation (screen sharing in a voice call) needs no extra protocol.
 //
-// URL parameters: ?room=NAME&name=NAME&media=video|audio&relay=1&autojoin=1
+// In an sfu room each page has one RTCPeerConnection, to the server: it offers its camera and microphone, the
+// server answers, and the server sends its own offers whenever the set of other participants' tracks changes;
+// each remote stream (its id is the publisher's peer id) gets a tile in the grid.
+//
+// URL parameters: ?room=NAME&name=NAME&media=video|audio&mode=p2p|sfu&relay=1&autojoin=1
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -31,6 +35,9 @@ const state = {
   recorder: null,
   incoming: null, // file being received: {name, size, type, chunks, got}
   received: [], // [{name, size, sha256}]
+  mode: 'p2p',
+  names: {}, // peer id -> name (sfu rooms)
+  sfuQueue: Promise.resolve(), // sfu signaling handled in order
 };
 // For tests and the curious: the live state.
 window.sb = state;
@@ -53,7 +60,7 @@ function send(msg) {
 function setInCall(joined) {
   $('join').disabled = joined;
   $('hangup').disabled = !joined;
-  for (const id of ['room', 'name', 'media', 'relay']) $(id).disabled = joined;
+  for (const id of ['room', 'name', 'media', 'mode', 'relay']) $(id).disabled = joined;
   for (const id of ['chat-input', 'chat-send', 'mute', 'camera', 'share']) $(id).disabled = !joined;
   updatePeerControls();
 }
@@ -82,7 +89,8 @@ async function join() {
   $('local-video').srcObject = state.local;
   const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
   state.ws = ws;
-  ws.onopen = () => send({ type: 'join', room, name: $('name').value.trim() || undefined, mode: 'p2p' });
+  state.mode = $('mode').value;
+  ws.onopen = () => send({ type: 'join', room, name: $('name').value.trim() || undefined, mode: state.mode });
   ws.onmessage = (ev) => onServerMessage(JSON.parse(ev.data));
   ws.onclose = () => {
     if (state.ws === ws) {
@@ -106,6 +114,9 @@ function leave(tellServer = true) {
   state.local = state.screen = null;
   $('local-video').srcObject = null;
   state.id = state.room = null;
+  $('grid').replaceChildren();
+  $('grid').hidden = true;
+  state.names = {};
   setInCall(false);
   status('Not connected.');
 }
@@ -118,7 +129,11 @@ function onServerMessage(msg) {
       state.room = msg.room;
       state.iceServers = msg.iceServers;
       log(`joined ${msg.room} as ${msg.id}`);
-      if (msg.peers.length > 0) {
+      if (msg.mode === 'sfu') {
+        for (const p of msg.peers) state.names[p.id] = p.name;
+        sfuStart().catch((e) => log(`sfu: ${e.message}`));
+        status(`In SFU room ${msg.room} with ${msg.peers.length} other(s).`);
+      } else if (msg.peers.length > 0) {
         // We arrived second: call the one already there.
         startPeer(msg.peers[0].id, msg.peers[0].name, true);
       } else {
@@ -127,7 +142,12 @@ function onServerMessage(msg) {
       break;
     case 'otherjoin':
       log(`${msg.name || msg.id} joined`);
-      startPeer(msg.id, msg.name, false);
+      if (state.mode === 'sfu') state.names[msg.id] = msg.name;
+      else startPeer(msg.id, msg.name, false);
+      break;
+    case 'offer':
+    case 'answer':
+      sfuSignal(msg);
       break;
     case 'full':
       log(`room ${msg.room} is full`);
@@ -139,6 +159,11 @@ function onServerMessage(msg) {
       log(`left ${msg.room}`);
       break;
     case 'bye':
+      if (state.mode === 'sfu') {
+        log(`${state.names[msg.id] || msg.id} left`);
+        removeTile(msg.id);
+        break;
+      }
       log(`${state.remoteName || msg.id} left`);
       if (msg.id === state.remoteId) {
         // Close this connection and be ready for a new one: a fresh RTCPeerConnection per peer.
@@ -248,6 +273,74 @@ function closePeer() {
   $('remote-video').srcObject = null;
   $('remote-label').textContent = 'remote: nobody yet';
   updatePeerControls();
+}
+
+// ---- SFU rooms: one connection to the server ------------------------------------------------------------------
+
+async function sfuStart() {
+  const pc = new RTCPeerConnection({
+    iceServers: state.iceServers,
+    iceTransportPolicy: $('relay').checked ? 'relay' : 'all',
+  });
+  state.pc = pc;
+  $('grid').hidden = false;
+  for (const track of state.local.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [state.local] });
+  const dc = pc.createDataChannel('room');
+  dc.binaryType = 'arraybuffer';
+  dc.bufferedAmountLowThreshold = 256 * 1024;
+  dc.onopen = dc.onclose = updatePeerControls;
+  dc.onmessage = (ev) => onData(ev.data);
+  state.dc = dc;
+  pc.ontrack = (ev) => {
+    const id = ev.streams[0] ? ev.streams[0].id : 'unknown';
+    const video = tile(id);
+    video.srcObject.addTrack(ev.track);
+    ev.track.onended = () => video.srcObject && video.srcObject.removeTrack(ev.track);
+    state.remote = video.srcObject;
+    updatePeerControls();
+  };
+  pc.onicecandidate = (ev) => {
+    if (ev.candidate && ev.candidate.candidate) {
+      send({ type: 'candidate', candidate: ev.candidate.candidate, sdpMid: ev.candidate.sdpMid, sdpMLineIndex: ev.candidate.sdpMLineIndex });
+    }
+  };
+  pc.onconnectionstatechange = () => log(`server connection ${pc.connectionState}`);
+  await pc.setLocalDescription(await pc.createOffer());
+  send({ type: 'offer', sdp: pc.localDescription.sdp });
+}
+
+function sfuSignal(msg) {
+  state.sfuQueue = state.sfuQueue.then(async () => {
+    const pc = state.pc;
+    if (!pc) return;
+    await pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp });
+    if (msg.type === 'offer') {
+      await pc.setLocalDescription(await pc.createAnswer());
+      send({ type: 'answer', sdp: pc.localDescription.sdp });
+    }
+  }).catch((e) => log(`sfu signaling: ${e.message}`));
+}
+
+function tile(id) {
+  let fig = document.querySelector(`#grid figure[data-peer="${CSS.escape(id)}"]`);
+  if (!fig) {
+    fig = document.createElement('figure');
+    fig.dataset.peer = id;
+    const video = document.createElement('video');
+    video.autoplay = true;
+    video.playsInline = true;
+    video.srcObject = new MediaStream();
+    const cap = document.createElement('figcaption');
+    cap.textContent = state.names[id] || id;
+    fig.append(video, cap);
+    $('grid').append(fig);
+  }
+  return fig.querySelector('video');
+}
+
+function removeTile(id) {
+  const fig = document.querySelector(`#grid figure[data-peer="${CSS.escape(id)}"]`);
+  if (fig) fig.remove();
 }
 
 // ---- media controls ------------------------------------------------------------------------------------------
@@ -419,6 +512,7 @@ $('chat-form').onsubmit = (ev) => {
 $('room').value = params.get('room') || '';
 $('name').value = params.get('name') || '';
 if (params.get('media') === 'audio') $('media').value = 'audio';
+if (params.get('mode') === 'sfu') $('mode').value = 'sfu';
 $('relay').checked = params.get('relay') === '1';
 setInCall(false);
 if (params.get('autojoin') === '1' && $('room').value) join();

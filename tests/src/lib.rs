@@ -221,6 +221,8 @@ impl Server {
         let dir = scratch(name);
         let mut args = vec!["serve".to_string(), "--turn-listen".into(), format!("127.0.0.1:{port}")];
         args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
+        let media_port = free_port();
+        args.extend(["--media-listen".into(), format!("127.0.0.1:{media_port}")]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(&bin(name), &args, &dir, "server");
         proc.wait_for("is serving", Duration::from_secs(10));

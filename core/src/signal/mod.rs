@@ -21,6 +21,7 @@ use crate::hash::{self, Map};
 use crate::ids::ConnId;
 use crate::rng::{Rng, Seed};
 use crate::time::{Monotonic, WallClock};
+use crate::sfu::SfuEvent;
 use crate::turn::auth::{rest_password, rest_username};
 
 pub use protocol::{ClientMsg, ErrorCode, IceServer, Mode, PeerInfo, ServerMsg};
@@ -149,6 +150,7 @@ pub struct Signaling {
     ids: Map<String, ConnId>,
     rooms: Map<String, Room>,
     out: VecDeque<Send>,
+    sfu: VecDeque<SfuEvent>,
     stats: SignalStats,
 }
 
@@ -167,6 +169,7 @@ impl Signaling {
             ids: Map::with_hasher(hash::hasher(seed)),
             rooms: Map::with_hasher(hash::hasher(seed)),
             out: VecDeque::new(),
+            sfu: VecDeque::new(),
             stats: SignalStats::default(),
         }
     }
@@ -229,6 +232,12 @@ impl Signaling {
         self.out.pop_front()
     }
 
+    /// The next event for the SFU (joins, leaves, SDP and candidates of SFU
+    /// rooms), if any. Drain after every `handle_*` call.
+    pub fn poll_sfu_event(&mut self) -> Option<SfuEvent> {
+        self.sfu.pop_front()
+    }
+
     /// The token bucket: true if the message may be handled.
     fn take_token(&mut self, now: Instant, conn: ConnId) -> bool {
         let (burst, rate) = (u64::from(self.config.rate_burst) * 1000, u64::from(self.config.rate_per_second));
@@ -262,7 +271,7 @@ impl Signaling {
         let Some(typ) = value.get("type").and_then(Value::as_str) else {
             return Err(Refusal(ErrorCode::BadJson, "not an object with a string \"type\""));
         };
-        if !matches!(typ, "join" | "leave" | "message" | "chat") {
+        if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate") {
             return Err(Refusal(ErrorCode::UnknownType, "unknown message type"));
         }
         let msg: ClientMsg = serde_json::from_value(value).map_err(|_| Refusal(ErrorCode::BadMessage, "a field is missing or has the wrong type"))?;
@@ -276,7 +285,26 @@ impl Signaling {
             }
             ClientMsg::Message { to, data } => self.relay(conn, to, &data),
             ClientMsg::Chat { text } => self.chat(conn, &text),
+            ClientMsg::Offer { sdp } => self.pass_to_sfu(conn, |conn| SfuEvent::Offer { conn, sdp }),
+            ClientMsg::Answer { sdp } => self.pass_to_sfu(conn, |conn| SfuEvent::Answer { conn, sdp }),
+            ClientMsg::Candidate { candidate, .. } => {
+                if candidate.is_empty() {
+                    return Ok(()); // end of gathering
+                }
+                self.pass_to_sfu(conn, |conn| SfuEvent::Candidate { conn, candidate })
+            }
         }
+    }
+
+    /// Passes an SFU message on, if `conn` is in an SFU room.
+    fn pass_to_sfu(&mut self, conn: ConnId, ev: impl FnOnce(ConnId) -> SfuEvent) -> Result<(), Refusal> {
+        let p = self.peers.get(&conn).ok_or(Refusal(ErrorCode::NotJoined, "not connected"))?;
+        let room = p.room.as_ref().ok_or(Refusal(ErrorCode::NotJoined, "join a room first"))?;
+        if self.rooms.get(room).map(|r| r.mode) != Some(Mode::Sfu) {
+            return Err(Refusal(ErrorCode::NotSfu, "offer, answer and candidate are for sfu rooms"));
+        }
+        self.sfu.push_back(ev(conn));
+        Ok(())
     }
 
     fn join(&mut self, now: Instant, conn: ConnId, room: String, name: String, mode: Mode) -> Result<(), Refusal> {
@@ -325,6 +353,9 @@ impl Signaling {
         for c in others {
             self.push(c, other.clone());
         }
+        if mode == Mode::Sfu {
+            self.sfu.push_back(SfuEvent::Join { conn, id, room });
+        }
         Ok(())
     }
 
@@ -336,6 +367,9 @@ impl Signaling {
         let id = p.id.clone();
         let mut others = Vec::new();
         if let Some(r) = self.rooms.get_mut(&room) {
+            if r.mode == Mode::Sfu {
+                self.sfu.push_back(SfuEvent::Leave { conn });
+            }
             r.members.retain(|c| *c != conn);
             others = r.members.clone();
             if r.members.is_empty() {

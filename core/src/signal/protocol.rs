@@ -70,6 +70,27 @@ pub enum ClientMsg {
         /// The text, at most 4096 characters.
         text: String,
     },
+    /// SFU rooms: an SDP offer to the server.
+    Offer {
+        /// The SDP.
+        sdp: String,
+    },
+    /// SFU rooms: the answer to the server's offer.
+    Answer {
+        /// The SDP.
+        sdp: String,
+    },
+    /// SFU rooms: a trickled ICE candidate for the server.
+    Candidate {
+        /// The `candidate:...` line (an empty one ends gathering).
+        candidate: String,
+        /// Media id (ignored: the server uses one transport).
+        #[serde(default, rename = "sdpMid")]
+        sdp_mid: Option<String>,
+        /// m-line index (ignored).
+        #[serde(default, rename = "sdpMLineIndex")]
+        sdp_mline_index: Option<u32>,
+    },
 }
 
 /// A peer as listed in `joined`.
@@ -155,6 +176,16 @@ pub enum ServerMsg<'a> {
         /// The text.
         text: &'a str,
     },
+    /// SFU rooms: the server's SDP offer (its tracks for you changed).
+    Offer {
+        /// The SDP.
+        sdp: &'a str,
+    },
+    /// SFU rooms: the server's answer to your offer.
+    Answer {
+        /// The SDP.
+        sdp: &'a str,
+    },
     /// Your last message was refused; the connection stays open.
     Error {
         /// A stable code (see [`ErrorCode`]).
@@ -189,4 +220,6 @@ pub enum ErrorCode {
     ModeMismatch,
     /// The mode is not available on this server.
     UnsupportedMode,
+    /// The message is for SFU rooms only.
+    NotSfu,
 }

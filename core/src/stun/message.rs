@@ -151,7 +151,7 @@ pub fn append_attribute(buf: &mut Vec<u8>, typ: u16, value: &[u8]) {
     buf.extend_from_slice(&typ.to_be_bytes());
     buf.extend_from_slice(&(len as u16).to_be_bytes());
     buf.extend_from_slice(&value[..len]);
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
     let body = buf.len() - HEADER_LEN;

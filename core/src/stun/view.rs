@@ -114,7 +114,7 @@ impl<'a> StunView<'a> {
             return Err(ParseError::BadCookie);
         }
         let len = u16::from_be_bytes([bytes[2], bytes[3]]) as usize;
-        if len % 4 != 0 || HEADER_LEN + len != bytes.len() {
+        if !len.is_multiple_of(4) || HEADER_LEN + len != bytes.len() {
             return Err(ParseError::BadLength);
         }
         let view = StunView { bytes };

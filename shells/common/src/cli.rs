@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use switchboard_core::turn::policy::{IpNet, PeerPolicy};
+use switchboard_core::sfu::SfuConfig;
 use switchboard_core::signal::SignalConfig;
 use switchboard_core::turn::TurnConfig;
 
@@ -87,6 +88,12 @@ pub struct ServeArgs {
     /// Most peers in a p2p room [default: 2].
     #[arg(long, value_name = "N")]
     pub room_capacity: Option<usize>,
+    /// SFU media listen address, UDP: one port for every participant [default: 127.0.0.1:7882].
+    #[arg(long, value_name = "ADDR")]
+    pub media_listen: Option<SocketAddr>,
+    /// Most participants in an SFU room [default: 16].
+    #[arg(long, value_name = "N")]
+    pub sfu_room_capacity: Option<usize>,
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
@@ -101,6 +108,10 @@ pub struct Settings {
     pub turn_listen: SocketAddr,
     /// HTTP (web client, WebSocket signaling, health, stats) listen address.
     pub http_listen: SocketAddr,
+    /// SFU media listen address (UDP).
+    pub media_listen: SocketAddr,
+    /// The SFU configuration for the core (its media address is the advertised one).
+    pub sfu: SfuConfig,
     /// Relay bind addresses, at most one per family.
     pub relay_ips: Vec<IpAddr>,
     /// Relay port range, inclusive.
@@ -120,6 +131,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("turn_listen", &self.turn_listen)
             .field("http_listen", &self.http_listen)
+            .field("media_listen", &self.media_listen)
             .field("relay_ips", &self.relay_ips)
             .field("ports", &self.ports)
             .field("turn", &self.turn)
@@ -161,6 +173,8 @@ impl ServeArgs {
             log_level: self.log_level.or(file.log_level),
             http_listen: self.http_listen.or(file.http_listen),
             room_capacity: self.room_capacity.or(file.room_capacity),
+            media_listen: self.media_listen.or(file.media_listen),
+            sfu_room_capacity: self.sfu_room_capacity.or(file.sfu_room_capacity),
         }
     }
 
@@ -227,8 +241,22 @@ impl ServeArgs {
             (None, ip) => ip,
         };
         let public = SocketAddr::new(host, turn_listen.port());
+        let sfu_capacity = a.sfu_room_capacity.unwrap_or(16);
+        if sfu_capacity == 0 {
+            return Err(ConfigError("--sfu-room-capacity must be at least 1".into()));
+        }
+        let media_listen = a.media_listen.unwrap_or_else(|| "127.0.0.1:7882".parse().expect("valid default"));
+        let media_public = SocketAddr::new(
+            match (a.external_ip, media_listen.ip()) {
+                (Some(ip), _) => ip,
+                (None, ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+                (None, ip) => ip,
+            },
+            media_listen.port(),
+        );
         let signal = SignalConfig {
             p2p_capacity: room_capacity,
+            sfu_capacity,
             stun_urls: vec![format!("stun:{public}")],
             turn_urls: vec![format!("turn:{public}?transport=udp"), format!("turn:{public}?transport=tcp")],
             ..SignalConfig::default()
@@ -236,6 +264,8 @@ impl ServeArgs {
         Ok(Settings {
             turn_listen,
             http_listen: a.http_listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
+            media_listen,
+            sfu: SfuConfig { media_addr: media_public },
             relay_ips,
             ports,
             log_level: a.log_level.unwrap_or_else(|| "info".into()),
@@ -249,7 +279,7 @@ impl ServeArgs {
 impl Settings {
     /// The engine configuration for the core.
     pub fn engine_config(&self) -> switchboard_core::Config {
-        switchboard_core::Config { turn: self.turn.clone(), signal: self.signal.clone() }
+        switchboard_core::Config { turn: self.turn.clone(), signal: self.signal.clone(), sfu: Some(self.sfu.clone()) }
     }
 
     /// The relay bind address for `family`.

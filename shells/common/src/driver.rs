@@ -40,6 +40,8 @@ pub trait Sockets {
     fn send_datagram(&mut self, to: SocketAddr, data: &[u8]);
     /// Queues bytes on a stream connection (TURN over TCP, or HTTP).
     fn send_stream(&mut self, conn: ConnId, data: &[u8]);
+    /// Sends a datagram from the SFU's media socket.
+    fn send_media(&mut self, to: SocketAddr, data: &[u8]);
     /// Sends a datagram from the relay socket bound at `relay` to `peer`.
     fn send_from_relay(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]);
     /// Takes a freshly bound, non-blocking relay socket and starts reading it;
@@ -114,6 +116,14 @@ impl Driver {
         let payload = RELAY_HEADROOM..RELAY_HEADROOM + len;
         let input = Input::RelayDatagram { relay, peer, buf: &mut self.buf, payload };
         let fwd = self.engine.handle_input(Instant::now(), input);
+        self.forward(io, fwd);
+        self.drain(io);
+    }
+
+    /// A datagram of `len` bytes, received into [`Driver::recv_buf`], from `remote` on the media socket.
+    pub fn media_datagram(&mut self, io: &mut impl Sockets, remote: SocketAddr, len: usize) {
+        let data = &self.buf[RELAY_HEADROOM..RELAY_HEADROOM + len];
+        let fwd = self.engine.handle_input(Instant::now(), Input::MediaDatagram { remote, data });
         self.forward(io, fwd);
         self.drain(io);
     }
@@ -224,6 +234,8 @@ impl Driver {
             "turn": s.turn,
             "signal": s.signal,
             "streams": s.streams,
+            "sfu": s.sfu,
+            "sfu_rooms": engine.sfu_rooms(),
         });
         v.to_string()
     }
@@ -284,6 +296,7 @@ impl Driver {
                         debug!(%allocation, %relay, "relay released");
                     }
                     Output::CloseStream(id) => io.close_stream(id),
+                    Output::MediaTransmit { to, data } => io.send_media(to, &data),
                     Output::SignalSend(m) => {
                         if let Some(h) = self.http.get_mut(&m.conn) {
                             h.send_text(m.text);

@@ -25,6 +25,7 @@ const SIGNALS: Token = Token(0);
 const UDP: Token = Token(1);
 const TCP: Token = Token(2);
 const HTTP: Token = Token(3);
+const MEDIA: Token = Token(4);
 const FIRST_DYNAMIC: usize = 16;
 
 struct Conn {
@@ -53,6 +54,7 @@ struct Io {
     udp_addr: SocketAddr,
     tcp: TcpListener,
     http: TcpListener,
+    media: UdpSocket,
     slots: Map<Token, Slot>,
     conn_tokens: Map<ConnId, Token>,
     relay_tokens: Map<SocketAddr, Token>,
@@ -66,11 +68,13 @@ pub fn run(settings: Settings) -> io::Result<()> {
     let mut tcp = TcpListener::bind(settings.turn_listen)?;
     let udp_addr = udp.local_addr()?;
     let mut http = TcpListener::bind(settings.http_listen)?;
+    let mut media = UdpSocket::bind(settings.media_listen)?;
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
     poll.registry().register(&mut tcp, TCP, Interest::READABLE)?;
     poll.registry().register(&mut http, HTTP, Interest::READABLE)?;
+    poll.registry().register(&mut media, MEDIA, Interest::READABLE)?;
     let mut driver = Driver::new(&settings);
     let mut io = Io {
         poll,
@@ -78,6 +82,7 @@ pub fn run(settings: Settings) -> io::Result<()> {
         udp_addr,
         tcp,
         http,
+        media,
         slots: switchboard_common::new_map(),
         conn_tokens: switchboard_common::new_map(),
         relay_tokens: switchboard_common::new_map(),
@@ -134,6 +139,7 @@ impl Io {
             UDP => self.read_udp(d),
             TCP => self.accept(d, false),
             HTTP => self.accept(d, true),
+            MEDIA => self.read_media(d),
             t => match self.slots.get(&t) {
                 Some(Slot::Relay(_)) => self.read_relay(d, t),
                 Some(Slot::Conn(_)) => self.read_conn(d, t),
@@ -153,6 +159,17 @@ impl Io {
                 Ok((n, from)) => d.datagram(self, self.udp_addr, from, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => debug!("udp recv: {e}"),
+            }
+        }
+        true
+    }
+
+    fn read_media(&mut self, d: &mut Driver) -> bool {
+        for _ in 0..BATCH {
+            match self.media.recv_from(d.recv_buf()) {
+                Ok((n, from)) => d.media_datagram(self, from, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => debug!("media recv: {e}"),
             }
         }
         true
@@ -248,6 +265,12 @@ impl Sockets for Io {
     fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
         if let Err(e) = self.udp.send_to(data, to) {
             debug!(%to, "udp send: {e}");
+        }
+    }
+
+    fn send_media(&mut self, to: SocketAddr, data: &[u8]) {
+        if let Err(e) = self.media.send_to(data, to) {
+            debug!(%to, "media send: {e}");
         }
     }
 

@@ -54,6 +54,7 @@ struct Io {
     ex: Rc<LocalExecutor<'static>>,
     state: Weak<RefCell<Shared>>,
     udp: Rc<Async<UdpSocket>>,
+    media: Rc<Async<UdpSocket>>,
     conns: Map<ConnId, Conn>,
     relays: Map<SocketAddr, Relay>,
     next_conn: u64,
@@ -99,6 +100,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io
     let udp = Rc::new(Async::<UdpSocket>::bind(settings.turn_listen)?);
     let tcp = Async::<TcpListener>::bind(settings.turn_listen)?;
     let http = Async::<TcpListener>::bind(settings.http_listen)?;
+    let media = Rc::new(Async::<UdpSocket>::bind(settings.media_listen)?);
     let local = udp.get_ref().local_addr()?;
     let ex = Rc::new(LocalExecutor::new());
     let (wake_timer, timer_rx) = channel::bounded(1);
@@ -109,6 +111,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io
                 ex: ex.clone(),
                 state: weak.clone(),
                 udp: udp.clone(),
+                media: media.clone(),
                 conns: switchboard_common::new_map(),
                 relays: switchboard_common::new_map(),
                 next_conn: 0,
@@ -123,6 +126,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io
     let weak = Rc::downgrade(&state);
     let tasks = [
         ex.spawn(read_udp(weak.clone(), udp, UdpRole::Listener(local))),
+        ex.spawn(read_udp(weak.clone(), media, UdpRole::Media)),
         ex.spawn(accept(weak.clone(), tcp, local, false)),
         ex.spawn(accept(weak.clone(), http, local, true)),
         ex.spawn(timer(weak, timer_rx)),
@@ -143,6 +147,8 @@ enum UdpRole {
     Listener(SocketAddr),
     /// The relay socket bound at this address.
     Relay(SocketAddr),
+    /// The SFU's media socket.
+    Media,
 }
 
 /// Reads a UDP socket in batches whenever it is readable, until cancelled.
@@ -157,6 +163,7 @@ async fn read_udp(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, ro
                 match (socket.get_ref().recv_from(d.recv_buf()), role) {
                     (Ok((n, from)), UdpRole::Listener(local)) => d.datagram(io, local, from, n),
                     (Ok((n, from)), UdpRole::Relay(relay)) => d.relay_datagram(io, relay, from, n),
+                    (Ok((n, from)), UdpRole::Media) => d.media_datagram(io, from, n),
                     (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => return false,
                     (Err(e), _) => debug!("udp recv: {e}"),
                 }
@@ -290,6 +297,12 @@ impl Sockets for Io {
     fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
         if let Err(e) = self.udp.get_ref().send_to(data, to) {
             debug!(%to, "udp send: {e}");
+        }
+    }
+
+    fn send_media(&mut self, to: SocketAddr, data: &[u8]) {
+        if let Err(e) = self.media.get_ref().send_to(data, to) {
+            debug!(%to, "media send: {e}");
         }
     }
 
