@@ -116,6 +116,7 @@ function leave(tellServer = true) {
   state.id = state.room = null;
   $('grid').replaceChildren();
   $('grid').hidden = true;
+  $('remote-video').closest('figure').hidden = false;
   state.names = {};
   setInCall(false);
   status('Not connected.');
@@ -284,6 +285,7 @@ async function sfuStart() {
   });
   state.pc = pc;
   $('grid').hidden = false;
+  $('remote-video').closest('figure').hidden = true;
   for (const track of state.local.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [state.local] });
   const dc = pc.createDataChannel('room');
   dc.binaryType = 'arraybuffer';

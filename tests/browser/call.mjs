@@ -211,6 +211,69 @@ async function voiceCallAndScreenShare() {
   await closeAll();
 }
 
+/** Inbound streams on the page's connection: decoding video streams, audio streams with packets, live video receivers. */
+const sfuMedia = (page) =>
+  page.evaluate(async () => {
+    const pc = window.sb.pc;
+    if (!pc) return { videos: 0, audios: 0, live: 0 };
+    const stats = await pc.getStats();
+    let videos = 0;
+    let audios = 0;
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video' && r.framesDecoded > 0) videos += 1;
+      if (r.type === 'inbound-rtp' && r.kind === 'audio' && r.packetsReceived > 0) audios += 1;
+    });
+    const live = pc.getTransceivers().filter((t) => t.receiver.track.kind === 'video' && !['stopped', 'inactive', 'sendonly'].includes(t.currentDirection) && t.receiver.track.readyState === 'live').length;
+    return { videos, audios, live };
+  });
+
+/** Waits until every page decodes `n` other participants' video and audio; returns the counts. */
+async function allDecode(list, n, what) {
+  for (const p of list) {
+    const m = await until(`${what}: ${p.label} decodes ${n} videos and ${n} audios`, async () => {
+      const x = await sfuMedia(p);
+      return x.videos >= n && x.audios >= n ? x : null;
+    }, 30000);
+    check(true, `${what}: ${p.label}`, JSON.stringify(m));
+  }
+}
+
+async function sfuRoom() {
+  const room = `sfu-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&mode=sfu&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&mode=sfu&autojoin=1`, 'B');
+  const c = await open(`room=${room}&name=Cy&mode=sfu&autojoin=1`, 'C');
+  await allDecode([a, b, c], 2, '6. SFU room of three');
+  const d = await open(`room=${room}&name=Dee&mode=sfu&autojoin=1`, 'D');
+  await allDecode([d], 3, 'a late joiner receives the three already there');
+  await allDecode([a, b, c], 3, 'and the three receive the late joiner');
+  await c.screenshot({ path: `${outDir}/sfu.png` });
+  // The data channel goes through the server to everyone else.
+  const file = randomBytes(64 * 1024);
+  const sha = createHash('sha256').update(file).digest('hex');
+  await until('A\'s data channel to the SFU is open', () => a.evaluate(() => !document.getElementById('file-send').disabled));
+  await a.setInputFiles('#file-input', { name: 'room.bin', mimeType: 'application/octet-stream', buffer: file });
+  await a.click('#file-send');
+  for (const p of [b, c, d]) {
+    const got = await until(`${p.label} receives A's data channel file through the SFU`, async () => (await p.evaluate(() => window.sb.received))[0]);
+    check(got.sha256 === sha, `data channel through the SFU reaches ${p.label}`, got.sha256);
+  }
+  const stats = await serverStats();
+  const r = stats.sfu_rooms.find((x) => x.room === room);
+  check(r && r.participants.length === 4 && r.participants.every((p) => p.packets_in > 0 && p.packets_out > 0 && p.tracks_published === 2 && p.tracks_subscribed === 6), '/stats shows the room, its participants, tracks and packets', JSON.stringify(r && r.participants.map((p) => [p.packets_in, p.packets_out, p.tracks_published, p.tracks_subscribed])));
+  // One leaves: its tracks end on the others.
+  await c.click('#hangup');
+  for (const p of [a, b, d]) {
+    const m = await until(`${p.label}: C's video ends`, async () => {
+      const x = await sfuMedia(p);
+      return x.live === 2 ? x : null;
+    });
+    check(true, `a leaver's tracks end on ${p.label}`, JSON.stringify(m));
+    check(!(await p.evaluate(() => !!document.querySelector('#grid figure[data-peer]') && [...document.querySelectorAll('#grid figure')].some((f) => f.querySelector('figcaption').textContent === 'Cy'))), `C's tile is gone on ${p.label}`);
+  }
+  await closeAll();
+}
+
 async function alone() {
   const room = `alone-${randomBytes(4).toString('hex')}`;
   const d = await open(`room=${room}&name=Dee&autojoin=1`, 'D');
@@ -227,6 +290,7 @@ try {
   await relayedCall();
   await roomLife();
   await voiceCallAndScreenShare();
+  await sfuRoom();
   await alone();
 } catch (e) {
   failed = true;

@@ -7,6 +7,9 @@
 //! 3. a third page gets `full`; chat arrives; a 1 MiB file arrives with the same SHA-256; a leave sends `bye`
 //!    and the remaining page takes a new call; snapshot and recording produce downloads;
 //! 5. a voice-only call carries no video until a screen is shared into it; mute and unmute;
+//! 6. an SFU room: three pages each decode the two others (video and audio), a fourth joins late and receives
+//!    all three (and they it), a file over the data channel reaches everyone through the server, /stats shows
+//!    every participant, and when one leaves its tracks end on the others;
 //! 4. negative control: one page alone decodes nothing.
 
 use std::path::Path;
