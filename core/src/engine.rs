@@ -258,6 +258,16 @@ impl Switchboard {
         &self.signal
     }
 
+    /// The SFU inside, if configured.
+    pub fn sfu(&self) -> Option<&Sfu> {
+        self.sfu.as_ref()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sfu_mut(&mut self) -> Option<&mut Sfu> {
+        self.sfu.as_mut()
+    }
+
     /// Per room and participant counters of the SFU.
     pub fn sfu_rooms(&self) -> Vec<RoomStats> {
         self.sfu.as_ref().map(Sfu::room_stats).unwrap_or_default()

@@ -13,6 +13,10 @@
 //! its own offers when a subscriber's tracks change) comes out as
 //! [`SfuOutput::Signal`].
 
+pub mod bot;
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BinaryHeap, VecDeque};
 use std::cmp::Reverse;
 use std::net::SocketAddr;

@@ -1,0 +1,267 @@
+//! A headless SFU participant ("bot"): a str0m client (full ICE, RTP mode)
+//! that joins an SFU room over the signaling protocol, publishes synthetic
+//! audio (50 packets/s) and video (30 packets/s) RTP, subscribes to everyone
+//! else, and counts what it receives from each publisher.
+//!
+//! Sans-IO like the rest of the core: feed it the signaling text it receives
+//! ([`Bot::handle_signal`]) and the datagrams ([`Bot::handle_datagram`]), call
+//! [`Bot::handle_timeout`] at [`Bot::poll_timeout`], and send what
+//! [`Bot::poll_signal`] and [`Bot::poll_transmit`] return. Used by the core's
+//! tests (bots and the SFU wired in memory), by the end-to-end tests and by
+//! load generators (real sockets).
+//!
+//! Every payload starts with the publisher's 8-byte tag, so a receiver knows
+//! whose packet it got without trusting any header.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Rtc, RtcConfig};
+
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+const VIDEO_INTERVAL: Duration = Duration::from_millis(33);
+
+/// Packets a bot received, per publisher tag: (audio, video).
+pub type Received = BTreeMap<[u8; 8], (u64, u64)>;
+
+#[derive(Debug)]
+struct Sender {
+    mid: Mid,
+    kind: MediaKind,
+    ssrc: Option<Ssrc>,
+    pt: Option<Pt>,
+    seq: u64,
+    next: Instant,
+    interval: Duration,
+    frame: u32,
+}
+
+/// A bot participant.
+pub struct Bot {
+    rtc: Rtc,
+    tag: [u8; 8],
+    room: String,
+    senders: Vec<Sender>,
+    pending: Option<SdpPendingOffer>,
+    publishing: bool,
+    connected: bool,
+    signal_out: VecDeque<String>,
+    transmit: VecDeque<(SocketAddr, Vec<u8>)>,
+    timeout: Instant,
+    received: Received,
+    sent: (u64, u64),
+}
+
+impl std::fmt::Debug for Bot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bot").field("tag", &self.tag).field("room", &self.room).field("connected", &self.connected).finish_non_exhaustive()
+    }
+}
+
+impl Bot {
+    /// A bot that will join `room`, with its UDP socket at `local`, tagging
+    /// its packets with `tag`. It sends its `join` at once (see [`Bot::poll_signal`]).
+    pub fn new(now: Instant, local: SocketAddr, room: &str, tag: [u8; 8]) -> Self {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let mut rtc = RtcConfig::new().set_crypto_provider(crypto).set_rtp_mode(true).build(now);
+        if let Ok(c) = Candidate::host(local, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        let mut bot = Bot {
+            rtc,
+            tag,
+            room: room.into(),
+            senders: Vec::new(),
+            pending: None,
+            publishing: false,
+            connected: false,
+            signal_out: VecDeque::new(),
+            transmit: VecDeque::new(),
+            timeout: now,
+            received: Received::new(),
+            sent: (0, 0),
+        };
+        let name = String::from_utf8_lossy(&tag).into_owned();
+        bot.signal_out.push_back(json!({"type": "join", "room": room, "name": name, "mode": "sfu"}).to_string());
+        bot.drive(now);
+        bot
+    }
+
+    /// This bot's tag.
+    pub fn tag(&self) -> [u8; 8] {
+        self.tag
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// What it received so far, per publisher tag.
+    pub fn received(&self) -> &Received {
+        &self.received
+    }
+
+    /// Packets it sent: (audio, video).
+    pub fn sent(&self) -> (u64, u64) {
+        self.sent
+    }
+
+    /// A signaling text message from the server.
+    pub fn handle_signal(&mut self, now: Instant, text: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(text) else { return };
+        match v["type"].as_str() {
+            Some("joined") => {
+                // Publish audio and video, send only; the server offers what others publish.
+                let mut api = self.rtc.sdp_api();
+                let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+                let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                api.add_channel("bot".into());
+                if let Some((offer, pending)) = api.apply() {
+                    self.pending = Some(pending);
+                    self.signal_out.push_back(json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string());
+                }
+                for (mid, kind, interval) in [(audio, MediaKind::Audio, AUDIO_INTERVAL), (video, MediaKind::Video, VIDEO_INTERVAL)] {
+                    self.senders.push(Sender { mid, kind, ssrc: None, pt: None, seq: 1, next: now, interval, frame: 0 });
+                }
+            }
+            Some("answer") => {
+                if let (Some(pending), Ok(answer)) = (self.pending.take(), SdpAnswer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))) {
+                    let _ = self.rtc.sdp_api().accept_answer(pending, answer);
+                    self.publishing = true;
+                }
+            }
+            Some("offer") => {
+                if let Ok(offer) = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or("")) {
+                    if let Ok(answer) = self.rtc.sdp_api().accept_offer(offer) {
+                        self.signal_out.push_back(json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.drive(now);
+    }
+
+    /// A datagram from `from` on the bot's socket at `local`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, local: SocketAddr, data: &[u8]) {
+        if let Ok(r) = Receive::new(Protocol::Udp, from, local, data) {
+            let _ = self.rtc.handle_input(str0m::Input::Receive(now, r));
+        }
+        self.drive(now);
+    }
+
+    /// Time passed: publish what is due and run str0m's timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.rtc.handle_input(str0m::Input::Timeout(now));
+        self.drive(now);
+        if self.connected && self.publishing {
+            self.publish(now);
+        }
+    }
+
+    /// When [`Bot::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Instant {
+        let next_send = self.senders.iter().filter(|_| self.connected && self.publishing).map(|s| s.next).min();
+        next_send.map_or(self.timeout, |n| n.min(self.timeout))
+    }
+
+    /// The next signaling message to send.
+    pub fn poll_signal(&mut self) -> Option<String> {
+        self.signal_out.pop_front()
+    }
+
+    /// The next datagram to send: (destination, bytes).
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmit.pop_front()
+    }
+
+    fn publish(&mut self, now: Instant) {
+        for i in 0..self.senders.len() {
+            while self.senders[i].next <= now {
+                let s = &mut self.senders[i];
+                s.next += s.interval;
+                if s.ssrc.is_none() || s.pt.is_none() {
+                    let mid = s.mid;
+                    let want = if s.kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
+                    let pts: Vec<Pt> = self.rtc.media(mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+                    let pt = self.rtc.codec_config().iter().find(|p| p.spec().codec == want && pts.contains(&p.pt())).map(|p| p.pt());
+                    let ssrc = self.rtc.direct_api().stream_tx_by_mid(mid, None).map(|t| t.ssrc());
+                    let s = &mut self.senders[i];
+                    s.pt = pt;
+                    s.ssrc = ssrc;
+                }
+                let s = &mut self.senders[i];
+                let (Some(ssrc), Some(pt)) = (s.ssrc, s.pt) else { break };
+                // Payload: the tag, then (video) a VP8 descriptor byte marking a keyframe start every 30 frames.
+                let mut payload = Vec::with_capacity(200);
+                if s.kind == MediaKind::Video {
+                    payload.push(0x10);
+                }
+                payload.extend_from_slice(&self.tag);
+                payload.resize(160, 0xA5);
+                let clock = if s.kind == MediaKind::Audio { 48_000 / 50 } else { 90_000 / 30 };
+                s.frame += 1;
+                let time = s.frame.wrapping_mul(clock);
+                let seq = s.seq;
+                s.seq += 1;
+                let kind = s.kind;
+                if let Some(tx) = self.rtc.direct_api().stream_tx(&ssrc) {
+                    tx.write_rtp(RtpWrite::new(pt, seq.into(), time, now, Arc::<[u8]>::from(payload)).marker(kind == MediaKind::Video));
+                    if kind == MediaKind::Audio {
+                        self.sent.0 += 1;
+                    } else {
+                        self.sent.1 += 1;
+                    }
+                }
+                self.drive(now);
+            }
+        }
+    }
+
+    fn drive(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(str0m::Output::Timeout(at)) => {
+                    if at <= now {
+                        let _ = self.rtc.handle_input(str0m::Input::Timeout(now));
+                        continue;
+                    }
+                    self.timeout = at;
+                    return;
+                }
+                Ok(str0m::Output::Transmit(t)) => self.transmit.push_back((t.destination, t.contents.into())),
+                Ok(str0m::Output::Event(e)) => match e {
+                    Event::Connected => self.connected = true,
+                    Event::RtpPacket(p) => {
+                        let video = p.payload.first() == Some(&0x10);
+                        let start = usize::from(video);
+                        if let Some(tag) = p.payload.get(start..start + 8) {
+                            let mut t = [0u8; 8];
+                            t.copy_from_slice(tag);
+                            let e = self.received.entry(t).or_default();
+                            if video {
+                                e.1 += 1;
+                            } else {
+                                e.0 += 1;
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                Err(_) => {
+                    self.timeout = now + Duration::from_secs(3600);
+                    return;
+                }
+            }
+        }
+    }
+}
