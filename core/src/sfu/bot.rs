@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Rtc, RtcConfig};
@@ -32,9 +32,26 @@ const VIDEO_INTERVAL: Duration = Duration::from_millis(33);
 /// Packets a bot received, per publisher tag: (audio, video).
 pub type Received = BTreeMap<[u8; 8], (u64, u64)>;
 
+/// What a bot saw of one publisher's video: packets per simulcast layer
+/// (b'-' without simulcast), the largest jump between consecutive sequence
+/// numbers, and whether RTP timestamps ever went backwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VideoSeen {
+    /// Packets per layer byte.
+    pub per_layer: BTreeMap<u8, u64>,
+    /// The layer of the last packet.
+    pub last_layer: u8,
+    /// Largest forward jump of the sequence number.
+    pub max_seq_jump: u64,
+    /// Whether a timestamp went backwards.
+    pub ts_backwards: bool,
+    last: Option<(u64, u32)>,
+}
+
 #[derive(Debug)]
 struct Sender {
     mid: Mid,
+    rid: Option<Rid>,
     kind: MediaKind,
     ssrc: Option<Ssrc>,
     pt: Option<Pt>,
@@ -57,7 +74,11 @@ pub struct Bot {
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     timeout: Instant,
     received: Received,
+    video: BTreeMap<[u8; 8], VideoSeen>,
     sent: (u64, u64),
+    simulcast: bool,
+    /// Peer ids by name (the tag as text), from joined/otherjoin.
+    peers: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -87,12 +108,33 @@ impl Bot {
             transmit: VecDeque::new(),
             timeout: now,
             received: Received::new(),
+            video: BTreeMap::new(),
             sent: (0, 0),
+            simulcast: false,
+            peers: BTreeMap::new(),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
         bot.signal_out.push_back(json!({"type": "join", "room": room, "name": name, "mode": "sfu"}).to_string());
         bot.drive(now);
         bot
+    }
+
+    /// Publishes video as three simulcast layers, rids `l`, `m`, `h` (call before it joins).
+    pub fn with_simulcast(mut self) -> Self {
+        self.simulcast = true;
+        self
+    }
+
+    /// Asks the server for simulcast layer `rid` of the bot named `name`'s video.
+    pub fn request_layer(&mut self, name: &str, rid: &str) -> bool {
+        let Some(id) = self.peers.get(name) else { return false };
+        self.signal_out.push_back(json!({"type": "layer", "peer": id, "rid": rid}).to_string());
+        true
+    }
+
+    /// What it saw of each publisher's video.
+    pub fn video_seen(&self) -> &BTreeMap<[u8; 8], VideoSeen> {
+        &self.video
     }
 
     /// This bot's tag.
@@ -120,18 +162,34 @@ impl Bot {
         let Ok(v) = serde_json::from_str::<Value>(text) else { return };
         match v["type"].as_str() {
             Some("joined") => {
+                for p in v["peers"].as_array().into_iter().flatten() {
+                    self.peers.insert(p["name"].as_str().unwrap_or("").into(), p["id"].as_str().unwrap_or("").into());
+                }
                 // Publish audio and video, send only; the server offers what others publish.
+                let layers: Vec<&str> = if self.simulcast { vec!["l", "m", "h"] } else { Vec::new() };
+                let simulcast = self.simulcast.then(|| {
+                    let mut sc = Simulcast::new();
+                    for r in &layers {
+                        sc.add_send_layer(SimulcastLayer::new(r));
+                    }
+                    sc
+                });
                 let mut api = self.rtc.sdp_api();
                 let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-                let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
                 api.add_channel("bot".into());
                 if let Some((offer, pending)) = api.apply() {
                     self.pending = Some(pending);
                     self.signal_out.push_back(json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string());
                 }
-                for (mid, kind, interval) in [(audio, MediaKind::Audio, AUDIO_INTERVAL), (video, MediaKind::Video, VIDEO_INTERVAL)] {
-                    self.senders.push(Sender { mid, kind, ssrc: None, pt: None, seq: 1, next: now, interval, frame: 0 });
+                self.senders.push(Sender { mid: audio, rid: None, kind: MediaKind::Audio, ssrc: None, pt: None, seq: 1, next: now, interval: AUDIO_INTERVAL, frame: 0 });
+                let rids: Vec<Option<Rid>> = if layers.is_empty() { vec![None] } else { layers.iter().map(|r| Some(Rid::from(*r))).collect() };
+                for rid in rids {
+                    self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval: VIDEO_INTERVAL, frame: 0 });
                 }
+            }
+            Some("otherjoin") => {
+                self.peers.insert(v["name"].as_str().unwrap_or("").into(), v["id"].as_str().unwrap_or("").into());
             }
             Some("answer") => {
                 if let (Some(pending), Ok(answer)) = (self.pending.take(), SdpAnswer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))) {
@@ -194,7 +252,8 @@ impl Bot {
                     let want = if s.kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
                     let pts: Vec<Pt> = self.rtc.media(mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
                     let pt = self.rtc.codec_config().iter().find(|p| p.spec().codec == want && pts.contains(&p.pt())).map(|p| p.pt());
-                    let ssrc = self.rtc.direct_api().stream_tx_by_mid(mid, None).map(|t| t.ssrc());
+                    let rid = s.rid;
+                    let ssrc = self.rtc.direct_api().stream_tx_by_mid(mid, rid).map(|t| t.ssrc());
                     let s = &mut self.senders[i];
                     s.pt = pt;
                     s.ssrc = ssrc;
@@ -207,6 +266,7 @@ impl Bot {
                     payload.push(0x10);
                 }
                 payload.extend_from_slice(&self.tag);
+                payload.push(s.rid.map_or(b'-', |r| r.as_bytes().first().copied().unwrap_or(b'?')));
                 payload.resize(160, 0xA5);
                 let clock = if s.kind == MediaKind::Audio { 48_000 / 50 } else { 90_000 / 30 };
                 s.frame += 1;
@@ -228,14 +288,16 @@ impl Bot {
     }
 
     fn drive(&mut self, now: Instant) {
+        let mut refeeds = 0;
         loop {
             match self.rtc.poll_output() {
                 Ok(str0m::Output::Timeout(at)) => {
-                    if at <= now {
+                    if at <= now && refeeds < 4 {
+                        refeeds += 1;
                         let _ = self.rtc.handle_input(str0m::Input::Timeout(now));
                         continue;
                     }
-                    self.timeout = at;
+                    self.timeout = at.max(now + Duration::from_millis(1));
                     return;
                 }
                 Ok(str0m::Output::Transmit(t)) => self.transmit.push_back((t.destination, t.contents.into())),
@@ -250,6 +312,23 @@ impl Bot {
                             let e = self.received.entry(t).or_default();
                             if video {
                                 e.1 += 1;
+                                let layer = p.payload.get(9).copied().unwrap_or(b'?');
+                                let seen = self.video.entry(t).or_default();
+                                *seen.per_layer.entry(layer).or_default() += 1;
+                                seen.last_layer = layer;
+                                let (seq, ts) = (*p.seq_no, p.header.timestamp);
+                                if let Some((ls, lt)) = seen.last {
+                                    if seq > ls {
+                                        seen.max_seq_jump = seen.max_seq_jump.max(seq - ls);
+                                        // Backwards by more than half the 32-bit space is a wrap; less is a step back.
+                                        if ts.wrapping_sub(lt) > u32::MAX / 2 {
+                                            seen.ts_backwards = true;
+                                        }
+                                    }
+                                }
+                                if seen.last.is_none_or(|(ls, _)| seq > ls) {
+                                    seen.last = Some((seq, ts));
+                                }
                             } else {
                                 e.0 += 1;
                             }

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceCreds, Rtc, RtcConfig};
@@ -36,6 +38,9 @@ use crate::ids::ConnId;
 use crate::rng::{Rng, Seed};
 use crate::signal::protocol::{ErrorCode, ServerMsg};
 use crate::time::Monotonic;
+
+/// Times one drive re-runs str0m's timers for work due now, before deferring it.
+const MAX_REFEEDS: u32 = 4;
 
 /// The least time between two keyframe requests forwarded to one publisher's track.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
@@ -87,6 +92,16 @@ pub enum SfuEvent {
         /// The candidate line.
         candidate: String,
     },
+    /// The participant wants simulcast layer `rid` of peer `peer`'s video
+    /// (instead of the layer its bandwidth estimate picks).
+    Layer {
+        /// The signaling connection.
+        conn: ConnId,
+        /// The publisher's peer id.
+        peer: String,
+        /// The layer.
+        rid: String,
+    },
 }
 
 /// What the SFU asks of its embedder.
@@ -110,7 +125,7 @@ pub enum SfuOutput {
 }
 
 /// Counters of one participant, for `/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ParticipantStats {
     /// Peer id.
     pub id: String,
@@ -128,7 +143,17 @@ pub struct ParticipantStats {
     pub bytes_out: u64,
     /// Whether ICE and DTLS are up.
     pub connected: bool,
+    /// Round-trip time to it, in milliseconds (from RTCP), when known.
+    pub rtt_ms: Option<u64>,
+    /// Fraction of its packets lost on the way in, when known.
+    pub loss: Option<f32>,
+    /// Egress bandwidth estimate toward it, bits per second, when known.
+    pub bwe_bps: Option<u64>,
+    /// The simulcast layer it receives of each simulcast track, as `peer-id:rid`.
+    pub layers: Vec<String>,
 }
+
+impl Eq for ParticipantStats {}
 
 /// Counters of one room, for `/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -152,6 +177,8 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     /// Keyframe requests dropped by the throttle.
     pub keyframe_requests_throttled: u64,
+    /// Simulcast layer switches made (at keyframes).
+    pub layer_switches: u64,
 }
 
 type TrackId = u64;
@@ -164,6 +191,8 @@ struct Track {
     /// Who receives it (participants with a leg for it).
     subscribers: Vec<ConnId>,
     last_keyframe_request: Option<Instant>,
+    /// Simulcast layers, lowest first as the publisher listed them; empty without simulcast.
+    layers: Vec<Rid>,
 }
 
 /// One track going out to one subscriber.
@@ -178,6 +207,21 @@ struct Leg {
     pts: Vec<(Pt, Option<Pt>)>,
     /// Added to the publisher's extended sequence number.
     seq_offset: Option<i64>,
+    /// Added to the publisher's RTP timestamp (changes at layer switches).
+    ts_offset: u32,
+    /// The last sequence number and timestamp sent on this leg.
+    last_out: Option<(u64, u32)>,
+    /// Simulcast: the layer forwarded now, and the one wanted.
+    layer: Option<Rid>,
+    target: Option<Rid>,
+    /// Whether the subscriber chose the layer (else bandwidth does).
+    manual: bool,
+}
+
+impl Leg {
+    fn new(track: TrackId, mid: Mid, kind: MediaKind, layers: &[Rid]) -> Leg {
+        Leg { track, mid, kind, ssrc: None, pts: Vec::new(), seq_offset: None, ts_offset: 0, last_out: None, layer: None, target: layers.first().copied(), manual: false }
+    }
 }
 
 struct Participant {
@@ -187,8 +231,8 @@ struct Participant {
     ufrag: String,
     addr: Option<SocketAddr>,
     timeout: Instant,
-    /// Incoming SSRC to track, learnt from str0m's stream table.
-    ssrc_tracks: Vec<(Ssrc, Option<TrackId>)>,
+    /// Incoming SSRC to track and simulcast layer, learnt from str0m's stream table.
+    ssrc_tracks: Vec<(Ssrc, Option<TrackId>, Option<Rid>)>,
     published: Vec<TrackId>,
     legs: Vec<Leg>,
     pending: Option<SdpPendingOffer>,
@@ -229,7 +273,10 @@ impl Sfu {
     pub fn new(config: SfuConfig, now: Instant, seed: &Seed) -> Self {
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let cert = crypto.dtls_provider.generate_certificate().expect("the crypto provider makes DTLS certificates");
-        let rtc_config = RtcConfig::new().set_crypto_provider(crypto).set_dtls_cert(cert).set_ice_lite(true).set_rtp_mode(true);
+        let rtc_config = RtcConfig::new().set_crypto_provider(crypto).set_dtls_cert(cert).set_ice_lite(true)
+            .set_rtp_mode(true)
+            .enable_bwe(Some(Bitrate::kbps(800)))
+            .set_stats_interval(Some(Duration::from_secs(1)));
         Sfu {
             config,
             rtc_config,
@@ -274,6 +321,15 @@ impl Sfu {
                         s.id = p.id.clone();
                         s.tracks_published = p.published.len() as u64;
                         s.tracks_subscribed = p.legs.len() as u64;
+                        s.layers = p
+                            .legs
+                            .iter()
+                            .filter_map(|l| {
+                                let t = self.tracks.get(&l.track).filter(|t| !t.layers.is_empty())?;
+                                let owner = &self.participants.get(&t.owner)?.id;
+                                Some(format!("{owner}:{}", l.layer.map_or("-".to_string(), |r| r.to_string())))
+                            })
+                            .collect();
                         s
                     })
                     .collect(),
@@ -327,6 +383,7 @@ impl Sfu {
             SfuEvent::Leave { conn } => self.leave(now, conn),
             SfuEvent::Offer { conn, sdp } => self.offer(now, conn, &sdp),
             SfuEvent::Answer { conn, sdp } => self.answer(now, conn, &sdp),
+            SfuEvent::Layer { conn, peer, rid } => self.set_layer(now, conn, &peer, &rid),
             SfuEvent::Candidate { conn, candidate } => {
                 let Some(p) = self.participants.get_mut(&conn) else { return };
                 let line = candidate.strip_prefix("a=").unwrap_or(&candidate);
@@ -519,8 +576,8 @@ impl Sfu {
         let mut legs = Vec::new();
         for (tid, kind, owner) in wanted {
             let mid = api.add_media(kind, Direction::SendOnly, Some(owner), Some(format!("t{tid}")), None);
-            legs.push(Leg { track: tid, mid, kind, ssrc: None, pts: Vec::new(), seq_offset: None });
             if let Some(t) = self.tracks.get_mut(&tid) {
+                legs.push(Leg::new(tid, mid, kind, &t.layers));
                 t.subscribers.push(conn);
             }
         }
@@ -538,6 +595,8 @@ impl Sfu {
     /// Drains one participant's Rtc: transmits, events, and its next timeout.
     fn drive(&mut self, now: Instant, conn: ConnId) {
         let mut new_tracks = Vec::new();
+        let mut want_keyframes: Vec<TrackId> = Vec::new();
+        let mut refeeds = 0;
         loop {
             let Some(p) = self.participants.get_mut(&conn) else { return };
             let out = match p.rtc.poll_output() {
@@ -550,11 +609,14 @@ impl Sfu {
             };
             match out {
                 str0m::Output::Timeout(at) => {
-                    if at <= now {
+                    if at <= now && refeeds < MAX_REFEEDS {
                         // str0m queued work for "now" (e.g. after write_rtp): run it and drain again.
+                        refeeds += 1;
                         let _ = p.rtc.handle_input(str0m::Input::Timeout(now));
                         continue;
                     }
+                    // Bounded work per call: what is still due (the pacer) waits a millisecond.
+                    let at = at.max(now + Duration::from_millis(1));
                     p.timeout = at;
                     self.timers.push(Reverse((at, conn)));
                     break;
@@ -576,7 +638,8 @@ impl Sfu {
                             let tid = self.next_track;
                             self.next_track += 1;
                             p.published.push(tid);
-                            self.tracks.insert(tid, Track { owner: conn, mid: m.mid, kind: m.kind, subscribers: Vec::new(), last_keyframe_request: None });
+                            let layers = m.simulcast.map(|s| s.recv.into_iter().map(|l| l.rid).collect()).unwrap_or_default();
+                            self.tracks.insert(tid, Track { owner: conn, mid: m.mid, kind: m.kind, subscribers: Vec::new(), last_keyframe_request: None, layers });
                             new_tracks.push(tid);
                         }
                     Event::RtpPacket(pkt) => self.forward(now, conn, pkt),
@@ -586,12 +649,24 @@ impl Sfu {
                             self.request_keyframe(now, t);
                         }
                     }
+                    Event::PeerStats(st) => {
+                        p.stats.rtt_ms = st.rtt.map(|d| d.as_millis() as u64);
+                        p.stats.loss = st.ingress_loss_fraction;
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
+                        p.stats.bwe_bps = Some(estimate.as_u64());
+                        choose_layers(p, estimate.as_u64(), &self.tracks);
+                        want_keyframes.extend(p.legs.iter().filter(|l| l.target != l.layer && l.target.is_some()).map(|l| l.track));
+                    }
                     Event::ChannelOpen(id, _) => p.channel = Some(id),
                     Event::ChannelClose(_) => p.channel = None,
                     Event::ChannelData(d) => self.relay_data(now, conn, d.binary, &d.data),
                     _ => {}
                 },
             }
+        }
+        for t in want_keyframes {
+            self.request_keyframe(now, t);
         }
         if !new_tracks.is_empty() {
             // Everyone else in the room gets the new tracks.
@@ -606,29 +681,51 @@ impl Sfu {
         }
     }
 
-    /// Forwards one RTP packet from publisher `from` to every subscriber of its track.
+    /// Forwards one RTP packet from publisher `from` to every subscriber of its track
+    /// (for simulcast, to those who receive its layer, switching layers at keyframes).
     fn forward(&mut self, now: Instant, from: ConnId, pkt: RtpPacket) {
         let Some(p) = self.participants.get_mut(&from) else { return };
         p.stats.packets_in += 1;
         p.stats.bytes_in += pkt.payload.len() as u64;
         let ssrc = pkt.header.ssrc;
-        let track = match p.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
-            Some((_, t)) => *t,
+        let (track, rid) = match p.ssrc_tracks.iter().find(|(s, _, _)| *s == ssrc) {
+            Some((_, t, r)) => (*t, *r),
             None => {
-                let mid = p.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+                let (mid, rid) = p.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())).unzip();
+                let rid = rid.flatten();
                 let t = mid.and_then(|m| p.published.iter().copied().find(|t| self.tracks.get(t).is_some_and(|t| t.mid == m)));
-                p.ssrc_tracks.push((ssrc, t));
-                t
+                p.ssrc_tracks.push((ssrc, t, rid));
+                (t, rid)
             }
         };
         let Some(tid) = track else { return };
         let pub_params = p.rtc.codec_config().find(|c| c.pt() == pkt.header.payload_type).copied();
         let Some(t) = self.tracks.get_mut(&tid) else { return };
+        let simulcast = !t.layers.is_empty();
+        let keyframe = t.kind == MediaKind::Video && pub_params.is_some_and(|pp| is_keyframe(pp.spec().codec, &pkt.payload));
         let subscribers = std::mem::take(&mut t.subscribers);
         for &sub in &subscribers {
             let Some(s) = self.participants.get_mut(&sub) else { continue };
             let Some(leg) = s.legs.iter_mut().find(|l| l.track == tid) else { continue };
             let Some(out_ssrc) = leg.ssrc else { continue };
+            if simulcast && leg.layer != rid {
+                // Another layer: switch to it only if it is the one wanted and this packet starts a keyframe.
+                if leg.target != rid || !keyframe {
+                    continue;
+                }
+                leg.layer = rid;
+                let seq_in = *pkt.seq_no as i64;
+                let ts_in = pkt.header.timestamp;
+                match leg.last_out {
+                    Some((seq, ts)) => {
+                        // Continuous toward the subscriber: next sequence number, a frame later.
+                        leg.seq_offset = Some(seq as i64 + 1 - seq_in);
+                        leg.ts_offset = ts.wrapping_add(3000).wrapping_sub(ts_in);
+                    }
+                    None => leg.seq_offset = None,
+                }
+                self.stats.layer_switches += 1;
+            }
             let pt = match leg.pts.iter().find(|(i, _)| *i == pkt.header.payload_type) {
                 Some((_, o)) => *o,
                 None => {
@@ -644,6 +741,10 @@ impl Sfu {
             let seq_in = *pkt.seq_no as i64;
             let offset = *leg.seq_offset.get_or_insert(1000 - seq_in);
             let seq_out = (seq_in + offset).max(0) as u64;
+            let ts_out = pkt.header.timestamp.wrapping_add(leg.ts_offset);
+            if leg.last_out.is_none_or(|(seq, _)| seq_out > seq) {
+                leg.last_out = Some((seq_out, ts_out));
+            }
             let kind = leg.kind;
             let ext = ExtensionValues {
                 audio_level: pkt.header.ext_vals.audio_level,
@@ -652,7 +753,7 @@ impl Sfu {
                 ..ExtensionValues::default()
             };
             if let Some(tx) = s.rtc.direct_api().stream_tx(&out_ssrc) {
-                let w = RtpWrite::new(pt, seq_out.into(), pkt.header.timestamp, pkt.timestamp, pkt.payload.clone())
+                let w = RtpWrite::new(pt, seq_out.into(), ts_out, pkt.timestamp, pkt.payload.clone())
                     .marker(pkt.header.marker)
                     .nackable(kind == MediaKind::Video)
                     .ext_vals(ext);
@@ -671,6 +772,39 @@ impl Sfu {
         }
     }
 
+    /// A participant's choice of layer for one publisher's video.
+    fn set_layer(&mut self, now: Instant, conn: ConnId, peer: &str, rid: &str) {
+        let Some(owner) = self.rooms_peer(conn, peer) else {
+            return self.error(conn, ErrorCode::NoSuchPeer, "no such peer in your room");
+        };
+        let rid = Rid::from(rid);
+        let owned: Vec<TrackId> = self.participants.get(&owner).map(|o| o.published.clone()).unwrap_or_default();
+        let mut changed = Vec::new();
+        if let Some(p) = self.participants.get_mut(&conn) {
+            for leg in p.legs.iter_mut().filter(|l| owned.contains(&l.track)) {
+                if self.tracks.get(&leg.track).is_some_and(|t| t.layers.contains(&rid)) {
+                    leg.manual = true;
+                    if leg.target != Some(rid) {
+                        leg.target = Some(rid);
+                        changed.push(leg.track);
+                    }
+                }
+            }
+        }
+        if changed.is_empty() && !owned.iter().any(|t| self.tracks.get(t).is_some_and(|t| t.layers.contains(&rid))) {
+            return self.error(conn, ErrorCode::BadMessage, "that peer publishes no such simulcast layer");
+        }
+        for t in changed {
+            self.request_keyframe(now, t);
+        }
+    }
+
+    /// The participant with peer id `peer` in `conn`'s room.
+    fn rooms_peer(&self, conn: ConnId, peer: &str) -> Option<ConnId> {
+        let room = &self.participants.get(&conn)?.room;
+        self.rooms.get(room)?.iter().copied().find(|c| self.participants.get(c).is_some_and(|p| p.id == peer))
+    }
+
     /// Asks the publisher of `track` for a keyframe, at most once per [`KEYFRAME_INTERVAL`].
     fn request_keyframe(&mut self, now: Instant, track: TrackId) {
         let Some(t) = self.tracks.get_mut(&track) else { return };
@@ -686,7 +820,7 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&owner) else { return };
         let mut api = p.rtc.direct_api();
         // Every layer (rid) of the track.
-        let ssrcs: Vec<Ssrc> = p.ssrc_tracks.iter().filter(|(_, t)| *t == Some(track)).map(|(s, _)| *s).collect();
+        let ssrcs: Vec<Ssrc> = p.ssrc_tracks.iter().filter(|(_, t, _)| *t == Some(track)).map(|(s, _, _)| *s).collect();
         let mut sent = false;
         for ssrc in ssrcs {
             if let Some(rx) = api.stream_rx(&ssrc) {
@@ -748,6 +882,33 @@ fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
         i += 4 + len.next_multiple_of(4);
     }
     None
+}
+
+/// Whether an RTP payload starts a keyframe, for the codecs browsers send.
+fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => str0m::format::detect_vp8_keyframe(payload),
+        Codec::H264 => str0m::format::detect_h264_keyframe(payload),
+        Codec::Vp9 => str0m::format::detect_vp9_keyframe(payload),
+        Codec::Av1 => str0m::format::detect_av1_keyframe(payload),
+        _ => false,
+    }
+}
+
+/// Picks each bandwidth-driven simulcast leg's layer from the egress estimate,
+/// shared equally among the participant's simulcast video legs.
+fn choose_layers(p: &mut Participant, estimate_bps: u64, tracks: &Map<TrackId, Track>) {
+    let n = p.legs.iter().filter(|l| tracks.get(&l.track).is_some_and(|t| !t.layers.is_empty())).count().max(1) as u64;
+    let budget = estimate_bps / n;
+    for leg in p.legs.iter_mut().filter(|l| !l.manual) {
+        let Some(t) = tracks.get(&leg.track) else { continue };
+        if t.layers.is_empty() {
+            continue;
+        }
+        // Typical browser layers: quarter, half and full resolution.
+        let idx = if budget >= 1_500_000 { 2 } else if budget >= 500_000 { 1 } else { 0 };
+        leg.target = t.layers.get(idx.min(t.layers.len() - 1)).copied();
+    }
 }
 
 fn encode(msg: &ServerMsg<'_>) -> String {

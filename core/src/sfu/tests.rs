@@ -219,3 +219,38 @@ fn stun_username_routing_reads_only_the_local_part() {
     m[3] = 0x40; // length beyond the datagram
     assert_eq!(stun_local_ufrag(&m), None);
 }
+
+#[test]
+fn simulcast_layer_switches_by_message_keep_sequence_and_time_continuous() {
+    let mut net = Net::new();
+    // Bot 0 publishes three layers; bot 1 subscribes.
+    let conn = ConnId(100);
+    let addr: SocketAddr = "10.0.1.0:5000".parse().unwrap();
+    let _ = net.sb.handle_input(net.now, Input::SignalOpened { conn });
+    net.bots.push((conn, addr, Bot::new(net.now, addr, "room", *b"bot-0000").with_simulcast(), true));
+    net.settle();
+    net.add_bot(1);
+    net.run(Duration::from_secs(2));
+    let a = net.bots[0].2.tag();
+    let seen = net.bots[1].2.video_seen()[&a].clone();
+    assert!(seen.per_layer.values().sum::<u64>() >= 30, "{seen:?}");
+    for rid in ["h", "m", "l", "h"] {
+        assert!(net.bots[1].2.request_layer("bot-0000", rid));
+        net.settle();
+        net.run(Duration::from_millis(500));
+        let before = net.bots[1].2.video_seen()[&a].per_layer.get(&rid.as_bytes()[0]).copied().unwrap_or(0);
+        net.run(Duration::from_secs(1));
+        let seen = &net.bots[1].2.video_seen()[&a];
+        assert_eq!(seen.last_layer, rid.as_bytes()[0], "after asking for {rid}: {seen:?}");
+        // One layer at a time: about 30 packets a second, not 90.
+        let got = seen.per_layer[&rid.as_bytes()[0]] - before;
+        assert!((25..=35).contains(&got), "{got} packets of layer {rid} in 1 s");
+        assert_eq!(seen.max_seq_jump, 1, "sequence numbers continuous across switches: {seen:?}");
+        assert!(!seen.ts_backwards, "timestamps went backwards: {seen:?}");
+    }
+    let st = net.sb.stats().sfu;
+    assert!(st.layer_switches >= 4, "{st:?}");
+    let rooms = net.sb.sfu_rooms();
+    let sub = rooms[0].participants.iter().find(|p| p.tracks_subscribed == 2 && p.layers.len() == 1).expect("subscriber stats");
+    assert!(sub.layers[0].ends_with(":h"), "{:?}", sub.layers);
+}

@@ -271,7 +271,7 @@ impl Signaling {
         let Some(typ) = value.get("type").and_then(Value::as_str) else {
             return Err(Refusal(ErrorCode::BadJson, "not an object with a string \"type\""));
         };
-        if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate") {
+        if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate" | "layer") {
             return Err(Refusal(ErrorCode::UnknownType, "unknown message type"));
         }
         let msg: ClientMsg = serde_json::from_value(value).map_err(|_| Refusal(ErrorCode::BadMessage, "a field is missing or has the wrong type"))?;
@@ -287,6 +287,7 @@ impl Signaling {
             ClientMsg::Chat { text } => self.chat(conn, &text),
             ClientMsg::Offer { sdp } => self.pass_to_sfu(conn, |conn| SfuEvent::Offer { conn, sdp }),
             ClientMsg::Answer { sdp } => self.pass_to_sfu(conn, |conn| SfuEvent::Answer { conn, sdp }),
+            ClientMsg::Layer { peer, rid } => self.pass_to_sfu(conn, |conn| SfuEvent::Layer { conn, peer, rid }),
             ClientMsg::Candidate { candidate, .. } => {
                 if candidate.is_empty() {
                     return Ok(()); // end of gathering

@@ -91,6 +91,13 @@ pub enum ClientMsg {
         #[serde(default, rename = "sdpMLineIndex")]
         sdp_mline_index: Option<u32>,
     },
+    /// SFU rooms: receive simulcast layer `rid` of `peer`'s video.
+    Layer {
+        /// The publisher's peer id.
+        peer: String,
+        /// The layer (one of the rids it publishes).
+        rid: String,
+    },
 }
 
 /// A peer as listed in `joined`.
