@@ -9,7 +9,10 @@
 // server answers, and the server sends its own offers whenever the set of other participants' tracks changes;
 // each remote stream (its id is the publisher's peer id) gets a tile in the grid.
 //
-// URL parameters: ?room=NAME&name=NAME&media=video|audio&mode=p2p|sfu&relay=1&autojoin=1
+// With "simulcast" ticked, the camera is sent as three layers (rids l, m, h: quarter, half and full size); each
+// tile's selector asks the server for a layer of that participant (or "auto": the server picks by bandwidth).
+//
+// URL parameters: ?room=NAME&name=NAME&media=video|audio&mode=p2p|sfu&simulcast=1&relay=1&autojoin=1
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -60,7 +63,7 @@ function send(msg) {
 function setInCall(joined) {
   $('join').disabled = joined;
   $('hangup').disabled = !joined;
-  for (const id of ['room', 'name', 'media', 'mode', 'relay']) $(id).disabled = joined;
+  for (const id of ['room', 'name', 'media', 'mode', 'simulcast', 'relay']) $(id).disabled = joined;
   for (const id of ['chat-input', 'chat-send', 'mute', 'camera', 'share']) $(id).disabled = !joined;
   updatePeerControls();
 }
@@ -80,8 +83,10 @@ async function join() {
   const room = $('room').value.trim();
   if (!room) return;
   const wantVideo = $('media').value === 'video';
+  // Browsers send three simulcast layers only from about 960x540 up.
+  const video = wantVideo && $('simulcast').checked ? { width: 960, height: 540 } : wantVideo;
   try {
-    state.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: wantVideo });
+    state.local = await navigator.mediaDevices.getUserMedia({ audio: true, video });
   } catch (e) {
     status(`Cannot use the camera or microphone: ${e.message}`);
     return;
@@ -286,7 +291,17 @@ async function sfuStart() {
   state.pc = pc;
   $('grid').hidden = false;
   $('remote-video').closest('figure').hidden = true;
-  for (const track of state.local.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [state.local] });
+  for (const track of state.local.getTracks()) {
+    const init = { direction: 'sendonly', streams: [state.local] };
+    if (track.kind === 'video' && $('simulcast').checked) {
+      init.sendEncodings = [
+        { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+        { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+        { rid: 'h', maxBitrate: 1500000 },
+      ];
+    }
+    pc.addTransceiver(track, init);
+  }
   const dc = pc.createDataChannel('room');
   dc.binaryType = 'arraybuffer';
   dc.bufferedAmountLowThreshold = 256 * 1024;
@@ -334,6 +349,12 @@ function tile(id) {
     video.srcObject = new MediaStream();
     const cap = document.createElement('figcaption');
     cap.textContent = state.names[id] || id;
+    const layer = document.createElement('select');
+    layer.className = 'layer';
+    layer.title = 'Simulcast layer to receive (when this participant sends simulcast)';
+    for (const [v, t] of [['auto', 'auto'], ['l', 'low'], ['m', 'medium'], ['h', 'high']]) layer.append(new Option(t, v));
+    layer.onchange = () => send({ type: 'layer', peer: id, rid: layer.value });
+    cap.append(' ', layer);
     fig.append(video, cap);
     $('grid').append(fig);
   }
@@ -515,6 +536,7 @@ $('room').value = params.get('room') || '';
 $('name').value = params.get('name') || '';
 if (params.get('media') === 'audio') $('media').value = 'audio';
 if (params.get('mode') === 'sfu') $('mode').value = 'sfu';
+$('simulcast').checked = params.get('simulcast') === '1';
 $('relay').checked = params.get('relay') === '1';
 setInCall(false);
 if (params.get('autojoin') === '1' && $('room').value) join();

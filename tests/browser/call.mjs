@@ -261,7 +261,10 @@ async function sfuRoom() {
   const stats = await serverStats();
   const r = stats.sfu_rooms.find((x) => x.room === room);
   check(r && r.participants.length === 4 && r.participants.every((p) => p.packets_in > 0 && p.packets_out > 0 && p.tracks_published === 2 && p.tracks_subscribed === 6), '/stats shows the room, its participants, tracks and packets', JSON.stringify(r && r.participants.map((p) => [p.packets_in, p.packets_out, p.tracks_published, p.tracks_subscribed])));
-  // One leaves: its tracks end on the others.
+  // One leaves: its tracks end on the others, and its tile goes.
+  const cId = await c.evaluate(() => window.sb.id);
+  const tileOf = (p) => p.evaluate((id) => !!document.querySelector(`#grid figure[data-peer="${id}"]`), cId);
+  for (const p of [a, b, d]) check(await tileOf(p), `${p.label} shows C's tile`);
   await c.click('#hangup');
   for (const p of [a, b, d]) {
     const m = await until(`${p.label}: C's video ends`, async () => {
@@ -269,8 +272,53 @@ async function sfuRoom() {
       return x.live === 2 ? x : null;
     });
     check(true, `a leaver's tracks end on ${p.label}`, JSON.stringify(m));
-    check(!(await p.evaluate(() => !!document.querySelector('#grid figure[data-peer]') && [...document.querySelectorAll('#grid figure')].some((f) => f.querySelector('figcaption').textContent === 'Cy'))), `C's tile is gone on ${p.label}`);
+    check(!(await tileOf(p)), `C's tile is gone on ${p.label}`);
   }
+  await closeAll();
+}
+
+/** The subscriber's inbound video from one publisher: frames decoded and frame width. */
+const inboundVideo = (page) =>
+  page.evaluate(async () => {
+    if (!window.sb.pc) return null;
+    const stats = await window.sb.pc.getStats();
+    let v = null;
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') v = { frames: r.framesDecoded || 0, width: r.frameWidth || 0 };
+    });
+    return v;
+  });
+
+async function simulcast() {
+  const room = `simulcast-${randomBytes(4).toString('hex')}`;
+  const pub = await open(`room=${room}&name=Pub&mode=sfu&simulcast=1&media=video&autojoin=1`, 'P');
+  await until('the publisher joined', async () => (await types(pub)).includes('joined'));
+  const sub = await open(`room=${room}&name=Sub&mode=sfu&media=audio&autojoin=1`, 'S');
+  await until('the subscriber decodes the publisher', async () => ((await inboundVideo(sub)) || { frames: 0 }).frames > 0, 30000);
+  const pubId = await pub.evaluate(() => window.sb.id);
+  const r = await until('the server sees three layers', async () => {
+    const st = await serverStats();
+    const room_ = st.sfu_rooms.find((x) => x.room === room);
+    const s = room_ && room_.participants.find((p) => p.layers.length === 1);
+    return s ? s.layers[0] : null;
+  });
+  check(r.startsWith(`${pubId}:`), '7. a page publishes simulcast and the subscriber gets one layer', r);
+  const widths = {};
+  for (const rid of ['h', 'l', 'm']) {
+    await sub.selectOption(`#grid figure[data-peer="${pubId}"] select.layer`, rid);
+    const st = await until(`the server forwards layer ${rid}`, async () => {
+      const x = await serverStats();
+      const s = x.sfu_rooms.find((y) => y.room === room).participants.find((p) => p.layers.length === 1);
+      return s.layers[0] === `${pubId}:${rid}` ? s.layers[0] : null;
+    });
+    await sleep(1500);
+    const before = await inboundVideo(sub);
+    await sleep(1500);
+    const after = await inboundVideo(sub);
+    widths[rid] = after.width;
+    check(after.frames > before.frames, `frames keep being decoded after switching to ${rid}`, `${st}: ${before.frames} -> ${after.frames} frames, ${after.width} px wide`);
+  }
+  check(widths.h > widths.m && widths.m > widths.l, 'each layer has its own resolution (high > medium > low)', JSON.stringify(widths));
   await closeAll();
 }
 
@@ -291,6 +339,7 @@ try {
   await roomLife();
   await voiceCallAndScreenShare();
   await sfuRoom();
+  await simulcast();
   await alone();
 } catch (e) {
   failed = true;

@@ -10,6 +10,8 @@
 //! 6. an SFU room: three pages each decode the two others (video and audio), a fourth joins late and receives
 //!    all three (and they it), a file over the data channel reaches everyone through the server, /stats shows
 //!    every participant, and when one leaves its tracks end on the others;
+//! 7. simulcast: a page publishes three layers; the subscriber switches layers from its tile (the `layer`
+//!    message); after each switch frames keep being decoded, at that layer's resolution;
 //! 4. negative control: one page alone decodes nothing.
 
 use std::path::Path;

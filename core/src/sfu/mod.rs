@@ -704,13 +704,19 @@ impl Sfu {
         let simulcast = !t.layers.is_empty();
         let keyframe = t.kind == MediaKind::Video && pub_params.is_some_and(|pp| is_keyframe(pp.spec().codec, &pkt.payload));
         let subscribers = std::mem::take(&mut t.subscribers);
+        let mut wants_keyframe = false;
         for &sub in &subscribers {
             let Some(s) = self.participants.get_mut(&sub) else { continue };
             let Some(leg) = s.legs.iter_mut().find(|l| l.track == tid) else { continue };
             let Some(out_ssrc) = leg.ssrc else { continue };
             if simulcast && leg.layer != rid {
                 // Another layer: switch to it only if it is the one wanted and this packet starts a keyframe.
-                if leg.target != rid || !keyframe {
+                if leg.target != rid {
+                    continue;
+                }
+                if !keyframe {
+                    // Keep asking (throttled) until the wanted layer sends one.
+                    wants_keyframe = true;
                     continue;
                 }
                 leg.layer = rid;
@@ -770,6 +776,9 @@ impl Sfu {
             subscribers.append(&mut t.subscribers);
             t.subscribers = subscribers;
         }
+        if wants_keyframe {
+            self.request_keyframe(now, tid);
+        }
     }
 
     /// A participant's choice of layer for one publisher's video.
@@ -777,8 +786,15 @@ impl Sfu {
         let Some(owner) = self.rooms_peer(conn, peer) else {
             return self.error(conn, ErrorCode::NoSuchPeer, "no such peer in your room");
         };
-        let rid = Rid::from(rid);
         let owned: Vec<TrackId> = self.participants.get(&owner).map(|o| o.published.clone()).unwrap_or_default();
+        if rid == "auto" {
+            // Back to bandwidth-driven choice at the next estimate.
+            if let Some(p) = self.participants.get_mut(&conn) {
+                p.legs.iter_mut().filter(|l| owned.contains(&l.track)).for_each(|l| l.manual = false);
+            }
+            return;
+        }
+        let rid = Rid::from(rid);
         let mut changed = Vec::new();
         if let Some(p) = self.participants.get_mut(&conn) {
             for leg in p.legs.iter_mut().filter(|l| owned.contains(&l.track)) {
