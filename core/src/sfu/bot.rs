@@ -77,6 +77,7 @@ pub struct Bot {
     video: BTreeMap<[u8; 8], VideoSeen>,
     sent: (u64, u64),
     simulcast: bool,
+    listen_only: bool,
     /// Peer ids by name (the tag as text), from joined/otherjoin.
     peers: BTreeMap<String, String>,
 }
@@ -111,6 +112,7 @@ impl Bot {
             video: BTreeMap::new(),
             sent: (0, 0),
             simulcast: false,
+            listen_only: false,
             peers: BTreeMap::new(),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
@@ -122,6 +124,12 @@ impl Bot {
     /// Publishes video as three simulcast layers, rids `l`, `m`, `h` (call before it joins).
     pub fn with_simulcast(mut self) -> Self {
         self.simulcast = true;
+        self
+    }
+
+    /// Publishes nothing: only subscribes (call before it joins).
+    pub fn listen_only(mut self) -> Self {
+        self.listen_only = true;
         self
     }
 
@@ -174,6 +182,16 @@ impl Bot {
                     }
                     sc
                 });
+                if self.listen_only {
+                    let mut api = self.rtc.sdp_api();
+                    api.add_channel("bot".into());
+                    if let Some((offer, pending)) = api.apply() {
+                        self.pending = Some(pending);
+                        self.signal_out.push_back(json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string());
+                    }
+                    self.drive(now);
+                    return;
+                }
                 let mut api = self.rtc.sdp_api();
                 let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
                 let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);

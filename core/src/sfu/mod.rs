@@ -14,6 +14,7 @@
 //! [`SfuOutput::Signal`].
 
 pub mod bot;
+pub mod lab;
 #[cfg(test)]
 mod tests;
 

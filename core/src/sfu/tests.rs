@@ -3,131 +3,24 @@
 //! throttling, renegotiation.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::bot::Bot;
+use super::lab::Lab;
 use super::*;
-use crate::engine::{Config, Input, Output, Switchboard};
-
-const MEDIA: &str = "10.0.0.100:7882";
-
-struct Net {
-    sb: Switchboard,
-    now: Instant,
-    bots: Vec<(ConnId, SocketAddr, Bot, bool)>,
-    deadline: Option<Instant>,
-    /// Datagrams the SFU sent to each address (to check nothing reaches a leaver).
-    sent_to: Vec<(Instant, SocketAddr)>,
-}
-
-impl Net {
-    fn new() -> Net {
-        let now = Instant::now();
-        let config = Config { sfu: Some(SfuConfig { media_addr: MEDIA.parse().unwrap() }), ..Config::default() };
-        Net { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new() }
-    }
-
-    fn add_bot(&mut self, i: u8) {
-        let conn = ConnId(100 + u64::from(i));
-        let addr: SocketAddr = format!("10.0.1.{i}:5000").parse().unwrap();
-        let mut tag = *b"bot-0000";
-        tag[7] = b'0' + i;
-        let _ = self.sb.handle_input(self.now, Input::SignalOpened { conn });
-        self.bots.push((conn, addr, Bot::new(self.now, addr, "room", tag), true));
-        self.settle();
-    }
-
-    fn remove_bot(&mut self, i: usize) {
-        let conn = self.bots[i].0;
-        self.bots[i].3 = false;
-        let _ = self.sb.handle_input(self.now, Input::SignalClosed { conn });
-        self.settle();
-    }
-
-    /// Moves every message and datagram until nothing moves.
-    fn settle(&mut self) {
-        let media: SocketAddr = MEDIA.parse().unwrap();
-        for _ in 0..10_000 {
-            let mut moved = false;
-            loop {
-                match self.sb.poll_output() {
-                    Output::SignalSend(m) => {
-                        moved = true;
-                        if let Some(b) = self.bots.iter_mut().find(|b| b.0 == m.conn && b.3) {
-                            b.2.handle_signal(self.now, &m.text);
-                        }
-                    }
-                    Output::MediaTransmit { to, data } => {
-                        moved = true;
-                        self.sent_to.push((self.now, to));
-                        if let Some(b) = self.bots.iter_mut().find(|b| b.1 == to && b.3) {
-                            b.2.handle_datagram(self.now, media, to, &data);
-                        }
-                    }
-                    Output::Timeout(at) => {
-                        self.deadline = at;
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            for i in 0..self.bots.len() {
-                if !self.bots[i].3 {
-                    continue;
-                }
-                while let Some(text) = self.bots[i].2.poll_signal() {
-                    moved = true;
-                    let conn = self.bots[i].0;
-                    let _ = self.sb.handle_input(self.now, Input::SignalText { conn, text: &text });
-                }
-                while let Some((to, data)) = self.bots[i].2.poll_transmit() {
-                    moved = true;
-                    if to == media {
-                        let remote = self.bots[i].1;
-                        let _ = self.sb.handle_input(self.now, Input::MediaDatagram { remote, data: &data });
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("the network never settles");
-    }
-
-    /// Runs simulated time forward in 5 ms steps.
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            self.now += Duration::from_millis(5);
-            if self.deadline.is_some_and(|t| t <= self.now) {
-                let _ = self.sb.handle_input(self.now, Input::Timeout);
-            }
-            for b in self.bots.iter_mut().filter(|b| b.3) {
-                if b.2.poll_timeout() <= self.now {
-                    b.2.handle_timeout(self.now);
-                }
-            }
-            self.settle();
-        }
-    }
-
-    fn received(&self, i: usize) -> &bot::Received {
-        self.bots[i].2.received()
-    }
-}
+use crate::engine::Input;
 
 #[test]
 fn six_bots_each_receive_every_other_bot() {
-    let mut net = Net::new();
+    let mut net = Lab::new();
     for i in 0..6 {
         net.add_bot(i);
     }
     net.run(Duration::from_secs(4));
     for i in 0..6 {
-        assert!(net.bots[i].2.is_connected(), "bot {i} did not connect");
+        assert!(net.bots[i].bot.is_connected(), "bot {i} did not connect");
         let got = net.received(i);
-        let me = net.bots[i].2.tag();
+        let me = net.bots[i].bot.tag();
         assert!(!got.contains_key(&me), "bot {i} got its own packets back");
         assert_eq!(got.len(), 5, "bot {i} hears {:?}", got.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>());
         for (tag, (audio, video)) in got {
@@ -145,7 +38,7 @@ fn six_bots_each_receive_every_other_bot() {
 
 #[test]
 fn late_joiner_receives_tracks_already_published_and_leaver_gets_nothing() {
-    let mut net = Net::new();
+    let mut net = Lab::new();
     for i in 0..3 {
         net.add_bot(i);
     }
@@ -154,11 +47,11 @@ fn late_joiner_receives_tracks_already_published_and_leaver_gets_nothing() {
     net.run(Duration::from_secs(2));
     assert_eq!(net.received(3).len(), 3, "the late joiner hears the three");
     for i in 0..3 {
-        assert!(net.received(i).contains_key(&net.bots[3].2.tag()), "bot {i} hears the late joiner");
+        assert!(net.received(i).contains_key(&net.bots[3].bot.tag()), "bot {i} hears the late joiner");
     }
     // Bot 0 leaves: nothing more goes to it, and the others stop receiving it.
-    let gone = net.bots[0].1;
-    let tag = net.bots[0].2.tag();
+    let gone = net.bots[0].addr;
+    let tag = net.bots[0].bot.tag();
     net.remove_bot(0);
     let left_at = net.now;
     let before: Vec<_> = (1..4).map(|i| net.received(i)[&tag]).collect();
@@ -170,14 +63,14 @@ fn late_joiner_receives_tracks_already_published_and_leaver_gets_nothing() {
     let rooms = net.sb.sfu_rooms();
     assert!(rooms[0].participants.iter().all(|p| p.tracks_subscribed == 4), "{rooms:?}");
     // And the others still hear each other.
-    let mid = net.received(1)[&net.bots[2].2.tag()];
+    let mid = net.received(1)[&net.bots[2].bot.tag()];
     net.run(Duration::from_secs(1));
-    assert!(net.received(1)[&net.bots[2].2.tag()].1 > mid.1);
+    assert!(net.received(1)[&net.bots[2].bot.tag()].1 > mid.1);
 }
 
 #[test]
 fn keyframe_requests_are_throttled_per_track() {
-    let mut net = Net::new();
+    let mut net = Lab::new();
     net.add_bot(0);
     net.add_bot(1);
     net.run(Duration::from_secs(2));
@@ -198,7 +91,7 @@ fn keyframe_requests_are_throttled_per_track() {
 
 #[test]
 fn unknown_datagrams_are_dropped_and_counted() {
-    let mut net = Net::new();
+    let mut net = Lab::new();
     net.add_bot(0);
     let stranger: SocketAddr = "10.9.9.9:1".parse().unwrap();
     let junk: [&[u8]; 4] = [b"", b"\x00\x01\x00\x00\x21\x12\xa4\x42garbagegarbage", &[0x80; 40], &[0x16; 30]];
@@ -222,25 +115,22 @@ fn stun_username_routing_reads_only_the_local_part() {
 
 #[test]
 fn simulcast_layer_switches_by_message_keep_sequence_and_time_continuous() {
-    let mut net = Net::new();
+    let mut net = Lab::new();
     // Bot 0 publishes three layers; bot 1 subscribes.
-    let conn = ConnId(100);
-    let addr: SocketAddr = "10.0.1.0:5000".parse().unwrap();
-    let _ = net.sb.handle_input(net.now, Input::SignalOpened { conn });
-    net.bots.push((conn, addr, Bot::new(net.now, addr, "room", *b"bot-0000").with_simulcast(), true));
-    net.settle();
+    let bot = Bot::new(net.now, Lab::addr(0), "room", *b"bot-0000").with_simulcast();
+    net.add(0, bot);
     net.add_bot(1);
     net.run(Duration::from_secs(2));
-    let a = net.bots[0].2.tag();
-    let seen = net.bots[1].2.video_seen()[&a].clone();
+    let a = net.bots[0].bot.tag();
+    let seen = net.bots[1].bot.video_seen()[&a].clone();
     assert!(seen.per_layer.values().sum::<u64>() >= 30, "{seen:?}");
     for rid in ["h", "m", "l", "h"] {
-        assert!(net.bots[1].2.request_layer("bot-0000", rid));
+        assert!(net.bots[1].bot.request_layer("bot-0000", rid));
         net.settle();
         net.run(Duration::from_millis(500));
-        let before = net.bots[1].2.video_seen()[&a].per_layer.get(&rid.as_bytes()[0]).copied().unwrap_or(0);
+        let before = net.bots[1].bot.video_seen()[&a].per_layer.get(&rid.as_bytes()[0]).copied().unwrap_or(0);
         net.run(Duration::from_secs(1));
-        let seen = &net.bots[1].2.video_seen()[&a];
+        let seen = &net.bots[1].bot.video_seen()[&a];
         assert_eq!(seen.last_layer, rid.as_bytes()[0], "after asking for {rid}: {seen:?}");
         // One layer at a time: about 30 packets a second, not 90.
         let got = seen.per_layer[&rid.as_bytes()[0]] - before;

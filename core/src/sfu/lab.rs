@@ -1,0 +1,209 @@
+//! An in-memory network: a [`Switchboard`] engine with an SFU and any number
+//! of [`Bot`]s, wired without sockets on simulated time. For tests of the SFU
+//! and for benchmarks of its forward path; not for production use.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::bot::{Bot, Received};
+use super::SfuConfig;
+use crate::engine::{Config, Input, Output, Switchboard};
+use crate::ids::ConnId;
+
+/// The SFU's media address in the lab.
+pub const MEDIA: &str = "10.0.0.100:7882";
+
+/// One bot in the lab.
+#[derive(Debug)]
+pub struct Member {
+    /// Its signaling connection.
+    pub conn: ConnId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The bot.
+    pub bot: Bot,
+    /// Whether it is still connected.
+    pub live: bool,
+}
+
+/// The engine and its bots.
+#[derive(Debug)]
+pub struct Lab {
+    /// The engine under test.
+    pub sb: Switchboard,
+    /// Simulated time now.
+    pub now: Instant,
+    /// The bots, in the order added.
+    pub bots: Vec<Member>,
+    deadline: Option<Instant>,
+    /// Every datagram the SFU sent: when, and to whom.
+    pub sent_to: Vec<(Instant, SocketAddr)>,
+    /// Whether to deliver the SFU's datagrams to the bots (benchmarks turn it off).
+    pub deliver: bool,
+    media: SocketAddr,
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lab {
+    /// An engine with an SFU at [`MEDIA`] (rooms of up to 256) and no bots.
+    pub fn new() -> Lab {
+        let now = Instant::now();
+        let media: SocketAddr = MEDIA.parse().expect("valid address");
+        // Rooms big enough for load: 256 participants.
+        let signal = crate::signal::SignalConfig { sfu_capacity: 256, ..Default::default() };
+        let config = Config { sfu: Some(SfuConfig { media_addr: media }), signal, ..Config::default() };
+        Lab { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new(), deliver: true, media }
+    }
+
+    /// Adds bot number `i` (tag `bot-000i`), joining room "room".
+    pub fn add_bot(&mut self, i: u8) {
+        let addr = Self::addr(i);
+        let mut tag = *b"bot-0000";
+        tag[7] = b'0' + i % 10;
+        tag[6] = b'0' + (i / 10) % 10;
+        tag[5] = b'0' + i / 100;
+        let bot = Bot::new(self.now, addr, "room", tag);
+        self.add(i, bot);
+    }
+
+    /// Adds a bot made by the caller, as number `i`.
+    pub fn add(&mut self, i: u8, bot: Bot) {
+        let conn = ConnId(100 + u64::from(i));
+        let _ = self.sb.handle_input(self.now, Input::SignalOpened { conn });
+        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true });
+        self.settle();
+    }
+
+    /// The address of bot number `i`.
+    pub fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 1, i], 5000))
+    }
+
+    /// Bot `index` (in the order added) disconnects.
+    pub fn remove_bot(&mut self, index: usize) {
+        let conn = self.bots[index].conn;
+        self.bots[index].live = false;
+        let _ = self.sb.handle_input(self.now, Input::SignalClosed { conn });
+        self.settle();
+    }
+
+    /// Moves every message and datagram until nothing moves.
+    pub fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = self.drain_engine();
+            for i in 0..self.bots.len() {
+                if !self.bots[i].live {
+                    continue;
+                }
+                while let Some(text) = self.bots[i].bot.poll_signal() {
+                    moved = true;
+                    let conn = self.bots[i].conn;
+                    let _ = self.sb.handle_input(self.now, Input::SignalText { conn, text: &text });
+                }
+                while let Some((to, data)) = self.bots[i].bot.poll_transmit() {
+                    moved = true;
+                    if to == self.media {
+                        let remote = self.bots[i].addr;
+                        let _ = self.sb.handle_input(self.now, Input::MediaDatagram { remote, data: &data });
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never settles");
+    }
+
+    /// Delivers the engine's outputs; true if there were any.
+    fn drain_engine(&mut self) -> bool {
+        let mut moved = false;
+        loop {
+            match self.sb.poll_output() {
+                Output::SignalSend(m) => {
+                    moved = true;
+                    if let Some(b) = self.bots.iter_mut().find(|b| b.conn == m.conn && b.live) {
+                        b.bot.handle_signal(self.now, &m.text);
+                    }
+                }
+                Output::MediaTransmit { to, data } => {
+                    moved = true;
+                    self.sent_to.push((self.now, to));
+                    if !self.deliver {
+                        continue;
+                    }
+                    if let Some(b) = self.bots.iter_mut().find(|b| b.addr == to && b.live) {
+                        b.bot.handle_datagram(self.now, self.media, to, &data);
+                    }
+                }
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    return moved;
+                }
+                _ => moved = true,
+            }
+        }
+    }
+
+    /// Runs simulated time forward in 5 ms steps.
+    pub fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(5);
+            if self.deadline.is_some_and(|t| t <= self.now) {
+                let _ = self.sb.handle_input(self.now, Input::Timeout);
+            }
+            for b in self.bots.iter_mut().filter(|b| b.live) {
+                if b.bot.poll_timeout() <= self.now {
+                    b.bot.handle_timeout(self.now);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    /// What bot `index` received.
+    pub fn received(&self, index: usize) -> &Received {
+        self.bots[index].bot.received()
+    }
+
+    /// Advances time until bot `index` sends datagrams to the SFU, and returns them
+    /// (undelivered: feed them with [`Lab::feed`]).
+    pub fn next_datagrams(&mut self, index: usize) -> VecDeque<Vec<u8>> {
+        let mut out = VecDeque::new();
+        while out.is_empty() {
+            self.now += Duration::from_millis(1);
+            let b = &mut self.bots[index];
+            if b.bot.poll_timeout() <= self.now {
+                b.bot.handle_timeout(self.now);
+            }
+            while let Some((to, data)) = b.bot.poll_transmit() {
+                if to == self.media {
+                    out.push_back(data);
+                }
+            }
+        }
+        out
+    }
+
+    /// Feeds one datagram from bot `index` to the engine and drains its
+    /// outputs (delivering them only if [`Lab::deliver`]); returns how many
+    /// datagrams the SFU sent.
+    pub fn feed(&mut self, index: usize, data: &[u8]) -> usize {
+        let remote = self.bots[index].addr;
+        let before = self.sent_to.len();
+        let _ = self.sb.handle_input(self.now, Input::MediaDatagram { remote, data });
+        self.drain_engine();
+        let n = self.sent_to.len() - before;
+        if !self.deliver {
+            self.sent_to.clear();
+        }
+        n
+    }
+}
