@@ -133,6 +133,29 @@ impl Bot {
         self
     }
 
+    /// Whether it publishes (joined, answered, and not unpublished).
+    pub fn is_publishing(&self) -> bool {
+        self.publishing && !self.senders.is_empty()
+    }
+
+    /// Stops publishing: its m-lines become inactive, renegotiated with an offer.
+    pub fn unpublish(&mut self, now: Instant) {
+        if self.pending.is_some() || !self.publishing {
+            return;
+        }
+        let mids: Vec<Mid> = self.senders.iter().map(|s| s.mid).collect();
+        self.senders.clear();
+        let mut api = self.rtc.sdp_api();
+        for mid in mids {
+            api.set_direction(mid, Direction::Inactive);
+        }
+        if let Some((offer, pending)) = api.apply() {
+            self.pending = Some(pending);
+            self.signal_out.push_back(json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string());
+        }
+        self.drive(now);
+    }
+
     /// Asks the server for simulcast layer `rid` of the bot named `name`'s video.
     pub fn request_layer(&mut self, name: &str, rid: &str) -> bool {
         let Some(id) = self.peers.get(name) else { return false };

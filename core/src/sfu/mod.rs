@@ -241,6 +241,8 @@ struct Participant {
     dirty: bool,
     /// Whether a first offer from the client was accepted.
     negotiated: bool,
+    /// m-lines of ended tracks to stop at the next negotiation.
+    stale_mids: Vec<Mid>,
     channel: Option<ChannelId>,
     stats: ParticipantStats,
 }
@@ -444,6 +446,7 @@ impl Sfu {
             pending: None,
             dirty: true,
             negotiated: false,
+            stale_mids: Vec::new(),
             channel: None,
             stats: ParticipantStats::default(),
         };
@@ -472,22 +475,35 @@ impl Sfu {
         }
         // Its tracks end everywhere.
         for tid in p.published {
-            let Some(t) = self.tracks.remove(&tid) else { continue };
-            for sub in t.subscribers {
-                let Some(s) = self.participants.get_mut(&sub) else { continue };
-                if let Some(i) = s.legs.iter().position(|l| l.track == tid) {
-                    let leg = s.legs.remove(i);
-                    let mut api = s.rtc.sdp_api();
-                    api.stop_media(leg.mid);
-                    s.pending = None;
-                    if let Some((offer, pending)) = api.apply() {
-                        s.pending = Some(pending);
-                        let text = encode(&ServerMsg::Offer { sdp: &offer.to_sdp_string() });
-                        self.out.push_back(SfuOutput::Signal { conn: sub, text });
-                    }
-                }
-                self.drive(now, sub);
+            self.remove_track(now, tid);
+        }
+    }
+
+    /// Ends a track: every subscriber's leg is stopped and renegotiated away.
+    fn remove_track(&mut self, now: Instant, tid: TrackId) {
+        let Some(t) = self.tracks.remove(&tid) else { return };
+        if let Some(p) = self.participants.get_mut(&t.owner) {
+            p.published.retain(|x| *x != tid);
+            p.ssrc_tracks.iter_mut().filter(|e| e.1 == Some(tid)).for_each(|e| e.1 = None);
+        }
+        for sub in t.subscribers {
+            let Some(s) = self.participants.get_mut(&sub) else { continue };
+            let Some(i) = s.legs.iter().position(|l| l.track == tid) else { continue };
+            let leg = s.legs.remove(i);
+            if s.pending.is_some() {
+                // An offer is out: stop the m-line with the next one.
+                s.stale_mids.push(leg.mid);
+                s.dirty = true;
+                continue;
             }
+            let mut api = s.rtc.sdp_api();
+            api.stop_media(leg.mid);
+            if let Some((offer, pending)) = api.apply() {
+                s.pending = Some(pending);
+                let text = encode(&ServerMsg::Offer { sdp: &offer.to_sdp_string() });
+                self.out.push_back(SfuOutput::Signal { conn: sub, text });
+            }
+            self.drive(now, sub);
         }
     }
 
@@ -570,10 +586,14 @@ impl Sfu {
             .collect();
         let Some(p) = self.participants.get_mut(&conn) else { return };
         p.dirty = false;
-        if wanted.is_empty() {
+        if wanted.is_empty() && p.stale_mids.is_empty() {
             return;
         }
+        let stale = std::mem::take(&mut p.stale_mids);
         let mut api = p.rtc.sdp_api();
+        for mid in stale {
+            api.stop_media(mid);
+        }
         let mut legs = Vec::new();
         for (tid, kind, owner) in wanted {
             let mid = api.add_media(kind, Direction::SendOnly, Some(owner), Some(format!("t{tid}")), None);
@@ -597,6 +617,7 @@ impl Sfu {
     fn drive(&mut self, now: Instant, conn: ConnId) {
         let mut new_tracks = Vec::new();
         let mut want_keyframes: Vec<TrackId> = Vec::new();
+        let mut ended_tracks: Vec<TrackId> = Vec::new();
         let mut refeeds = 0;
         loop {
             let Some(p) = self.participants.get_mut(&conn) else { return };
@@ -643,6 +664,13 @@ impl Sfu {
                             self.tracks.insert(tid, Track { owner: conn, mid: m.mid, kind: m.kind, subscribers: Vec::new(), last_keyframe_request: None, layers });
                             new_tracks.push(tid);
                         }
+                    Event::MediaChanged(m) => {
+                        // The publisher stopped sending on an m-line: that track ends.
+                        if !matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                            let ended: Vec<TrackId> = p.published.iter().copied().filter(|t| self.tracks.get(t).is_some_and(|t| t.mid == m.mid)).collect();
+                            ended_tracks.extend(ended);
+                        }
+                    }
                     Event::RtpPacket(pkt) => self.forward(now, conn, pkt),
                     Event::KeyframeRequest(r) => {
                         let track = p.legs.iter().find(|l| l.mid == r.mid).map(|l| l.track);
@@ -668,6 +696,9 @@ impl Sfu {
         }
         for t in want_keyframes {
             self.request_keyframe(now, t);
+        }
+        for t in ended_tracks {
+            self.remove_track(now, t);
         }
         if !new_tracks.is_empty() {
             // Everyone else in the room gets the new tracks.

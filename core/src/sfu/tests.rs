@@ -144,3 +144,115 @@ fn simulcast_layer_switches_by_message_keep_sequence_and_time_continuous() {
     let sub = rooms[0].participants.iter().find(|p| p.tracks_subscribed == 2 && p.layers.len() == 1).expect("subscriber stats");
     assert!(sub.layers[0].ends_with(":h"), "{:?}", sub.layers);
 }
+
+#[test]
+fn unpublishing_ends_the_tracks_for_everyone() {
+    let mut net = Lab::new();
+    for i in 0..3 {
+        net.add_bot(i);
+    }
+    net.run(Duration::from_secs(2));
+    let tag = net.bots[0].bot.tag();
+    let now = net.now;
+    net.bots[0].bot.unpublish(now);
+    net.settle();
+    net.run(Duration::from_millis(500));
+    let before: Vec<_> = (1..3).map(|i| net.received(i)[&tag]).collect();
+    net.run(Duration::from_secs(1));
+    let after: Vec<_> = (1..3).map(|i| net.received(i)[&tag]).collect();
+    assert_eq!(before, after, "its packets no longer arrive");
+    let rooms = net.sb.sfu_rooms();
+    let subs: Vec<u64> = rooms[0].participants.iter().map(|p| p.tracks_subscribed).collect();
+    assert_eq!(subs, vec![4, 2, 2], "the unpublished tracks are gone from every subscriber");
+    // It still receives the others.
+    let got = net.received(0).len();
+    assert_eq!(got, 2);
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(u8),
+        Leave(u8),
+        Unpublish(u8),
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..5).prop_map(Op::Join),
+            1 => (0u8..5).prop_map(Op::Leave),
+            1 => (0u8..5).prop_map(Op::Unpublish),
+            2 => (100u16..1500).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Random joins, leaves and unpublishes: no datagram goes to a departed
+        /// participant, and in the end every participant receives every
+        /// track that is published in its room.
+        #[test]
+        fn no_packet_to_the_departed_and_no_track_missed(ops in proptest::collection::vec(op(), 1..12)) {
+            let mut net = Lab::new();
+            // Bot number -> index in net.bots of its current incarnation.
+            let mut live: std::collections::BTreeMap<u8, usize> = Default::default();
+            let mut unpublished = std::collections::BTreeSet::new();
+            let mut departed: Vec<(Instant, SocketAddr)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Join(i) if !live.contains_key(&i) => {
+                        // A bot that left may come back: a new participant at the same address.
+                        net.add_bot(i);
+                        live.insert(i, net.bots.len() - 1);
+                        unpublished.remove(&i);
+                        departed.retain(|(_, a)| *a != Lab::addr(i));
+                    }
+                    Op::Leave(i) => {
+                        if let Some(idx) = live.remove(&i) {
+                            net.remove_bot(idx);
+                            departed.push((net.now, Lab::addr(i)));
+                        }
+                    }
+                    Op::Unpublish(i) => {
+                        if let Some(&idx) = live.get(&i) {
+                            let now = net.now;
+                            net.bots[idx].bot.unpublish(now);
+                            net.settle();
+                            if !net.bots[idx].bot.is_publishing() {
+                                unpublished.insert(i);
+                            }
+                        }
+                    }
+                    Op::Wait(ms) => net.run(Duration::from_millis(u64::from(ms))),
+                    _ => {}
+                }
+                for (at, addr) in &departed {
+                    prop_assert!(!net.sent_to.iter().any(|(t, to)| t > at && to == addr), "a datagram went to departed {}", addr);
+                }
+            }
+            // Let everything settle, then measure a window.
+            net.run(Duration::from_secs(3));
+            let before: Vec<_> = live.values().map(|&i| net.received(i).clone()).collect();
+            net.run(Duration::from_secs(1));
+            for (k, (&i, &idx)) in live.iter().enumerate() {
+                for (&j, &jdx) in live.iter() {
+                    if i == j || unpublished.contains(&j) {
+                        continue;
+                    }
+                    let tag = net.bots[jdx].bot.tag();
+                    let was = before[k].get(&tag).copied().unwrap_or_default();
+                    let now = net.received(idx).get(&tag).copied().unwrap_or_default();
+                    prop_assert!(now.0 > was.0 && now.1 > was.1, "bot {} misses bot {}: {:?} -> {:?}", i, j, was, now);
+                }
+            }
+            for (at, addr) in &departed {
+                prop_assert!(!net.sent_to.iter().any(|(t, to)| t > at && to == addr), "a datagram went to departed {}", addr);
+            }
+        }
+    }
+}
