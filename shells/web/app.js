@@ -153,6 +153,7 @@ function onServerMessage(msg) {
       break;
     case 'offer':
     case 'answer':
+    case 'candidate':
       sfuSignal(msg);
       break;
     case 'full':
@@ -330,6 +331,10 @@ function sfuSignal(msg) {
   state.sfuQueue = state.sfuQueue.then(async () => {
     const pc = state.pc;
     if (!pc) return;
+    if (msg.type === 'candidate') {
+      await pc.addIceCandidate({ candidate: msg.candidate, sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex });
+      return;
+    }
     await pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp });
     if (msg.type === 'offer') {
       await pc.setLocalDescription(await pc.createAnswer());

@@ -528,8 +528,16 @@ impl Sfu {
                     self.by_ufrag.insert(ufrag.clone(), conn);
                     p.ufrag = ufrag;
                 }
-                let text = encode(&ServerMsg::Answer { sdp: &answer.to_sdp_string() });
+                let sdp = answer.to_sdp_string();
+                let text = encode(&ServerMsg::Answer { sdp: &sdp });
                 self.out.push_back(SfuOutput::Signal { conn, text });
+                // Trickle the server's one candidate too, after the answer.
+                if let Ok(c) = Candidate::host(self.config.media_addr, "udp") {
+                    let mid = sdp.lines().find_map(|l| l.strip_prefix("a=mid:")).map(str::trim);
+                    let line = c.to_sdp_string();
+                    let text = encode(&ServerMsg::Candidate { candidate: &line, sdp_mid: mid, sdp_mline_index: 0 });
+                    self.out.push_back(SfuOutput::Signal { conn, text });
+                }
             }
             Err(_) => self.error(conn, ErrorCode::BadMessage, "the offer cannot be accepted"),
         }

@@ -193,6 +193,17 @@ pub enum ServerMsg<'a> {
         /// The SDP.
         sdp: &'a str,
     },
+    /// SFU rooms: the server's ICE candidate (also in its SDP; sent for clients that trickle).
+    Candidate {
+        /// The `candidate:...` line.
+        candidate: &'a str,
+        /// Media id of the first m-line.
+        #[serde(rename = "sdpMid")]
+        sdp_mid: Option<&'a str>,
+        /// 0: the server bundles everything on one transport.
+        #[serde(rename = "sdpMLineIndex")]
+        sdp_mline_index: u32,
+    },
     /// Your last message was refused; the connection stays open.
     Error {
         /// A stable code (see [`ErrorCode`]).
