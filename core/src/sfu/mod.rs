@@ -672,13 +672,12 @@ impl Sfu {
                             self.tracks.insert(tid, Track { owner: conn, mid: m.mid, kind: m.kind, subscribers: Vec::new(), last_keyframe_request: None, layers });
                             new_tracks.push(tid);
                         }
-                    Event::MediaChanged(m) => {
+                    Event::MediaChanged(m)
                         // The publisher stopped sending on an m-line: that track ends.
-                        if !matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                        if !matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) => {
                             let ended: Vec<TrackId> = p.published.iter().copied().filter(|t| self.tracks.get(t).is_some_and(|t| t.mid == m.mid)).collect();
                             ended_tracks.extend(ended);
                         }
-                    }
                     Event::RtpPacket(pkt) => self.forward(now, conn, pkt),
                     Event::KeyframeRequest(r) => {
                         let track = p.legs.iter().find(|l| l.mid == r.mid).map(|l| l.track);
