@@ -127,7 +127,7 @@ impl Driver {
         turn.user_quota = 4;
         turn.max_permissions = 8;
         Driver {
-            sb: Switchboard::new(Config { turn }, base, UNIX_START, &[7; 32]),
+            sb: Switchboard::new(Config { turn, ..Config::default() }, base, UNIX_START, &[7; 32]),
             base,
             now: base,
             latest: base,
