@@ -230,6 +230,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `GET path` on the server's HTTP port; returns the status and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect to the HTTP port");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 65536];
+        // Read until the body is complete (Content-Length): the server keeps connections alive.
+        loop {
+            let n = tcp.read(&mut buf).expect("response");
+            assert!(n > 0, "connection closed before the response was complete");
+            all.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&all).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .unwrap_or(0);
+                if all.len() >= end + 4 + len {
+                    return (text[9..12].parse().unwrap(), String::from_utf8_lossy(&all[end + 4..end + 4 + len]).to_string());
+                }
+            }
+        }
+    }
+}
+
 /// coturn's echo peer on 127.0.0.1:<port>.
 pub fn peer() -> (Proc, u16) {
     require("turnutils_peer");

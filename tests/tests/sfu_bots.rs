@@ -69,7 +69,7 @@ fn six_bots_each_receive_every_other_bot() {
         let mut bots: Vec<Live> = (0..6).map(|i| start_bot(&s, i)).collect();
         run(&mut bots, Duration::from_secs(5));
         let stats: Value = {
-            let (_, body) = http_get(&s, "/stats");
+            let (_, body) = s.get("/stats");
             serde_json::from_str(&body).unwrap()
         };
         for (i, b) in bots.iter().enumerate() {
@@ -86,25 +86,5 @@ fn six_bots_each_receive_every_other_bot() {
         let room = &stats["sfu_rooms"][0];
         assert_eq!(room["participants"].as_array().map(Vec::len), Some(6), "{bin}: {stats}");
         assert!(stats["sfu"]["forwarded_packets"].as_u64().unwrap() > 6 * 5 * 160, "{bin}: {stats}");
-    }
-}
-
-fn http_get(s: &Server, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut tcp = TcpStream::connect(("127.0.0.1", s.http_port)).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut all = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = tcp.read(&mut buf).unwrap();
-        all.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&all).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end].lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())).unwrap_or(0);
-            if all.len() >= end + 4 + len {
-                return (text[9..12].parse().unwrap(), text[end + 4..end + 4 + len].to_string());
-            }
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! on; oversized messages; floods; stalled clients do not stall the server;
 //! /healthz, /stats and the web client's files.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -40,31 +40,6 @@ fn join(ws: &mut Ws, room: &str, name: &str) -> String {
     let m = recv(ws);
     assert_eq!(m["type"], "joined", "{m}");
     m["id"].as_str().unwrap().to_string()
-}
-
-fn http_get(s: &Server, path: &str) -> (u16, String) {
-    let mut tcp = TcpStream::connect(("127.0.0.1", s.http_port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 65536];
-    // Read until the body is complete (Content-Length), since the server keeps connections alive.
-    loop {
-        let n = tcp.read(&mut buf).expect("response");
-        assert!(n > 0, "connection closed early");
-        head.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&head).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                .unwrap_or(0);
-            if head.len() >= end + 4 + len {
-                let status = text[9..12].parse().unwrap();
-                return (status, String::from_utf8_lossy(&head[end + 4..end + 4 + len]).to_string());
-            }
-        }
-    }
 }
 
 #[test]
@@ -158,7 +133,7 @@ fn stalled_clients_do_not_stall_the_server() {
         }
         // Everyone else is served at once.
         let t0 = Instant::now();
-        let (status, body) = http_get(&s, "/healthz");
+        let (status, body) = s.get("/healthz");
         assert_eq!((status, body.as_str()), (200, "ok\n"), "{bin}");
         let mut x = connect(&s);
         let mut y = connect(&s);
@@ -177,23 +152,23 @@ fn stalled_clients_do_not_stall_the_server() {
 fn healthz_stats_and_the_web_client() {
     for bin in SERVERS {
         let s = Server::start(bin, &[]);
-        assert_eq!(http_get(&s, "/healthz"), (200, "ok\n".into()), "{bin}");
+        assert_eq!(s.get("/healthz"), (200, "ok\n".into()), "{bin}");
         let mut a = connect(&s);
         join(&mut a, "stats-room", "A");
-        let (status, body) = http_get(&s, "/stats");
+        let (status, body) = s.get("/stats");
         assert_eq!(status, 200);
         let v: Value = serde_json::from_str(&body).expect("/stats is JSON");
         for key in ["rooms", "peers", "allocations", "relayed_packets", "relayed_bytes"] {
             assert!(v[key].is_u64(), "{bin}: /stats lacks {key}: {v}");
         }
         assert_eq!((v["rooms"].as_u64(), v["peers"].as_u64()), (Some(1), Some(1)), "{bin}: {v}");
-        let (status, page) = http_get(&s, "/");
+        let (status, page) = s.get("/");
         assert_eq!(status, 200);
         assert!(page.contains("<title>Switchboard</title>") && page.contains("/app.js"), "{bin}");
-        let (status, js) = http_get(&s, "/app.js");
+        let (status, js) = s.get("/app.js");
         assert_eq!(status, 200);
         assert!(js.contains("RTCPeerConnection"), "{bin}");
-        assert_eq!(http_get(&s, "/style.css").0, 200);
-        assert_eq!(http_get(&s, "/nope").0, 404);
+        assert_eq!(s.get("/style.css").0, 200);
+        assert_eq!(s.get("/nope").0, 404);
     }
 }
