@@ -172,3 +172,30 @@ fn healthz_stats_and_the_web_client() {
         assert_eq!(s.get("/nope").0, 404);
     }
 }
+
+#[test]
+fn a_client_that_does_not_read_is_disconnected_not_silently_skipped() {
+    for bin in SERVERS {
+        let s = Server::start(bin, &[]);
+        let mut deaf = connect(&s);
+        let mut loud = connect(&s);
+        let deaf_id = join(&mut deaf, "slow", "deaf");
+        join(&mut loud, "slow", "loud");
+        loud.get_mut().set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let blob = "z".repeat(60 * 1024);
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut bye = None;
+        // Megabytes toward a peer that never reads: kernel buffers fill, then the server's queue (1 MiB).
+        while bye.is_none() && Instant::now() < end {
+            send(&mut loud, json!({"type": "message", "data": blob}));
+            while let Ok(Message::Text(t)) = loud.read() {
+                let m: Value = serde_json::from_str(t.as_str()).unwrap();
+                if m["type"] == "bye" {
+                    bye = Some(m);
+                }
+            }
+        }
+        assert_eq!(bye, Some(json!({"type": "bye", "room": "slow", "id": deaf_id})), "{bin}: the deaf client was never disconnected");
+        drop(deaf);
+    }
+}

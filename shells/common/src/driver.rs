@@ -33,13 +33,17 @@ pub trait Sockets {
     fn send_to_client(&mut self, to: Client, data: &[u8]) {
         match to.via {
             Via::Udp(_) => self.send_datagram(to.remote, data),
-            Via::Tcp(conn) => self.send_stream(conn, data),
+            Via::Tcp(conn) => {
+                // TURN over TCP: a client that does not read loses messages, as over UDP.
+                let _ = self.send_stream(conn, data);
+            }
         }
     }
     /// Sends a datagram from the STUN/TURN listener.
     fn send_datagram(&mut self, to: SocketAddr, data: &[u8]);
-    /// Queues bytes on a stream connection (TURN over TCP, or HTTP).
-    fn send_stream(&mut self, conn: ConnId, data: &[u8]);
+    /// Queues bytes on a stream connection (TURN over TCP, or HTTP); false if
+    /// its queue is full ([`MAX_STREAM_BACKLOG`]) and the bytes were dropped.
+    fn send_stream(&mut self, conn: ConnId, data: &[u8]) -> bool;
     /// Sends a datagram from the SFU's media socket.
     fn send_media(&mut self, to: SocketAddr, data: &[u8]);
     /// Sends a datagram from the relay socket bound at `relay` to `peer`.
@@ -68,6 +72,8 @@ pub struct Driver {
     pending_binds: Vec<(AllocationId, Family, PortRequest)>,
     buf: Vec<u8>,
     http: Map<ConnId, HttpConn>,
+    /// WebSocket clients whose out-queue overflowed, closed after this drain.
+    slow: Vec<ConnId>,
 }
 
 impl Driver {
@@ -83,6 +89,7 @@ impl Driver {
             pending_binds: Vec::new(),
             buf: vec![0; BUF_LEN],
             http: crate::new_map(),
+            slow: Vec::new(),
         }
     }
 
@@ -209,12 +216,20 @@ impl Driver {
     fn flush_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
         let Some(h) = self.http.get_mut(&conn) else { return };
         let out = h.take_output();
-        if !out.is_empty() {
-            io.send_stream(conn, &out);
+        let overflow = !out.is_empty() && !io.send_stream(conn, &out);
+        if h.is_done() || overflow {
+            self.close_http(io, conn);
         }
-        if h.is_done() {
-            self.http.remove(&conn);
-            io.close_stream(conn);
+    }
+
+    /// Closes an HTTP connection from this side: a WebSocket's close is a leave.
+    fn close_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
+        io.close_stream(conn);
+        // Still a WebSocket (not closed by its client): a client too slow to take its
+        // messages is disconnected rather than silently missing some; the others get `bye`.
+        if self.http.remove(&conn).is_some_and(|h| h.is_websocket()) {
+            debug!(conn = conn.0, "closing a WebSocket client");
+            self.input(io, Input::SignalClosed { conn });
         }
     }
 
@@ -301,7 +316,9 @@ impl Driver {
                         if let Some(h) = self.http.get_mut(&m.conn) {
                             h.send_text(m.text);
                             let out = h.take_output();
-                            io.send_stream(m.conn, &out);
+                            if !io.send_stream(m.conn, &out) {
+                                self.slow.push(m.conn);
+                            }
                         }
                     }
                     Output::Timeout(at) => {
@@ -310,6 +327,9 @@ impl Driver {
                     }
                     _ => {}
                 }
+            }
+            for conn in std::mem::take(&mut self.slow) {
+                self.close_http(io, conn);
             }
             if self.pending_binds.is_empty() {
                 return;

@@ -274,12 +274,14 @@ impl Sockets for Io {
         }
     }
 
-    fn send_stream(&mut self, id: ConnId, data: &[u8]) {
-        let Some(&t) = self.conn_tokens.get(&id) else { return };
-        let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return };
-        if c.out.push(data) {
-            self.flush(t);
+    fn send_stream(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let Some(&t) = self.conn_tokens.get(&id) else { return true };
+        let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return true };
+        if !c.out.push(data) {
+            return false;
         }
+        self.flush(t);
+        true
     }
 
     fn send_from_relay(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {

@@ -306,13 +306,17 @@ impl Sockets for Io {
         }
     }
 
-    fn send_stream(&mut self, id: ConnId, data: &[u8]) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
-        if c.out.push(data) && self.flush(id) {
+    fn send_stream(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else { return true };
+        if !c.out.push(data) {
+            return false;
+        }
+        if self.flush(id) {
             if let Some(c) = self.conns.get(&id) {
                 let _ = c.wake_writer.try_send(());
             }
         }
+        true
     }
 
     fn send_from_relay(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
