@@ -180,6 +180,8 @@ pub struct SfuStats {
     pub keyframe_requests_throttled: u64,
     /// Simulcast layer switches made (at keyframes).
     pub layer_switches: u64,
+    /// Data channel messages not relayed to a participant because its channel's buffer was full.
+    pub datachannel_dropped: u64,
 }
 
 type TrackId = u64;
@@ -903,7 +905,9 @@ impl Sfu {
             let Some(p) = self.participants.get_mut(&m) else { continue };
             if let Some(id) = p.channel {
                 if let Some(mut ch) = p.rtc.channel(id) {
-                    let _ = ch.write(binary, data);
+                    if !matches!(ch.write(binary, data), Ok(true)) {
+                        self.stats.datachannel_dropped += 1;
+                    }
                 }
             }
             self.drive(now, m);
