@@ -15,7 +15,7 @@ use switchboard_core::sfu::lab::Lab;
 fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("sfu_forward");
     for n in [1u8, 10, 100] {
-        let mut lab = Lab::new();
+        let mut lab = Lab::new(Instant::now());
         lab.add_bot(0);
         for i in 1..=n {
             let bot = Bot::new(lab.now, Lab::addr(i), "room", *b"listener").listen_only();

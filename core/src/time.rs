@@ -52,3 +52,11 @@ impl Monotonic {
 pub const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// The one `Instant` the core's own tests start from. `std` has no way to make
+/// an `Instant` but reading the clock; tests read it once, here, and then only
+/// add simulated durations to it. Library code never calls this.
+#[cfg(test)]
+pub(crate) fn test_start() -> Instant {
+    Instant::now()
+}

@@ -44,16 +44,10 @@ pub struct Lab {
     media: SocketAddr,
 }
 
-impl Default for Lab {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Lab {
-    /// An engine with an SFU at [`MEDIA`] (rooms of up to 256) and no bots.
-    pub fn new() -> Lab {
-        let now = Instant::now();
+    /// An engine with an SFU at [`MEDIA`] (rooms of up to 256) and no bots,
+    /// its simulated time starting at `now`.
+    pub fn new(now: Instant) -> Lab {
         let media: SocketAddr = MEDIA.parse().expect("valid address");
         // Rooms big enough for load: 256 participants.
         let signal = crate::signal::SignalConfig { sfu_capacity: 256, ..Default::default() };

@@ -12,7 +12,7 @@ use crate::engine::Input;
 
 #[test]
 fn six_bots_each_receive_every_other_bot() {
-    let mut net = Lab::new();
+    let mut net = Lab::new(crate::time::test_start());
     for i in 0..6 {
         net.add_bot(i);
     }
@@ -38,7 +38,7 @@ fn six_bots_each_receive_every_other_bot() {
 
 #[test]
 fn late_joiner_receives_tracks_already_published_and_leaver_gets_nothing() {
-    let mut net = Lab::new();
+    let mut net = Lab::new(crate::time::test_start());
     for i in 0..3 {
         net.add_bot(i);
     }
@@ -70,7 +70,7 @@ fn late_joiner_receives_tracks_already_published_and_leaver_gets_nothing() {
 
 #[test]
 fn keyframe_requests_are_throttled_per_track() {
-    let mut net = Lab::new();
+    let mut net = Lab::new(crate::time::test_start());
     net.add_bot(0);
     net.add_bot(1);
     net.run(Duration::from_secs(2));
@@ -91,7 +91,7 @@ fn keyframe_requests_are_throttled_per_track() {
 
 #[test]
 fn unknown_datagrams_are_dropped_and_counted() {
-    let mut net = Lab::new();
+    let mut net = Lab::new(crate::time::test_start());
     net.add_bot(0);
     let stranger: SocketAddr = "10.9.9.9:1".parse().unwrap();
     let junk: [&[u8]; 4] = [b"", b"\x00\x01\x00\x00\x21\x12\xa4\x42garbagegarbage", &[0x80; 40], &[0x16; 30]];
@@ -115,7 +115,7 @@ fn stun_username_routing_reads_only_the_local_part() {
 
 #[test]
 fn simulcast_layer_switches_by_message_keep_sequence_and_time_continuous() {
-    let mut net = Lab::new();
+    let mut net = Lab::new(crate::time::test_start());
     // Bot 0 publishes three layers; bot 1 subscribes.
     let bot = Bot::new(net.now, Lab::addr(0), "room", *b"bot-0000").with_simulcast();
     net.add(0, bot);
@@ -147,7 +147,7 @@ fn simulcast_layer_switches_by_message_keep_sequence_and_time_continuous() {
 
 #[test]
 fn unpublishing_ends_the_tracks_for_everyone() {
-    let mut net = Lab::new();
+    let mut net = Lab::new(crate::time::test_start());
     for i in 0..3 {
         net.add_bot(i);
     }
@@ -198,7 +198,7 @@ mod random {
         /// track that is published in its room.
         #[test]
         fn no_packet_to_the_departed_and_no_track_missed(ops in proptest::collection::vec(op(), 1..12)) {
-            let mut net = Lab::new();
+            let mut net = Lab::new(crate::time::test_start());
             // Bot number -> index in net.bots of its current incarnation.
             let mut live: std::collections::BTreeMap<u8, usize> = Default::default();
             let mut unpublished = std::collections::BTreeSet::new();

@@ -23,7 +23,7 @@ fn config() -> SignalConfig {
 
 impl H {
     fn new(cfg: SignalConfig) -> H {
-        let now = Instant::now();
+        let now = crate::time::test_start();
         H { s: Signaling::new(cfg, now, UNIX, &[5; 32]), now }
     }
 

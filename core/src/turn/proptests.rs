@@ -320,7 +320,7 @@ proptest! {
 
     #[test]
     fn random_sessions_never_relay_without_permission_or_to_refused_peers(ops in prop::collection::vec(op(), 1..60)) {
-        let now = Instant::now();
+        let now = crate::time::test_start();
         let mut cfg = config();
         cfg.total_quota = 4;
         let mut m = Model {

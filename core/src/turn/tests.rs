@@ -45,7 +45,7 @@ pub(crate) fn creds(user: &str, pass: &str) -> Creds {
 
 impl Harness {
     pub fn new(cfg: TurnConfig) -> Self {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_start();
         Harness { s: TurnServer::new(cfg, t0, UNIX0, &[7; 32]), t0, now: t0, next_tid: 0, next_port: 40000 }
     }
 

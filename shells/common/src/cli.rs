@@ -235,25 +235,13 @@ impl ServeArgs {
             return Err(ConfigError("--room-capacity must be at least 1".into()));
         }
         // The address browsers are told to use for STUN/TURN.
-        let host = match (a.external_ip, turn_listen.ip()) {
-            (Some(ip), _) => ip,
-            (None, ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-            (None, ip) => ip,
-        };
-        let public = SocketAddr::new(host, turn_listen.port());
+        let public = advertised(turn_listen, a.external_ip);
         let sfu_capacity = a.sfu_room_capacity.unwrap_or(16);
         if sfu_capacity == 0 {
             return Err(ConfigError("--sfu-room-capacity must be at least 1".into()));
         }
         let media_listen = a.media_listen.unwrap_or_else(|| "127.0.0.1:7882".parse().expect("valid default"));
-        let media_public = SocketAddr::new(
-            match (a.external_ip, media_listen.ip()) {
-                (Some(ip), _) => ip,
-                (None, ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-                (None, ip) => ip,
-            },
-            media_listen.port(),
-        );
+        let media_public = advertised(media_listen, a.external_ip);
         let signal = SignalConfig {
             p2p_capacity: room_capacity,
             sfu_capacity,
@@ -274,6 +262,17 @@ impl ServeArgs {
             signal,
         })
     }
+}
+
+/// The address to tell clients for a listener: the external IP when behind NAT,
+/// loopback for a wildcard bind, else the bound address; same port.
+fn advertised(listen: SocketAddr, external_ip: Option<IpAddr>) -> SocketAddr {
+    let ip = match external_ip {
+        Some(ip) => ip,
+        None if listen.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        None => listen.ip(),
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 impl Settings {
