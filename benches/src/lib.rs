@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use switchboard_core::stun::channel_data::{emit_header, HEADER_LEN};
 use switchboard_core::stun::message::{append_attribute, append_fingerprint, append_integrity};
 use switchboard_core::stun::view::{attr, encode_xor_address, method, Class, StunView, MAGIC_COOKIE};
 use switchboard_core::turn::auth::long_term_key;
@@ -57,13 +58,11 @@ pub fn xor_peer(peer: SocketAddr, tid: &[u8; 12]) -> (u16, Vec<u8>) {
 
 /// A ChannelData message: channel number, length, payload, padding to 4.
 pub fn channel_data(number: u16, payload: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(4 + payload.len() + 3);
-    b.extend_from_slice(&number.to_be_bytes());
-    b.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    b.extend_from_slice(payload);
-    while b.len() % 4 != 0 {
-        b.push(0);
-    }
+    let mut b = vec![0; HEADER_LEN + payload.len().next_multiple_of(4)];
+    // The header fits its four bytes; a payload over 64 KiB is cut, as the length field would be.
+    let len = payload.len().min(usize::from(u16::MAX));
+    let _ = emit_header(number, len, &mut b[..HEADER_LEN]);
+    b[HEADER_LEN..HEADER_LEN + len].copy_from_slice(&payload[..len]);
     b
 }
 

@@ -1,11 +1,12 @@
-//! STUN message parsing: the checked view, the stun_codec decoder, and the
-//! STUN server's answer to whatever arrives. None may panic, and what the
+//! STUN and ChannelData parsing: the checked views, the stun_codec decoder,
+//! and the STUN server's answer to whatever arrives. None may panic, and what the
 //! view accepts must be self-consistent.
 #![no_main]
 
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
+use switchboard_core::stun::channel_data::ChannelData;
 use switchboard_core::stun::view::StunView;
 use switchboard_core::stun::{classify, message, PacketKind, StunServer};
 
@@ -28,6 +29,11 @@ fuzz_target!(|data: &[u8]| {
         for typ in [0x0001, 0x0020, 0x0012, 0x0016] {
             let _ = v.xor_address(typ);
         }
+        let _ = v.known_attributes_well_formed();
+    }
+    if let Ok(cd) = ChannelData::new_checked(data) {
+        assert!(matches!(kind, PacketKind::ChannelData));
+        assert_eq!(cd.payload(), &data[cd.payload_range()]);
     }
     let _ = message::decode(data);
     let from: SocketAddr = "192.0.2.1:3478".parse().unwrap();

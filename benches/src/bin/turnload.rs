@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use switchboard_benches::{channel_data, setup_channel, SetupError};
+use switchboard_core::stun::channel_data::ChannelData;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -98,7 +99,7 @@ fn client(args: &Args, idx: usize) -> std::result::Result<Result, SetupError> {
             sent += 1;
         }
         match sock.recv(&mut buf) {
-            Ok(n) if n >= 4 && u16::from_be_bytes([buf[0], buf[1]]) == channel => res.done += 1,
+            Ok(n) if ChannelData::new_checked(&buf[..n]).is_ok_and(|cd| cd.number() == channel) => res.done += 1,
             Ok(_) => {}
             // Nothing for 200 ms: whatever is in flight is lost.
             Err(_) => res.lost = sent.saturating_sub(res.done),

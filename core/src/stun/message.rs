@@ -1,8 +1,9 @@
 //! Typed STUN/TURN messages through `stun_codec`, plus the two trailer
 //! attributes (MESSAGE-INTEGRITY, FINGERPRINT) appended over the exact bytes.
 //!
-//! Decoding here is for control messages only (it allocates); the data path
-//! reads Send indications through [`super::view::StunView`] instead.
+//! The server reads what it receives through [`super::view::StunView`];
+//! [`decode`] is for tests and tools that want an independent, typed reading
+//! of what the server encodes.
 
 use bytecodec::{DecodeExt, EncodeExt};
 use hmac::{Hmac, Mac};
@@ -75,7 +76,8 @@ pub const KNOWN_ATTRIBUTES: &[u16] = &[
     attr::RESERVATION_TOKEN,
 ];
 
-/// Decodes a control message. `None` when `stun_codec` cannot decode it.
+/// Decodes a message with `stun_codec` (allocates; for tests and tools).
+/// `None` when it cannot decode it.
 ///
 /// CHANNEL-NUMBER is left out of the typed set on purpose: `stun_codec`
 /// refuses numbers above 0x4FFF, which RFC 5766 clients use, and would fail

@@ -1,5 +1,15 @@
-//! STUN (RFC 8489): message views, encoding helpers and the Binding server.
+//! STUN (RFC 8489) and the TURN wire formats that share its port: one
+//! parser or emitter per format, plus the Binding server.
+//!
+//! - [`classify`]: which format a packet is, by its first byte (RFC 7983);
+//! - [`view`]: the checked view over a STUN message, which every STUN
+//!   message the server receives is read through;
+//! - [`channel_data`]: the checked view over a ChannelData message, and its header emitter;
+//! - [`data_indication`]: the Data indication header emitter of the relay path;
+//! - [`message`]: control responses built with `stun_codec`, plus MESSAGE-INTEGRITY and FINGERPRINT.
 
+pub mod channel_data;
+pub mod data_indication;
 pub mod message;
 pub mod view;
 

@@ -175,15 +175,21 @@ impl<'a> StunView<'a> {
     /// The first attribute of type `typ` that is covered by MESSAGE-INTEGRITY
     /// (RFC 8489 §14.5: attributes after it, but FINGERPRINT, are ignored).
     pub fn find(&self, typ: u16) -> Option<&'a [u8]> {
-        for a in self.attributes() {
-            if a.typ == typ {
-                return Some(a.value);
-            }
-            if a.typ == attr::MESSAGE_INTEGRITY || a.typ == attr::MESSAGE_INTEGRITY_SHA256 {
-                return None;
-            }
-        }
-        None
+        self.find_all(typ).next()
+    }
+
+    /// Every attribute of type `typ` covered by MESSAGE-INTEGRITY, in order
+    /// (for attributes a request may repeat, such as XOR-PEER-ADDRESS).
+    pub fn find_all(&self, typ: u16) -> impl Iterator<Item = &'a [u8]> {
+        let mut past_integrity = false;
+        self.attributes()
+            .take_while(move |a| {
+                let covered = !past_integrity;
+                past_integrity |= a.typ == attr::MESSAGE_INTEGRITY || a.typ == attr::MESSAGE_INTEGRITY_SHA256;
+                covered
+            })
+            .filter(move |a| a.typ == typ)
+            .map(|a| a.value)
     }
 
     /// Whether the message carries a FINGERPRINT, and if so whether it is
@@ -238,6 +244,57 @@ impl<'a> StunView<'a> {
     pub fn xor_address(&self, typ: u16) -> Option<SocketAddr> {
         decode_xor_address(self.find(typ)?, &self.transaction_id())
     }
+}
+
+impl StunView<'_> {
+    /// Whether every attribute this server knows is well-formed (length,
+    /// address family, UTF-8 text), as a control request must be; unknown
+    /// ones are not judged here (see [`super::unknown_required`]).
+    pub fn known_attributes_well_formed(&self) -> bool {
+        self.attributes().all(|a| attribute_well_formed(a.typ, a.value))
+    }
+}
+
+/// Whether `value` is a well-formed value for an attribute of type `typ`
+/// (true for types this server does not know).
+pub fn attribute_well_formed(typ: u16, value: &[u8]) -> bool {
+    let text = |max_chars: usize| std::str::from_utf8(value).is_ok_and(|t| t.chars().count() < max_chars);
+    match typ {
+        attr::MAPPED_ADDRESS | attr::XOR_PEER_ADDRESS | attr::XOR_RELAYED_ADDRESS | attr::XOR_MAPPED_ADDRESS => {
+            matches!((value.get(1), value.len()), (Some(1), 8) | (Some(2), 20))
+        }
+        attr::USERNAME => std::str::from_utf8(value).is_ok() && value.len() < 513,
+        attr::REALM | attr::NONCE | attr::SOFTWARE => text(128),
+        attr::ERROR_CODE => {
+            value.len() >= 4
+                && (3..6).contains(&(value[2] & 0b111))
+                && value[3] < 100
+                && std::str::from_utf8(&value[4..]).is_ok()
+        }
+        attr::UNKNOWN_ATTRIBUTES => value.len().is_multiple_of(2),
+        attr::LIFETIME | attr::REQUESTED_TRANSPORT => value.len() == 4,
+        attr::REQUESTED_ADDRESS_FAMILY => matches!(value, [1 | 2, _, _, _]),
+        attr::EVEN_PORT => value.len() == 1,
+        attr::DONT_FRAGMENT => value.is_empty(),
+        attr::RESERVATION_TOKEN => value.len() == 8,
+        _ => true,
+    }
+}
+
+/// The length of the STUN message at the front of a byte stream, from its
+/// header: `Ok(None)` until the length field has arrived, an error as soon
+/// as the magic cookie shows it is not STUN. The first byte is the caller's
+/// to classify ([`super::classify`]).
+pub fn message_len(prefix: &[u8]) -> Result<Option<usize>, ParseError> {
+    if let Some(cookie) = prefix.get(4..8) {
+        if cookie != MAGIC_COOKIE.to_be_bytes() {
+            return Err(ParseError::BadCookie);
+        }
+    }
+    Ok(match prefix {
+        [_, _, a, b, ..] => Some(HEADER_LEN + u16::from_be_bytes([*a, *b]) as usize),
+        _ => None,
+    })
 }
 
 /// Iterator over the attributes of a [`StunView`].
