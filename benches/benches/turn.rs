@@ -26,7 +26,8 @@ fn engine() -> Switchboard {
 
 /// Feeds one client datagram, binds any relay asked for, returns the response.
 fn exchange(sb: &mut Switchboard, now: Instant, data: &[u8]) -> Result<Vec<u8>, SetupError> {
-    let f = sb.handle_input(now, Input::Datagram { local: LISTEN.parse().unwrap(), remote: CLIENT.parse().unwrap(), data });
+    let packet = 0..data.len();
+    let f = sb.handle_input(now, Input::Datagram { local: LISTEN.parse().unwrap(), remote: CLIENT.parse().unwrap(), buf: data, packet });
     assert_eq!(f, Forward::None);
     let mut resp = None;
     loop {
@@ -58,7 +59,7 @@ fn binding(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("binding_request_to_response", |b| {
         b.iter(|| {
-            let _ = sb.handle_input(now, Input::Datagram { local, remote, data: black_box(&req) });
+            let _ = sb.handle_input(now, Input::Datagram { local, remote, buf: black_box(&req), packet: 0..req.len() });
             while let Output::Transmit(t) = sb.poll_output() {
                 black_box(t);
             }
@@ -77,7 +78,7 @@ fn relay(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         let cd = channel_data(0x4000, &vec![0xAB; size]);
         g.bench_with_input(BenchmarkId::new("client_to_peer_channel_data", size), &cd, |b, cd| {
-            b.iter(|| match sb.handle_input(now, Input::Datagram { local, remote: client, data: black_box(cd) }) {
+            b.iter(|| match sb.handle_input(now, Input::Datagram { local, remote: client, buf: black_box(cd), packet: 0..cd.len() }) {
                 Forward::ToPeer(r) => black_box(r),
                 f => panic!("not relayed: {f:?}"),
             })

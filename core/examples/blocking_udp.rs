@@ -94,10 +94,10 @@ fn main() -> io::Result<()> {
         let now = Instant::now();
         match event {
             Ok(Event::Client { from, data }) => {
-                let input = Input::Datagram { local, remote: from, data: &data };
+                let input = Input::Datagram { local, remote: from, buf: &data, packet: 0..data.len() };
                 if let Forward::ToPeer(r) = engine.handle_input(now, input) {
                     if let Some(relay) = relays.get(&r.relay) {
-                        let _ = relay.socket.send_to(&data[r.payload], r.peer);
+                        let _ = relay.socket.send_to(&data[r.range], r.peer);
                     }
                 }
             }

@@ -1,8 +1,8 @@
 //! The whole server as one state machine: [`Switchboard`].
 //!
-//! It composes the parts (today the STUN/TURN server; signaling and the SFU
-//! join later) behind one [`Input`] and one [`Output`], and does the framing
-//! of stream (TCP) clients so that shells only move bytes.
+//! It composes the parts (the STUN/TURN server, signaling and the SFU) behind
+//! one [`Input`] and one [`Output`], and does the framing of stream (TCP)
+//! clients so that shells only move bytes.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -35,14 +35,17 @@ pub struct Config {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Input<'a> {
-    /// A datagram that arrived on the UDP listener bound at `local`.
+    /// A datagram that arrived on the UDP listener bound at `local`: the
+    /// bytes `buf[packet]`. A [`Forward::ToPeer`] it returns is a range of `buf`.
     Datagram {
         /// The listener's local address.
         local: SocketAddr,
         /// The sender.
         remote: SocketAddr,
-        /// The datagram.
-        data: &'a [u8],
+        /// The receive buffer.
+        buf: &'a [u8],
+        /// Where the datagram lies in `buf`.
+        packet: Range<usize>,
     },
     /// A datagram from `peer` on the relay socket bound at `relay`. The
     /// payload is `buf[payload]`, with at least [`turn::RELAY_HEADROOM`] bytes
@@ -67,7 +70,8 @@ pub enum Input<'a> {
         /// The client's address.
         remote: SocketAddr,
     },
-    /// Bytes arrived on a stream connection.
+    /// Bytes arrived on a stream connection. Every complete frame in them is
+    /// handled now; relayed data comes out as [`Output::ToPeer`].
     StreamData {
         /// The connection.
         conn: ConnId,
@@ -117,15 +121,16 @@ pub enum Input<'a> {
 }
 
 /// What to do with the datagram just handed in, decided at once so that
-/// relayed data is never copied or queued.
+/// relayed data is never copied or queued. Its range indexes the buffer of
+/// that input, whichever way the data goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a Forward carries relayed data that must be sent"]
 pub enum Forward {
     /// Nothing to forward.
     None,
-    /// Send part of the datagram to a peer (see [`PeerRoute`]).
+    /// Send `buf[range]` of [`Input::Datagram`] to a peer (see [`PeerRoute`]).
     ToPeer(PeerRoute),
-    /// Send part of the relay buffer to a client (see [`ClientRoute`]).
+    /// Send `buf[range]` of [`Input::RelayDatagram`] to a client (see [`ClientRoute`]).
     ToClient(ClientRoute),
 }
 
@@ -142,7 +147,8 @@ pub enum Output<'a> {
         relay: SocketAddr,
         /// The peer.
         peer: SocketAddr,
-        /// The payload, borrowed from the engine's stream buffer.
+        /// The payload, borrowed from the stream's reassembly buffer (so it
+        /// was not copied again); valid until the next input.
         payload: &'a [u8],
     },
     /// Bind a UDP relay socket, then answer with [`Input::RelayBound`].
@@ -192,26 +198,46 @@ pub struct Stats {
     pub streams_desynchronized: u64,
 }
 
+/// A stream (TCP) client of the STUN/TURN port.
 #[derive(Debug)]
 struct Stream {
     client: Client,
     framer: StreamFramer,
-    queued: bool,
+    /// False once the engine decided to close it: it stays until
+    /// [`Output::CloseStream`] is handed out, so that data decided before
+    /// still borrows its buffer.
+    open: bool,
 }
 
-/// The Switchboard engine: a sans-IO STUN/TURN server (and, later, signaling
-/// and SFU).
+/// Client-to-peer data decided from a stream's frames, waiting in
+/// [`Switchboard::poll_output`]: `route.range` indexes that stream's framer buffer.
+#[derive(Debug)]
+struct StreamRoute {
+    conn: ConnId,
+    route: PeerRoute,
+}
+
+/// The Switchboard engine: a sans-IO STUN/TURN server, signaling server and
+/// SFU in one state machine.
 ///
 /// # The drive contract
 ///
 /// 1. Feed one [`Input`] with [`Switchboard::handle_input`], with the current
-///    time. Act on the [`Forward`] it returns at once (it refers to the
-///    buffer you passed in).
+///    time. Everything the input asks for is decided there. Act on the
+///    [`Forward`] it returns at once: its range indexes the buffer you
+///    passed in.
 /// 2. Then call [`Switchboard::poll_output`] until it returns
-///    [`Output::Timeout`], acting on each output before asking for the next
-///    (an [`Output::ToPeer`] borrows the engine's buffer).
+///    [`Output::Timeout`], acting on each output before asking for the next.
+///    It only hands out what was decided. An [`Output::ToPeer`] borrows the
+///    stream's reassembly buffer, which is not compacted until those outputs
+///    have been handed out, so drain before the next input.
 /// 3. When the time in `Output::Timeout` comes, feed [`Input::Timeout`]. It is
 ///    fine to feed it early, late or twice; time that goes backwards is ignored.
+///
+/// Work per input is bounded by the input: a [`Input::StreamData`] handles
+/// the frames completed by its bytes, and a stream buffers at most two
+/// frames' worth ([`MAX_FRAME`]) before it is closed, so a flood on one
+/// stream costs work in proportion to the bytes read, never more.
 ///
 /// The engine never reads a clock, touches a socket or spawns a thread, and
 /// with the same seed and inputs it produces the same outputs, byte for byte.
@@ -221,7 +247,7 @@ pub struct Switchboard {
     signal: Signaling,
     sfu: Option<Sfu>,
     streams: Map<ConnId, Stream>,
-    ready: VecDeque<ConnId>,
+    routes: VecDeque<StreamRoute>,
     closing: VecDeque<ConnId>,
     time: Monotonic,
     stats: Stats,
@@ -241,7 +267,7 @@ impl Switchboard {
             signal: Signaling::new(signal, now, unix_now, &crate::rng::derive(seed, "signaling")),
             turn: TurnServer::new(config.turn, now, unix_now, seed),
             streams: Map::with_hasher(hash::hasher(seed)),
-            ready: VecDeque::new(),
+            routes: VecDeque::new(),
             closing: VecDeque::new(),
             time: Monotonic::new(now),
             stats: Stats::default(),
@@ -279,7 +305,7 @@ impl Switchboard {
         s.turn = self.turn.stats();
         s.signal = self.signal.stats();
         s.sfu = self.sfu.as_ref().map(Sfu::stats).unwrap_or_default();
-        s.streams = self.streams.len() as u64;
+        s.streams = self.streams.values().filter(|s| s.open).count() as u64;
         s
     }
 
@@ -287,9 +313,9 @@ impl Switchboard {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Forward {
         let now = self.time.advance(now);
         match input {
-            Input::Datagram { local, remote, data } => {
+            Input::Datagram { local, remote, buf, packet } => {
                 let client = Client { via: Via::Udp(local), remote };
-                match self.turn.handle_client(now, client, data) {
+                match self.turn.handle_client(now, client, buf, packet) {
                     Some(r) => Forward::ToPeer(r),
                     None => Forward::None,
                 }
@@ -302,25 +328,15 @@ impl Switchboard {
             }
             Input::StreamOpened { conn, remote, .. } => {
                 let client = Client { via: Via::Tcp(conn), remote };
-                self.streams.insert(conn, Stream { client, framer: StreamFramer::new(), queued: false });
+                self.streams.insert(conn, Stream { client, framer: StreamFramer::new(), open: true });
                 Forward::None
             }
             Input::StreamData { conn, data } => {
-                if let Some(s) = self.streams.get_mut(&conn) {
-                    s.framer.push(data);
-                    if !s.queued {
-                        s.queued = true;
-                        self.ready.push_back(conn);
-                    }
-                    if s.framer.pending() > 2 * MAX_FRAME {
-                        // The shell is not draining between reads; refuse to buffer without bound.
-                        self.close_stream(now, conn);
-                    }
-                }
+                self.stream_data(now, conn, data);
                 Forward::None
             }
             Input::StreamClosed { conn } => {
-                if let Some(s) = self.streams.remove(&conn) {
+                if let Some(s) = self.streams.remove(&conn).filter(|s| s.open) {
                     self.turn.handle_client_closed(now, s.client);
                 }
                 Forward::None
@@ -368,69 +384,91 @@ impl Switchboard {
         }
     }
 
+    /// Frames the bytes of a stream and hands each complete frame to the TURN
+    /// server; data for peers is queued as routes into the framer's buffer.
+    fn stream_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(s) = self.streams.get_mut(&conn).filter(|s| s.open) else { return };
+        // Routes still queued borrow this buffer: under the drive contract they were
+        // handed out before this input, and if not, the buffer is left as it is.
+        if !self.routes.iter().any(|r| r.conn == conn) {
+            s.framer.compact();
+        }
+        s.framer.push(data);
+        if s.framer.pending() > 2 * MAX_FRAME {
+            // The shell is not draining between reads; refuse to buffer without bound.
+            self.close_stream(now, conn);
+            return;
+        }
+        let desynchronized = loop {
+            match s.framer.next_frame() {
+                Ok(Some(frame)) => {
+                    if let Some(route) = self.turn.handle_client(now, s.client, s.framer.buffer(), frame) {
+                        self.routes.push_back(StreamRoute { conn, route });
+                    }
+                }
+                Ok(None) => break false,
+                Err(_) => break true,
+            }
+        };
+        if desynchronized {
+            self.stats.streams_desynchronized += 1;
+            self.close_stream(now, conn);
+        }
+    }
+
+    /// Ends a stream's allocation and queues its [`Output::CloseStream`].
     fn close_stream(&mut self, now: Instant, conn: ConnId) {
-        if let Some(s) = self.streams.remove(&conn) {
+        if let Some(s) = self.streams.get_mut(&conn).filter(|s| s.open) {
+            s.open = false;
             self.turn.handle_client_closed(now, s.client);
             self.closing.push_back(conn);
         }
     }
 
-    /// The next output. Call until it returns [`Output::Timeout`].
-    pub fn poll_output(&mut self) -> Output<'_> {
-        let now = self.time.now();
-        loop {
-            if let Some(o) = self.turn.poll_output() {
-                return match o {
-                    turn::Output::Transmit(t) => Output::Transmit(t),
-                    turn::Output::BindRelay { allocation, family, port } => Output::BindRelay { allocation, family, port },
-                    turn::Output::ReleaseRelay { allocation, relay } => Output::ReleaseRelay { allocation, relay },
-                };
-            }
-            if let Some(m) = self.signal.poll_output() {
-                return Output::SignalSend(m);
-            }
-            if let Some(o) = self.sfu.as_mut().and_then(Sfu::poll_output) {
-                return match o {
-                    SfuOutput::Signal { conn, text } => Output::SignalSend(signal::Send { conn, text }),
-                    SfuOutput::Transmit { to, data } => Output::MediaTransmit { to, data },
-                };
-            }
-            if let Some(conn) = self.closing.pop_front() {
-                return Output::CloseStream(conn);
-            }
-            let Some(&conn) = self.ready.front() else {
-                let sfu = self.sfu.as_mut().and_then(Sfu::poll_timeout);
-                let turn = self.turn.poll_timeout();
-                return Output::Timeout(match (turn, sfu) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                });
-            };
-            let Some(s) = self.streams.get_mut(&conn) else {
-                self.ready.pop_front();
-                continue;
-            };
-            match s.framer.next_frame() {
-                Ok(Some(frame)) => {
-                    let client = s.client;
-                    let route = self.turn.handle_client(now, client, &s.framer.buffer()[frame.clone()]);
-                    if let Some(r) = route {
-                        let payload = frame.start + r.payload.start..frame.start + r.payload.end;
-                        let s = &self.streams[&conn];
-                        return Output::ToPeer { relay: r.relay, peer: r.peer, payload: &s.framer.buffer()[payload] };
-                    }
-                }
-                Ok(None) => {
-                    s.queued = false;
-                    self.ready.pop_front();
-                }
-                Err(_) => {
-                    self.ready.pop_front();
-                    self.stats.streams_desynchronized += 1;
-                    self.close_stream(now, conn);
-                }
+    /// The next stream route whose payload is still in its stream's buffer.
+    fn next_stream_route(&mut self) -> Option<StreamRoute> {
+        while let Some(r) = self.routes.pop_front() {
+            if self.streams.get(&r.conn).is_some_and(|s| s.framer.buffer().get(r.route.range.clone()).is_some()) {
+                return Some(r);
             }
         }
+        None
+    }
+
+    /// The next output. Call until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output<'_> {
+        // Stream data first: it was decided before any relay release or close queued after it.
+        if let Some(StreamRoute { conn, route }) = self.next_stream_route() {
+            // `next_stream_route` checked that the stream and the range exist.
+            let payload = &self.streams[&conn].framer.buffer()[route.range];
+            return Output::ToPeer { relay: route.relay, peer: route.peer, payload };
+        }
+        if let Some(o) = self.turn.poll_output() {
+            return match o {
+                turn::Output::Transmit(t) => Output::Transmit(t),
+                turn::Output::BindRelay { allocation, family, port } => Output::BindRelay { allocation, family, port },
+                turn::Output::ReleaseRelay { allocation, relay } => Output::ReleaseRelay { allocation, relay },
+            };
+        }
+        if let Some(m) = self.signal.poll_output() {
+            return Output::SignalSend(m);
+        }
+        if let Some(o) = self.sfu.as_mut().and_then(Sfu::poll_output) {
+            return match o {
+                SfuOutput::Signal { conn, text } => Output::SignalSend(signal::Send { conn, text }),
+                SfuOutput::Transmit { to, data } => Output::MediaTransmit { to, data },
+            };
+        }
+        if let Some(conn) = self.closing.pop_front() {
+            self.streams.remove(&conn);
+            return Output::CloseStream(conn);
+        }
+        let sfu = self.sfu.as_mut().and_then(Sfu::poll_timeout);
+        let turn = self.turn.poll_timeout();
+        Output::Timeout(match (turn, sfu) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Ends every allocation and stream for a graceful stop; drain

@@ -2,11 +2,15 @@
 //!
 //! Over a stream, a STUN message is delimited by its header's length field and
 //! a ChannelData message by its length field rounded up to a multiple of four.
-//! A [`StreamFramer`] owns one connection's reassembly buffer; it grows to at
-//! most [`MAX_FRAME`] plus one read and is reused, so framing costs no
-//! allocation per message.
+//! A [`StreamFramer`] owns one connection's reassembly buffer. Frames are
+//! handed out as ranges of that buffer, which stay valid until the owner calls
+//! [`StreamFramer::compact`]; compacted between reads, it holds at most
+//! [`MAX_FRAME`] plus one read and is reused, so framing costs no allocation
+//! per message.
 
 use std::ops::Range;
+
+use crate::stun::{channel_data, classify, view, PacketKind};
 
 /// The largest frame: a STUN header plus the largest 16-bit body.
 pub const MAX_FRAME: usize = 20 + 0xFFFF;
@@ -29,30 +33,13 @@ pub struct StreamFramer {
 /// The length of the frame at the front of `bytes`: `Ok(None)` if more
 /// bytes are needed to tell or to complete it.
 pub fn frame_len(bytes: &[u8]) -> Result<Option<usize>, FramingError> {
-    let Some(&first) = bytes.first() else {
-        return Ok(None);
+    let len = match classify(bytes) {
+        PacketKind::Stun => view::message_len(bytes).map_err(|_| FramingError::Desynchronized)?,
+        PacketKind::ChannelData => channel_data::frame_len(bytes),
+        PacketKind::Other if bytes.is_empty() => None,
+        PacketKind::Other => return Err(FramingError::Desynchronized),
     };
-    let (header, body) = match first {
-        0..=3 => {
-            if bytes.len() >= 8 && bytes[4..8] != super::stun::view::MAGIC_COOKIE.to_be_bytes() {
-                return Err(FramingError::Desynchronized);
-            }
-            if bytes.len() < 4 {
-                return Ok(None);
-            }
-            (20, u16::from_be_bytes([bytes[2], bytes[3]]) as usize)
-        }
-        0x40..=0x7F => {
-            if bytes.len() < 4 {
-                return Ok(None);
-            }
-            let len = u16::from_be_bytes([bytes[2], bytes[3]]) as usize;
-            (4, (len + 3) & !3)
-        }
-        _ => return Err(FramingError::Desynchronized),
-    };
-    let total = header + body;
-    Ok((bytes.len() >= total).then_some(total))
+    Ok(len.filter(|n| bytes.len() >= *n))
 }
 
 impl StreamFramer {
@@ -61,13 +48,21 @@ impl StreamFramer {
         Self::default()
     }
 
-    /// Appends bytes read from the stream.
+    /// Appends bytes read from the stream. Bytes already buffered stay where
+    /// they are, so ranges from [`Self::next_frame`] remain valid.
     pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Drops the frames already returned, when that is cheap (all of them
+    /// were) or when they pile up (a frame's worth). Ranges from
+    /// [`Self::next_frame`] are invalid afterwards: call it only when nothing
+    /// borrows them any more.
+    pub fn compact(&mut self) {
         if self.start > 0 && (self.start == self.buf.len() || self.start >= MAX_FRAME) {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        self.buf.extend_from_slice(data);
     }
 
     /// Bytes buffered but not yet returned as frames.
@@ -110,6 +105,7 @@ mod tests {
         let mut f = StreamFramer::new();
         let mut frames = Vec::new();
         for chunk in stream.chunks(3) {
+            f.compact();
             f.push(chunk);
             while let Some(r) = f.next_frame().unwrap() {
                 frames.push(f.buffer()[r].to_vec());

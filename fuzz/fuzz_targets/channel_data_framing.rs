@@ -5,11 +5,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::framing::{frame_len, StreamFramer, MAX_FRAME};
+use switchboard_core::stun::channel_data::ChannelData;
 
 fn frames(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
     let mut f = StreamFramer::new();
     let mut out = Vec::new();
     for c in chunks {
+        f.compact();
         f.push(c);
         loop {
             match f.next_frame() {
@@ -17,6 +19,11 @@ fn frames(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
                     let fr = &f.buffer()[r];
                     assert!(fr.len() <= MAX_FRAME);
                     assert_eq!(frame_len(fr).ok().flatten(), Some(fr.len()));
+                    if let Ok(cd) = ChannelData::new_checked(fr) {
+                        // A framed ChannelData message holds its payload and at most 3 bytes of padding.
+                        assert!(fr.len() - cd.payload_range().end < 4);
+                        assert_eq!(cd.payload(), &fr[cd.payload_range()]);
+                    }
                     out.push(fr.to_vec());
                 }
                 Ok(None) => break,

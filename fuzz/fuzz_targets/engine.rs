@@ -230,7 +230,7 @@ impl Driver {
 
     fn client_input(&mut self, client: Client, data: &[u8]) {
         match client.via {
-            Via::Udp(local) => self.input(Input::Datagram { local, remote: client.remote, data }),
+            Via::Udp(local) => self.input(Input::Datagram { local, remote: client.remote, buf: data, packet: 0..data.len() }),
             Via::Tcp(conn) => {
                 if self.open.contains(&conn.0) {
                     self.input(Input::StreamData { conn, data });

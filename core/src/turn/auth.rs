@@ -2,9 +2,10 @@
 //! stateless nonces.
 //!
 //! A nonce is `sb1` + 16 hex digits of unix time + 16 hex digits of an HMAC
-//! over that time and the client's transport address, keyed by a secret
-//! derived from the engine's seed. Checking one needs no state, so a flood of
-//! unauthenticated requests costs no memory.
+//! over that time and the client's transport address, keyed by the nonce key
+//! ([`super::TurnConfig::nonce_key`]). Checking one needs no state, so a flood
+//! of unauthenticated requests costs no memory, and servers that share the key
+//! accept each other's nonces.
 
 use std::net::{IpAddr, SocketAddr};
 

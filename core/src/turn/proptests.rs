@@ -4,6 +4,14 @@
 
 use super::tests::{client, config, creds, error_code, request, Creds, REALM};
 use super::*;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::stun::message::{self, Attribute, Message};
+use crate::stun::view::{self, attr};
+use stun_codec::rfc5766::attributes::{Lifetime, RequestedTransport, XorPeerAddress};
+use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
+use stun_codec::MessageClass;
 use crate::framing::StreamFramer;
 use crate::stun::message::encode;
 use proptest::prelude::*;
@@ -187,7 +195,8 @@ impl Model {
     fn signed(&mut self, c: usize, m: u16, attrs: Vec<Attribute>) -> Vec<Vec<u8>> {
         let cl = Self::client(c);
         let tid = self.tid();
-        let _ = self.s.handle_client(self.wall, cl, &request(m, tid, vec![], None));
+        let req = request(m, tid, vec![], None);
+        let _ = self.s.handle_client(self.wall, cl, &req, 0..req.len());
         let nonce = self.drain().iter().find_map(|r| {
             let v = StunView::new_checked(r).ok()?;
             Some(String::from_utf8(v.find(attr::NONCE)?.to_vec()).unwrap())
@@ -195,7 +204,7 @@ impl Model {
         let Some(nonce) = nonce else { return vec![] };
         let tid = self.tid();
         let req = request(m, tid, attrs, Some((&self.cr, &nonce)));
-        let route = self.s.handle_client(self.wall, cl, &req);
+        let route = self.s.handle_client(self.wall, cl, &req, 0..req.len());
         assert!(route.is_none());
         self.drain()
     }
@@ -211,7 +220,7 @@ impl Model {
         let peer_of = |p: usize| PEERS[p].parse::<SocketAddr>().unwrap();
         match op {
             Op::Garbage(c, b) => {
-                let r = self.s.handle_client(self.wall, Self::client(c), &b);
+                let r = self.s.handle_client(self.wall, Self::client(c), &b, 0..b.len());
                 if let Some(r) = r {
                     self.check_route(c, r.peer, r.relay);
                 }
@@ -240,14 +249,15 @@ impl Model {
                     // CHANNEL-NUMBER by hand (stun_codec refuses some numbers).
                     let cl = Self::client(c);
                     let tid = self.tid();
-                    let _ = self.s.handle_client(self.wall, cl, &request(m, tid, vec![], None));
+                    let req = request(m, tid, vec![], None);
+                    let _ = self.s.handle_client(self.wall, cl, &req, 0..req.len());
                     let nonce = self.drain().iter().find_map(|r| StunView::new_checked(r).ok()?.find(attr::NONCE).map(|n| String::from_utf8(n.to_vec()).unwrap()));
                     let Some(nonce) = nonce else { return };
                     let tid = self.tid();
                     let mut req = request(m, tid, attrs, None);
                     super::tests::raw_attr(&mut req, attr::CHANNEL_NUMBER, &[(n >> 8) as u8, n as u8, 0, 0]);
                     let req = super::tests::sign(req, &self.cr, &nonce);
-                    let _ = self.s.handle_client(self.wall, cl, &req);
+                    let _ = self.s.handle_client(self.wall, cl, &req, 0..req.len());
                     self.drain()
                 } else {
                     self.signed(c, m, attrs)
@@ -268,15 +278,15 @@ impl Model {
                 m.add_attribute(XorPeerAddress::new(peer));
                 m.add_attribute(Data::new(b"payload".to_vec()).unwrap());
                 let bytes = encode(m, None, false);
-                if let Some(r) = self.s.handle_client(self.wall, Self::client(c), &bytes) {
+                if let Some(r) = self.s.handle_client(self.wall, Self::client(c), &bytes, 0..bytes.len()) {
                     self.check_route(c, r.peer, r.relay);
-                    assert_eq!(&bytes[r.payload], b"payload");
+                    assert_eq!(&bytes[r.range], b"payload");
                 }
             }
             Op::Channel(c, n) => {
                 let mut b = n.to_be_bytes().to_vec();
                 b.extend_from_slice(&[0, 3, 1, 2, 3]);
-                if let Some(r) = self.s.handle_client(self.wall, Self::client(c), &b) {
+                if let Some(r) = self.s.handle_client(self.wall, Self::client(c), &b, 0..b.len()) {
                     self.check_route(c, r.peer, r.relay);
                 }
             }

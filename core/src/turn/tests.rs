@@ -1,6 +1,15 @@
 //! TURN server tests with simulated time: every rule driven through real bytes.
 
 use super::*;
+use std::time::Duration;
+
+use crate::ids::Via;
+use crate::stun::message::{self, Attribute, Message};
+use crate::stun::view::attr;
+use stun_codec::rfc5389::attributes::{Nonce, Realm};
+use stun_codec::rfc5766::attributes::{Lifetime, RequestedTransport, XorPeerAddress};
+use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
+use stun_codec::MessageClass;
 use crate::stun::message::encode;
 use crate::stun::view::{decode_xor_address, message_type};
 use stun_codec::rfc5389::attributes::Username;
@@ -45,8 +54,12 @@ pub(crate) fn creds(user: &str, pass: &str) -> Creds {
 
 impl Harness {
     pub fn new(cfg: TurnConfig) -> Self {
+        Self::with_seed(cfg, [7; 32])
+    }
+
+    pub fn with_seed(cfg: TurnConfig, seed: crate::Seed) -> Self {
         let t0 = crate::time::test_start();
-        Harness { s: TurnServer::new(cfg, t0, UNIX0, &[7; 32]), t0, now: t0, next_tid: 0, next_port: 40000 }
+        Harness { s: TurnServer::new(cfg, t0, UNIX0, &seed), t0, now: t0, next_tid: 0, next_port: 40000 }
     }
 
     pub fn advance(&mut self, d: Duration) {
@@ -65,7 +78,7 @@ impl Harness {
 
     /// Sends `bytes` from `c` and returns the one response it gets.
     pub fn exchange(&mut self, c: Client, bytes: &[u8]) -> Vec<u8> {
-        assert!(self.s.handle_client(self.now, c, bytes).is_none());
+        assert!(self.s.handle_client(self.now, c, bytes, 0..bytes.len()).is_none());
         let out = self.outputs();
         match out.as_slice() {
             [Output::Transmit(t)] => {
@@ -94,7 +107,7 @@ impl Harness {
     /// Allocates for `c`; returns the relay address the shell "bound".
     pub fn allocate(&mut self, c: Client, cr: &Creds) -> SocketAddr {
         let (req, _) = self.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], cr);
-        assert!(self.s.handle_client(self.now, c, &req).is_none());
+        assert!(self.s.handle_client(self.now, c, &req, 0..req.len()).is_none());
         let out = self.outputs();
         let [Output::BindRelay { allocation, family: Family::V4, port: PortRequest::Any }] = out.as_slice() else {
             panic!("expected BindRelay, got {out:?}")
@@ -234,7 +247,7 @@ fn allocate_then_allocation_mismatch_and_retransmission() {
     let mut h2 = Harness::new(config());
     let first = {
         let (req, _) = h2.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice);
-        let _ = h2.s.handle_client(h2.now, c, &req);
+        let _ = h2.s.handle_client(h2.now, c, &req, 0..req.len());
         let Some(Output::BindRelay { allocation, .. }) = h2.s.poll_output() else { panic!() };
         h2.s.handle_relay_bound(h2.now, allocation, Some("10.0.0.1:50000".parse().unwrap()), None);
         let Some(Output::Transmit(t)) = h2.s.poll_output() else { panic!() };
@@ -257,7 +270,7 @@ fn allocate_errors() {
     assert_eq!(h.code_of(c, method::ALLOCATE, vec![RequestedTransport::new(17).into(), v6.into()], &alice), Some(440));
     // DONT-FRAGMENT is accepted.
     let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into(), DontFragment.into()], &alice);
-    let _ = h.s.handle_client(h.now, c, &req);
+    let _ = h.s.handle_client(h.now, c, &req, 0..req.len());
     assert!(matches!(h.outputs().as_slice(), [Output::BindRelay { .. }]));
     assert_eq!(h.s.allocation_count(), 1);
 }
@@ -278,7 +291,7 @@ fn relay_bind_failure_gives_508_and_frees_quota() {
     let alice = creds("alice", "alicepw");
     let c = client(1);
     let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into()], &alice);
-    let _ = h.s.handle_client(h.now, c, &req);
+    let _ = h.s.handle_client(h.now, c, &req, 0..req.len());
     let Some(Output::BindRelay { allocation, .. }) = h.s.poll_output() else { panic!() };
     h.s.handle_relay_bound(h.now, allocation, None, None);
     let Some(Output::Transmit(t)) = h.s.poll_output() else { panic!() };
@@ -320,7 +333,7 @@ fn refresh_extends_clamps_and_zero_deletes() {
     let r = h.exchange(c, &req);
     assert_eq!(StunView::new_checked(&r).unwrap().find(attr::LIFETIME), Some(&600u32.to_be_bytes()[..]));
     let (req, _) = h.signed(c, method::REFRESH, vec![Lifetime::new(Duration::ZERO).unwrap().into()], &alice);
-    assert!(h.s.handle_client(h.now, c, &req).is_none());
+    assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
     let out = h.outputs();
     assert!(matches!(out.as_slice(), [Output::ReleaseRelay { .. }, Output::Transmit(_)]), "{out:?}");
     assert_eq!(h.s.allocation_count(), 0);
@@ -383,7 +396,7 @@ fn quotas_give_486() {
     assert_eq!(h.code_of(client(4), method::ALLOCATE, vec![RequestedTransport::new(17).into()], &carol), Some(486));
     // Freeing one makes room again.
     let (req, _) = h.signed(client(1), method::REFRESH, vec![Lifetime::new(Duration::ZERO).unwrap().into()], &alice);
-    let _ = h.s.handle_client(h.now, client(1), &req);
+    let _ = h.s.handle_client(h.now, client(1), &req, 0..req.len());
     h.outputs();
     h.allocate(client(2), &alice);
 }
@@ -419,7 +432,8 @@ fn denied_peers_get_403_and_nothing_is_installed() {
     // One bad peer in a list refuses the whole request.
     let attrs = vec![XorPeerAddress::new(peer()).into(), XorPeerAddress::new("127.0.0.1:1".parse().unwrap()).into()];
     assert_eq!(h.code_of(c, method::CREATE_PERMISSION, attrs, &alice), Some(403));
-    assert!(h.s.handle_client(h.now, c, &send_indication(peer(), b"x")).is_none());
+    let ind = send_indication(peer(), b"x");
+    assert!(h.s.handle_client(h.now, c, &ind, 0..ind.len()).is_none());
     assert_eq!(h.s.stats().dropped_no_permission, 1);
     // An IPv6 peer on an IPv4 allocation is a family mismatch.
     assert_eq!(h.permit(c, &alice, "[2606:4700::1]:9".parse().unwrap()), Some(443));
@@ -432,7 +446,7 @@ fn ipv6_allocation_refuses_every_embedded_ipv4_bypass() {
     let c = client(1);
     let v6 = RequestedAddressFamily::new(AddressFamily::V6);
     let (req, _) = h.signed(c, method::ALLOCATE, vec![RequestedTransport::new(17).into(), v6.into()], &alice);
-    let _ = h.s.handle_client(h.now, c, &req);
+    let _ = h.s.handle_client(h.now, c, &req, 0..req.len());
     let Some(Output::BindRelay { allocation, family: Family::V6, .. }) = h.s.poll_output() else { panic!() };
     h.s.handle_relay_bound(h.now, allocation, Some("[2001:db8::1]:50000".parse().unwrap()), None);
     h.outputs();
@@ -462,12 +476,12 @@ fn send_indication_and_data_indication_through_a_permission_with_its_lifetime() 
     let c = client(1);
     let relay = h.allocate(c, &alice);
     let ind = send_indication(peer(), b"hello peer");
-    assert!(h.s.handle_client(h.now, c, &ind).is_none(), "no permission yet");
+    assert!(h.s.handle_client(h.now, c, &ind, 0..ind.len()).is_none(), "no permission yet");
     assert_eq!(h.relay_from_peer(relay, peer(), b"x"), None, "no permission yet");
     assert_eq!(h.permit(c, &alice, peer()), None);
-    let route = h.s.handle_client(h.now, c, &ind).unwrap();
+    let route = h.s.handle_client(h.now, c, &ind, 0..ind.len()).unwrap();
     assert_eq!((route.relay, route.peer), (relay, peer()));
-    assert_eq!(&ind[route.payload], b"hello peer");
+    assert_eq!(&ind[route.range], b"hello peer");
     // Any port of a permitted IP may send back; it arrives as a Data indication.
     let other_port: SocketAddr = "8.8.8.8:6000".parse().unwrap();
     let framed = h.relay_from_peer(relay, other_port, b"hello client").unwrap();
@@ -477,9 +491,9 @@ fn send_indication_and_data_indication_through_a_permission_with_its_lifetime() 
     assert_eq!(v.find(attr::DATA), Some(&b"hello client"[..]));
     // A permission lasts 300 s.
     h.advance(PERMISSION_LIFETIME - Duration::from_secs(1));
-    assert!(h.s.handle_client(h.now, c, &ind).is_some());
+    assert!(h.s.handle_client(h.now, c, &ind, 0..ind.len()).is_some());
     h.advance(Duration::from_secs(1));
-    assert!(h.s.handle_client(h.now, c, &ind).is_none());
+    assert!(h.s.handle_client(h.now, c, &ind, 0..ind.len()).is_none());
     assert_eq!(h.relay_from_peer(relay, peer(), b"late"), None);
     // Data from an unknown relay address is dropped.
     assert_eq!(h.relay_from_peer("10.9.9.9:1".parse().unwrap(), peer(), b"x"), None);
@@ -500,13 +514,14 @@ fn channel_bind_rules_and_channel_data_both_ways() {
     assert_eq!(h.bind(c, &alice, 0x4001, peer()), Some(400), "peer already bound to another number");
     assert_eq!(h.bind(c, &alice, 0x4FFF, other), None);
     let cd = channel_data(0x4000, b"via channel");
-    let route = h.s.handle_client(h.now, c, &cd).unwrap();
-    assert_eq!((route.relay, route.peer, &cd[route.payload.clone()]), (relay, peer(), &b"via channel"[..]));
+    let route = h.s.handle_client(h.now, c, &cd, 0..cd.len()).unwrap();
+    assert_eq!((route.relay, route.peer, &cd[route.range.clone()]), (relay, peer(), &b"via channel"[..]));
     // Unbound number, truncated length: dropped.
-    assert!(h.s.handle_client(h.now, c, &channel_data(0x4001, b"x")).is_none());
+    let unbound = channel_data(0x4001, b"x");
+    assert!(h.s.handle_client(h.now, c, &unbound, 0..unbound.len()).is_none());
     let mut short = channel_data(0x4000, b"abcd");
     short.truncate(6);
-    assert!(h.s.handle_client(h.now, c, &short).is_none());
+    assert!(h.s.handle_client(h.now, c, &short, 0..short.len()).is_none());
     // Peer to client over a channel: ChannelData, unpadded over UDP.
     let framed = h.relay_from_peer(relay, peer(), b"back").unwrap();
     assert_eq!(framed, channel_data(0x4000, b"back"));
@@ -517,10 +532,10 @@ fn channel_bind_rules_and_channel_data_both_ways() {
     assert_eq!(h.permit(c, &alice, peer()), None);
     assert_eq!(h.code_of(c, method::REFRESH, vec![], &alice), None);
     h.advance(Duration::from_secs(290));
-    assert!(h.s.handle_client(h.now, c, &cd).is_some());
+    assert!(h.s.handle_client(h.now, c, &cd, 0..cd.len()).is_some());
     assert_eq!(h.permit(c, &alice, peer()), None);
     h.advance(Duration::from_secs(20));
-    assert!(h.s.handle_client(h.now, c, &cd).is_none(), "channel expired at 600 s");
+    assert!(h.s.handle_client(h.now, c, &cd, 0..cd.len()).is_none(), "channel expired at 600 s");
     // Expired: peer data comes back as a Data indication, and the number can be rebound elsewhere.
     let framed = h.relay_from_peer(relay, peer(), b"x").unwrap();
     assert_eq!(StunView::new_checked(&framed).unwrap().method(), method::DATA);
@@ -565,7 +580,8 @@ fn time_going_backwards_is_ignored() {
     h.allocate(c, &alice);
     h.advance(Duration::from_secs(100));
     h.s.handle_timeout(h.t0);
-    let _ = h.s.handle_client(h.t0, c, &send_indication(peer(), b"x"));
+    let ind = send_indication(peer(), b"x");
+    let _ = h.s.handle_client(h.t0, c, &ind, 0..ind.len());
     assert_eq!(h.s.allocation_count(), 1);
     h.advance(Duration::from_secs(500));
     assert_eq!(h.s.allocation_count(), 0);
@@ -576,11 +592,11 @@ fn garbage_and_responses_are_dropped_and_counted() {
     let mut h = Harness::new(config());
     let c = client(1);
     for junk in [&b""[..], b"\x16\xfe\xfd", b"\x80\x00\x00\x00", b"\x00\x01\x00\x00", b"\x40"] {
-        assert!(h.s.handle_client(h.now, c, junk).is_none());
+        assert!(h.s.handle_client(h.now, c, junk, 0..junk.len()).is_none());
     }
     let mut resp = request(method::BINDING, [1; 12], vec![], None);
     resp[0..2].copy_from_slice(&message_type(method::BINDING, Class::Success).to_be_bytes());
-    assert!(h.s.handle_client(h.now, c, &resp).is_none());
+    assert!(h.s.handle_client(h.now, c, &resp, 0..resp.len()).is_none());
     assert!(h.outputs().is_empty());
     assert_eq!(h.s.stats().dropped_malformed, 6);
 }
@@ -617,7 +633,7 @@ fn allocate_with(h: &mut Harness, c: Client, cr: &Creds, extra: Vec<Attribute>) 
     let mut attrs = vec![RequestedTransport::new(17).into()];
     attrs.extend(extra);
     let (req, _) = h.signed(c, method::ALLOCATE, attrs, cr);
-    assert!(h.s.handle_client(h.now, c, &req).is_none());
+    assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
     h.outputs()
 }
 
@@ -692,5 +708,6 @@ fn strict_channel_numbers_refuse_the_rfc5766_range() {
     lax.allocate(c, &alice);
     assert_eq!(lax.bind(c, &alice, 0x7FFF, peer()), None);
     let cd = channel_data(0x7FFF, b"legacy");
-    assert_eq!(&cd[lax.s.handle_client(lax.now, c, &cd).unwrap().payload], b"legacy");
+    assert_eq!(&cd[lax.s.handle_client(lax.now, c, &cd, 0..cd.len()).unwrap().range], b"legacy");
 }
+

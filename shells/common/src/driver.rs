@@ -112,8 +112,8 @@ impl Driver {
 
     /// A datagram of `len` bytes, received into [`Driver::recv_buf`], from `remote` on the listener at `local`.
     pub fn datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
-        let data = &self.buf[RELAY_HEADROOM..RELAY_HEADROOM + len];
-        let fwd = self.engine.handle_input(Instant::now(), Input::Datagram { local, remote, data });
+        let packet = RELAY_HEADROOM..RELAY_HEADROOM + len;
+        let fwd = self.engine.handle_input(Instant::now(), Input::Datagram { local, remote, buf: &self.buf, packet });
         self.forward(io, fwd);
         self.drain(io);
     }
@@ -293,7 +293,7 @@ impl Driver {
     fn forward(&mut self, io: &mut impl Sockets, fwd: Forward) {
         match fwd {
             Forward::None => {}
-            Forward::ToPeer(r) => io.send_from_relay(r.relay, r.peer, &self.buf[RELAY_HEADROOM..][r.payload]),
+            Forward::ToPeer(r) => io.send_from_relay(r.relay, r.peer, &self.buf[r.range]),
             Forward::ToClient(r) => io.send_to_client(r.to, &self.buf[r.range]),
         }
     }

@@ -1,0 +1,70 @@
+//! What a [`super::TurnServer`] is configured with.
+
+use std::net::IpAddr;
+
+use super::policy::PeerPolicy;
+
+/// Configuration of a [`super::TurnServer`]. Its `Debug` output redacts secrets.
+#[derive(Clone)]
+pub struct TurnConfig {
+    /// The realm of long-term credentials.
+    pub realm: String,
+    /// Static users as (name, password).
+    pub users: Vec<(String, String)>,
+    /// The TURN REST API shared secret (coturn's `static-auth-secret`).
+    pub static_auth_secret: Option<String>,
+    /// Which peers may be relayed to.
+    pub peer_policy: PeerPolicy,
+    /// Most allocations one user may hold; 0 for no limit.
+    pub user_quota: u32,
+    /// Most allocations in total; 0 for no limit.
+    pub total_quota: u32,
+    /// Whether relay sockets of each family can be bound (IPv4, IPv6).
+    pub relay_families: (bool, bool),
+    /// The address to advertise in XOR-RELAYED-ADDRESS instead of the bound
+    /// one, for a server behind NAT (same family only).
+    pub external_ip: Option<IpAddr>,
+    /// SOFTWARE attribute to send, if any.
+    pub software: Option<String>,
+    /// Most permissions one allocation may hold.
+    pub max_permissions: usize,
+    /// Accept only RFC 8656 channel numbers (0x4000-0x4FFF). When false (the
+    /// default), the RFC 5766 range 0x4000-0x7FFF is accepted too, as coturn
+    /// does and as its own clients need.
+    pub strict_channel_numbers: bool,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            realm: "switchboard".into(),
+            users: Vec::new(),
+            static_auth_secret: None,
+            peer_policy: PeerPolicy::default(),
+            user_quota: 0,
+            total_quota: 0,
+            relay_families: (true, false),
+            external_ip: None,
+            software: Some(concat!("switchboard ", env!("CARGO_PKG_VERSION")).into()),
+            max_permissions: 128,
+            strict_channel_numbers: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnConfig")
+            .field("realm", &self.realm)
+            .field("users", &self.users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+            .field("static_auth_secret", &self.static_auth_secret.as_ref().map(|_| "<redacted>"))
+            .field("peer_policy", &self.peer_policy)
+            .field("user_quota", &self.user_quota)
+            .field("total_quota", &self.total_quota)
+            .field("relay_families", &self.relay_families)
+            .field("external_ip", &self.external_ip)
+            .field("max_permissions", &self.max_permissions)
+            .field("strict_channel_numbers", &self.strict_channel_numbers)
+            .finish()
+    }
+}
