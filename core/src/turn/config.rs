@@ -13,6 +13,10 @@ pub struct TurnConfig {
     pub users: Vec<(String, String)>,
     /// The TURN REST API shared secret (coturn's `static-auth-secret`).
     pub static_auth_secret: Option<String>,
+    /// The key nonces are made and checked with. Servers that share it accept
+    /// each other's nonces (one engine per worker thread needs that); shells
+    /// make a random one at start. `None`: derived from the server's seed.
+    pub nonce_key: Option<[u8; 32]>,
     /// Which peers may be relayed to.
     pub peer_policy: PeerPolicy,
     /// Most allocations one user may hold; 0 for no limit.
@@ -40,6 +44,7 @@ impl Default for TurnConfig {
             realm: "switchboard".into(),
             users: Vec::new(),
             static_auth_secret: None,
+            nonce_key: None,
             peer_policy: PeerPolicy::default(),
             user_quota: 0,
             total_quota: 0,
@@ -58,6 +63,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("realm", &self.realm)
             .field("users", &self.users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
             .field("static_auth_secret", &self.static_auth_secret.as_ref().map(|_| "<redacted>"))
+            .field("nonce_key", &self.nonce_key.as_ref().map(|_| "<redacted>"))
             .field("peer_policy", &self.peer_policy)
             .field("user_quota", &self.user_quota)
             .field("total_quota", &self.total_quota)

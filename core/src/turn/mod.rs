@@ -187,13 +187,14 @@ pub struct TurnServer {
 
 impl TurnServer {
     /// A server started at `now`, when the unix time was `unix_now` seconds,
-    /// with randomness from `seed`.
+    /// with randomness from `seed`. Nonces are keyed by the configuration's
+    /// `nonce_key`, or when it has none by a key derived from `seed`.
     pub fn new(config: TurnConfig, now: Instant, unix_now: u64, seed: &Seed) -> Self {
         let creds = Credentials::new(
             &config.realm,
             &config.users,
             config.static_auth_secret.as_deref(),
-            rng::derive(seed, "turn nonce key"),
+            config.nonce_key.unwrap_or_else(|| rng::derive(seed, "turn nonce key")),
         );
         let h = hash::hasher(seed);
         TurnServer {

@@ -711,3 +711,29 @@ fn strict_channel_numbers_refuse_the_rfc5766_range() {
     assert_eq!(&cd[lax.s.handle_client(lax.now, c, &cd, 0..cd.len()).unwrap().range], b"legacy");
 }
 
+#[test]
+fn servers_sharing_a_nonce_key_accept_each_others_nonces() {
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let shared = TurnConfig { nonce_key: Some([42; 32]), ..config() };
+    let mut a = Harness::with_seed(shared.clone(), [1; 32]);
+    let mut b = Harness::with_seed(shared, [2; 32]);
+    let nonce = a.nonce(c);
+    // Authenticated by b with a's nonce: the answer is about the (missing) allocation.
+    let req = request(method::REFRESH, b.tid(), vec![], Some((&alice, &nonce)));
+    assert_eq!(error_code(&b.exchange(c, &req)), Some(437));
+    // Without a shared key, each derives its own from its seed: the nonce is stale there.
+    let mut a = Harness::with_seed(config(), [1; 32]);
+    let mut b = Harness::with_seed(config(), [2; 32]);
+    let nonce = a.nonce(c);
+    let req = request(method::REFRESH, b.tid(), vec![], Some((&alice, &nonce)));
+    assert_eq!(error_code(&b.exchange(c, &req)), Some(438));
+}
+
+#[test]
+fn the_nonce_key_is_redacted_in_debug() {
+    let cfg = TurnConfig { nonce_key: Some([42; 32]), ..config() };
+    let shown = format!("{cfg:?}");
+    assert!(shown.contains("nonce_key: Some(\"<redacted>\")"), "{shown}");
+    assert!(!shown.contains("[42"), "{shown}");
+}

@@ -219,6 +219,7 @@ impl ServeArgs {
             realm: a.realm.unwrap_or_else(|| "switchboard".into()),
             users,
             static_auth_secret: Some(secret),
+            nonce_key: Some(crate::os_seed()),
             peer_policy: PeerPolicy {
                 allow_loopback: a.allow_loopback_peers,
                 allowed: a.allowed_peer_ip.unwrap_or_default(),
