@@ -1,9 +1,10 @@
 //! # switchboard-core
 //!
 //! The sans-IO protocol engine of Switchboard: STUN (RFC 8489) and TURN
-//! (RFC 8656), and signaling rooms; the SFU is to come. It owns no sockets, reads
-//! no clock and starts no threads: time comes in as an argument, randomness
-//! as a seed, packets as borrowed bytes, and what to send comes back out.
+//! (RFC 8656), signaling rooms, and an SFU that forwards media between the
+//! participants of a room. It owns no sockets, reads no clock and starts no
+//! threads: time comes in as an argument, randomness as a seed, packets as
+//! borrowed bytes, and what to send comes back out.
 //!
 //! Start at [`Switchboard`] for the whole server and its drive contract, or
 //! use a part alone: [`turn::TurnServer`] (which also answers Binding) or
