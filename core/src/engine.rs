@@ -483,3 +483,6 @@ impl Switchboard {
         self.turn.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests;

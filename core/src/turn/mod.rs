@@ -338,4 +338,4 @@ impl TurnServer {
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

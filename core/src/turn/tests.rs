@@ -200,7 +200,7 @@ fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
     encode(m, None, true)
 }
 
-fn channel_data(number: u16, data: &[u8]) -> Vec<u8> {
+pub(crate) fn channel_data(number: u16, data: &[u8]) -> Vec<u8> {
     let mut b = number.to_be_bytes().to_vec();
     b.extend_from_slice(&(data.len() as u16).to_be_bytes());
     b.extend_from_slice(data);
@@ -209,7 +209,7 @@ fn channel_data(number: u16, data: &[u8]) -> Vec<u8> {
 
 const PEER: &str = "8.8.8.8:5000";
 
-fn peer() -> SocketAddr {
+pub(crate) fn peer() -> SocketAddr {
     PEER.parse().unwrap()
 }
 
