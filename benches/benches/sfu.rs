@@ -9,8 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchboard_core::sfu::bot::Bot;
-use switchboard_core::sfu::lab::Lab;
+use switchboard_core::lab::{Bot, Lab};
 
 fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("sfu_forward");

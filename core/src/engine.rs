@@ -1,8 +1,11 @@
 //! The whole server as one state machine: [`Switchboard`].
 //!
-//! It composes the parts (the STUN/TURN server, signaling and the SFU) behind
-//! one [`Input`] and one [`Output`], and does the framing of stream (TCP)
-//! clients so that shells only move bytes.
+//! It composes the parts (the STUN/TURN server, signaling and, with the `sfu`
+//! feature, the SFU) behind one [`Input`] and one [`Output`], and does the
+//! framing of stream (TCP) clients so that shells only move bytes. Signaling
+//! and the SFU do not know each other: the engine hands signaling's
+//! [`signal::RoomEvent`]s to the SFU, and the SFU's messages to signaling,
+//! which encodes and counts everything that goes on a WebSocket.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,7 +17,10 @@ use crate::hash::{self, Map};
 use crate::framing::{StreamFramer, MAX_FRAME};
 use crate::ids::{AllocationId, Client, ConnId, Family, Via};
 use crate::rng::Seed;
-use crate::sfu::{RoomStats, Sfu, SfuConfig, SfuOutput, SfuStats};
+#[cfg(feature = "sfu")]
+use crate::sfu::{RoomStats, Sfu, SfuConfig, SfuError, SfuMessage, SfuOutput, SfuStats};
+#[cfg(feature = "sfu")]
+use crate::signal::{ErrorCode, RoomEvent, ServerMsg};
 use crate::signal::{self, SignalConfig, SignalStats, Signaling};
 use crate::time::Monotonic;
 use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnServer, TurnStats};
@@ -28,6 +34,7 @@ pub struct Config {
     /// server's REST secret is used, so handed-out credentials work.
     pub signal: SignalConfig,
     /// The SFU, if media is served (then `sfu` rooms can be joined).
+    #[cfg(feature = "sfu")]
     pub sfu: Option<SfuConfig>,
 }
 
@@ -191,6 +198,7 @@ pub struct Stats {
     /// The signaling server's counters.
     pub signal: SignalStats,
     /// The SFU's counters.
+    #[cfg(feature = "sfu")]
     pub sfu: SfuStats,
     /// Stream connections open now.
     pub streams: u64,
@@ -245,6 +253,7 @@ struct StreamRoute {
 pub struct Switchboard {
     turn: TurnServer,
     signal: Signaling,
+    #[cfg(feature = "sfu")]
     sfu: Option<Sfu>,
     streams: Map<ConnId, Stream>,
     routes: VecDeque<StreamRoute>,
@@ -261,9 +270,17 @@ impl Switchboard {
         if signal.turn_secret.is_none() {
             signal.turn_secret = config.turn.static_auth_secret.clone();
         }
-        signal.sfu_enabled = config.sfu.is_some();
+        #[cfg(feature = "sfu")]
+        let sfu = config.sfu.map(|c| Sfu::new(c, now, &crate::rng::derive(seed, "sfu")));
+        #[cfg(feature = "sfu")]
+        let sfu_enabled = sfu.is_some();
+        #[cfg(not(feature = "sfu"))]
+        let sfu_enabled = false;
+        // Without an SFU, joining an `sfu` room is refused with `unsupported-mode`.
+        signal.sfu_enabled = sfu_enabled;
         Switchboard {
-            sfu: config.sfu.map(|c| Sfu::new(c, now, &crate::rng::derive(seed, "sfu"))),
+            #[cfg(feature = "sfu")]
+            sfu,
             signal: Signaling::new(signal, now, unix_now, &crate::rng::derive(seed, "signaling")),
             turn: TurnServer::new(config.turn, now, unix_now, seed),
             streams: Map::with_hasher(hash::hasher(seed)),
@@ -285,16 +302,18 @@ impl Switchboard {
     }
 
     /// The SFU inside, if configured.
+    #[cfg(feature = "sfu")]
     pub fn sfu(&self) -> Option<&Sfu> {
         self.sfu.as_ref()
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, feature = "sfu"))]
     pub(crate) fn sfu_mut(&mut self) -> Option<&mut Sfu> {
         self.sfu.as_mut()
     }
 
     /// Per room and participant counters of the SFU.
+    #[cfg(feature = "sfu")]
     pub fn sfu_rooms(&self) -> Vec<RoomStats> {
         self.sfu.as_ref().map(Sfu::room_stats).unwrap_or_default()
     }
@@ -304,7 +323,10 @@ impl Switchboard {
         let mut s = self.stats.clone();
         s.turn = self.turn.stats();
         s.signal = self.signal.stats();
-        s.sfu = self.sfu.as_ref().map(Sfu::stats).unwrap_or_default();
+        #[cfg(feature = "sfu")]
+        {
+            s.sfu = self.sfu.as_ref().map(Sfu::stats).unwrap_or_default();
+        }
         s.streams = self.streams.values().filter(|s| s.open).count() as u64;
         s
     }
@@ -360,12 +382,16 @@ impl Switchboard {
                 Forward::None
             }
             Input::MediaDatagram { remote, data } => {
+                #[cfg(feature = "sfu")]
                 if let Some(sfu) = &mut self.sfu {
                     sfu.handle_datagram(now, remote, data);
                 }
+                #[cfg(not(feature = "sfu"))]
+                let _ = (remote, data);
                 Forward::None
             }
             Input::Timeout => {
+                #[cfg(feature = "sfu")]
                 if let Some(sfu) = &mut self.sfu {
                     sfu.handle_timeout(now);
                 }
@@ -376,12 +402,25 @@ impl Switchboard {
     }
 
     /// Hands what signaling decided for SFU rooms to the SFU.
+    #[cfg(feature = "sfu")]
     fn pump_sfu(&mut self, now: Instant) {
-        while let Some(ev) = self.signal.poll_sfu_event() {
-            if let Some(sfu) = &mut self.sfu {
-                sfu.handle_event(now, ev);
+        while let Some(ev) = self.signal.poll_room_event() {
+            let Some(sfu) = &mut self.sfu else { continue };
+            match ev {
+                RoomEvent::Join { conn, room, id } => sfu.join(now, conn, room, id),
+                RoomEvent::Leave { conn } => sfu.leave(now, conn),
+                RoomEvent::Offer { conn, sdp } => sfu.handle_offer(now, conn, &sdp),
+                RoomEvent::Answer { conn, sdp } => sfu.handle_answer(now, conn, &sdp),
+                RoomEvent::Candidate { conn, candidate } => sfu.handle_candidate(now, conn, &candidate),
+                RoomEvent::Layer { conn, publisher, rid } => sfu.set_layer(now, conn, publisher, &rid),
             }
         }
+    }
+
+    /// Without an SFU no `sfu` room can be joined, so there is nothing to hand on.
+    #[cfg(not(feature = "sfu"))]
+    fn pump_sfu(&mut self, _now: Instant) {
+        while self.signal.poll_room_event().is_some() {}
     }
 
     /// Frames the bytes of a stream and hands each complete frame to the TURN
@@ -453,17 +492,27 @@ impl Switchboard {
         if let Some(m) = self.signal.poll_output() {
             return Output::SignalSend(m);
         }
-        if let Some(o) = self.sfu.as_mut().and_then(Sfu::poll_output) {
-            return match o {
-                SfuOutput::Signal { conn, text } => Output::SignalSend(signal::Send { conn, text }),
-                SfuOutput::Transmit { to, data } => Output::MediaTransmit { to, data },
-            };
+        #[cfg(feature = "sfu")]
+        while let Some(o) = self.sfu.as_mut().and_then(Sfu::poll_output) {
+            match o {
+                // Signaling encodes and counts it, and hands it out next.
+                SfuOutput::Signal { conn, msg } => {
+                    self.signal.send_sfu(conn, &to_wire(&msg));
+                    if let Some(m) = self.signal.poll_output() {
+                        return Output::SignalSend(m);
+                    }
+                }
+                SfuOutput::Transmit { to, data } => return Output::MediaTransmit { to, data },
+            }
         }
         if let Some(conn) = self.closing.pop_front() {
             self.streams.remove(&conn);
             return Output::CloseStream(conn);
         }
-        let sfu = self.sfu.as_mut().and_then(Sfu::poll_timeout);
+        #[cfg(feature = "sfu")]
+        let sfu = self.sfu.as_ref().and_then(Sfu::poll_timeout);
+        #[cfg(not(feature = "sfu"))]
+        let sfu = None;
         let turn = self.turn.poll_timeout();
         Output::Timeout(match (turn, sfu) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -486,3 +535,26 @@ impl Switchboard {
 
 #[cfg(test)]
 mod tests;
+
+/// What the SFU says to a participant, as the signaling message that carries it.
+#[cfg(feature = "sfu")]
+fn to_wire(msg: &SfuMessage) -> ServerMsg<'_> {
+    match msg {
+        SfuMessage::Offer { sdp } => ServerMsg::Offer { sdp },
+        SfuMessage::Answer { sdp } => ServerMsg::Answer { sdp },
+        SfuMessage::Candidate { candidate, sdp_mid, sdp_mline_index } => {
+            ServerMsg::Candidate { candidate, sdp_mid: sdp_mid.as_deref(), sdp_mline_index: *sdp_mline_index }
+        }
+        SfuMessage::Error { code, message } => ServerMsg::Error { code: error_code(*code), message },
+    }
+}
+
+/// The signaling error code for an SFU refusal (the codes clients have always seen).
+#[cfg(feature = "sfu")]
+fn error_code(e: SfuError) -> ErrorCode {
+    match e {
+        SfuError::NotJoined => ErrorCode::NotJoined,
+        SfuError::NoSuchPeer => ErrorCode::NoSuchPeer,
+        SfuError::BadOffer | SfuError::BadAnswer | SfuError::BadCandidate | SfuError::NoSuchLayer => ErrorCode::BadMessage,
+    }
+}

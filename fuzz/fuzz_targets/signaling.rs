@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use switchboard_core::signal::{SignalConfig, Signaling};
+use switchboard_core::signal::{RoomEvent, SignalConfig, Signaling};
 use switchboard_core::ConnId;
 
 #[derive(Arbitrary, Debug)]
@@ -54,9 +54,15 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Wait(ms) => now += Duration::from_millis(u64::from(ms)),
         }
-        while let Some(ev) = s.poll_sfu_event() {
-            // Only connections in sfu rooms reach the SFU.
-            let _ = ev;
+        while let Some(ev) = s.poll_room_event() {
+            // Only connections in sfu rooms reach the media server, and a layer choice names a peer of the room.
+            match ev {
+                RoomEvent::Layer { conn, publisher, .. } => assert!(open.contains(&conn) && open.contains(&publisher)),
+                RoomEvent::Join { conn, .. } | RoomEvent::Offer { conn, .. } | RoomEvent::Answer { conn, .. } | RoomEvent::Candidate { conn, .. } => {
+                    assert!(open.contains(&conn))
+                }
+                _ => {}
+            }
         }
         while let Some(m) = s.poll_output() {
             assert!(open.contains(&m.conn), "sent to a connection that is not open");

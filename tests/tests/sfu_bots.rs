@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchboard_core::sfu::bot::Bot;
+use switchboard_core::lab::Bot;
 use switchboard_tests::{Server, SERVERS};
 use tungstenite::{Message, WebSocket};
 

@@ -5,9 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::bot::Bot;
-use super::lab::Lab;
 use super::*;
+use crate::lab::{Bot, Lab};
 use crate::engine::Input;
 
 #[test]

@@ -6,6 +6,15 @@
 //! tells it when the connection closes, then drains [`Signaling::poll_output`]
 //! for the text messages to send. It never closes a connection itself: bad
 //! input gets an `error` message and the connection goes on.
+//!
+//! It owns rooms and peer ids, for both modes. What concerns the media of
+//! `sfu` rooms (joins and leaves, the SDP, candidates and layer choices
+//! addressed to the server) comes out of [`Signaling::poll_room_event`] as
+//! [`RoomEvent`]s, with peer ids already resolved to connections, for a media
+//! server to act on; what that media server says back goes in through
+//! [`Signaling::send_sfu`], so that everything on the WebSocket is encoded
+//! and counted here. It knows nothing of the SFU itself:
+//! [`crate::Switchboard`] wires the two.
 
 pub mod protocol;
 #[cfg(test)]
@@ -21,7 +30,6 @@ use crate::hash::{self, Map};
 use crate::ids::ConnId;
 use crate::rng::{Rng, Seed};
 use crate::time::{Monotonic, WallClock};
-use crate::sfu::SfuEvent;
 use crate::turn::auth::{rest_password, rest_username};
 
 pub use protocol::{ClientMsg, ErrorCode, IceServer, Mode, PeerInfo, ServerMsg};
@@ -101,6 +109,57 @@ pub struct Send {
     pub text: String,
 }
 
+/// What signaling tells the media server about an `sfu` room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomEvent {
+    /// `conn` joined the `sfu` room `room` as peer `id`.
+    Join {
+        /// The signaling connection.
+        conn: ConnId,
+        /// The room's name.
+        room: String,
+        /// The peer's id (what the others know it by).
+        id: String,
+    },
+    /// `conn` left its `sfu` room (or disconnected).
+    Leave {
+        /// The signaling connection.
+        conn: ConnId,
+    },
+    /// An SDP offer from the peer to the server.
+    Offer {
+        /// The signaling connection.
+        conn: ConnId,
+        /// The SDP.
+        sdp: String,
+    },
+    /// An SDP answer to the server's offer.
+    Answer {
+        /// The signaling connection.
+        conn: ConnId,
+        /// The SDP.
+        sdp: String,
+    },
+    /// A trickled ICE candidate (`candidate:...` line) for the server.
+    Candidate {
+        /// The signaling connection.
+        conn: ConnId,
+        /// The candidate line.
+        candidate: String,
+    },
+    /// The peer wants simulcast layer `rid` of the video of `publisher`, a
+    /// peer of its room (instead of the layer its bandwidth picks).
+    Layer {
+        /// The signaling connection.
+        conn: ConnId,
+        /// The publisher's signaling connection.
+        publisher: ConnId,
+        /// The layer, or `auto`.
+        rid: String,
+    },
+}
+
 /// Counters of the signaling server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SignalStats {
@@ -150,7 +209,7 @@ pub struct Signaling {
     ids: Map<String, ConnId>,
     rooms: Map<String, Room>,
     out: VecDeque<Send>,
-    sfu: VecDeque<SfuEvent>,
+    room_events: VecDeque<RoomEvent>,
     stats: SignalStats,
 }
 
@@ -169,7 +228,7 @@ impl Signaling {
             ids: Map::with_hasher(hash::hasher(seed)),
             rooms: Map::with_hasher(hash::hasher(seed)),
             out: VecDeque::new(),
-            sfu: VecDeque::new(),
+            room_events: VecDeque::new(),
             stats: SignalStats::default(),
         }
     }
@@ -232,10 +291,24 @@ impl Signaling {
         self.out.pop_front()
     }
 
-    /// The next event for the SFU (joins, leaves, SDP and candidates of SFU
-    /// rooms), if any. Drain after every `handle_*` call.
-    pub fn poll_sfu_event(&mut self) -> Option<SfuEvent> {
-        self.sfu.pop_front()
+    /// The next event for the media server (joins, leaves, SDP, candidates
+    /// and layer choices of `sfu` rooms), if any. Drain after every
+    /// `handle_*` call.
+    pub fn poll_room_event(&mut self) -> Option<RoomEvent> {
+        self.room_events.pop_front()
+    }
+
+    /// Sends what the media server says to the peer on `conn` (`offer`,
+    /// `answer`, `candidate` or `error`), encoded and counted like every
+    /// other message. Dropped if `conn` is not open.
+    pub fn send_sfu(&mut self, conn: ConnId, msg: &ServerMsg<'_>) {
+        if !self.peers.contains_key(&conn) {
+            return;
+        }
+        if matches!(msg, ServerMsg::Error { .. }) {
+            self.stats.errors += 1;
+        }
+        self.send(conn, msg);
     }
 
     /// The token bucket: true if the message may be handled.
@@ -285,26 +358,35 @@ impl Signaling {
             }
             ClientMsg::Message { to, data } => self.relay(conn, to, &data),
             ClientMsg::Chat { text } => self.chat(conn, &text),
-            ClientMsg::Offer { sdp } => self.pass_to_sfu(conn, |conn| SfuEvent::Offer { conn, sdp }),
-            ClientMsg::Answer { sdp } => self.pass_to_sfu(conn, |conn| SfuEvent::Answer { conn, sdp }),
-            ClientMsg::Layer { peer, rid } => self.pass_to_sfu(conn, |conn| SfuEvent::Layer { conn, peer, rid }),
+            ClientMsg::Offer { sdp } => self.pass_to_sfu(conn, RoomEvent::Offer { conn, sdp }),
+            ClientMsg::Answer { sdp } => self.pass_to_sfu(conn, RoomEvent::Answer { conn, sdp }),
+            ClientMsg::Layer { peer, rid } => {
+                let room = self.sfu_room(conn)?;
+                let publisher = self.ids.get(&peer).copied().filter(|c| room.members.contains(c));
+                let publisher = publisher.ok_or(Refusal(ErrorCode::NoSuchPeer, "no such peer in your room"))?;
+                self.pass_to_sfu(conn, RoomEvent::Layer { conn, publisher, rid })
+            }
             ClientMsg::Candidate { candidate, .. } => {
                 if candidate.is_empty() {
                     return Ok(()); // end of gathering
                 }
-                self.pass_to_sfu(conn, |conn| SfuEvent::Candidate { conn, candidate })
+                self.pass_to_sfu(conn, RoomEvent::Candidate { conn, candidate })
             }
         }
     }
 
-    /// Passes an SFU message on, if `conn` is in an SFU room.
-    fn pass_to_sfu(&mut self, conn: ConnId, ev: impl FnOnce(ConnId) -> SfuEvent) -> Result<(), Refusal> {
+    /// The `sfu` room `conn` is in.
+    fn sfu_room(&self, conn: ConnId) -> Result<&Room, Refusal> {
         let p = self.peers.get(&conn).ok_or(Refusal(ErrorCode::NotJoined, "not connected"))?;
         let room = p.room.as_ref().ok_or(Refusal(ErrorCode::NotJoined, "join a room first"))?;
-        if self.rooms.get(room).map(|r| r.mode) != Some(Mode::Sfu) {
-            return Err(Refusal(ErrorCode::NotSfu, "offer, answer and candidate are for sfu rooms"));
-        }
-        self.sfu.push_back(ev(conn));
+        let room = self.rooms.get(room).filter(|r| r.mode == Mode::Sfu);
+        room.ok_or(Refusal(ErrorCode::NotSfu, "offer, answer and candidate are for sfu rooms"))
+    }
+
+    /// Passes a message for the media server on, if `conn` is in an `sfu` room.
+    fn pass_to_sfu(&mut self, conn: ConnId, event: RoomEvent) -> Result<(), Refusal> {
+        self.sfu_room(conn)?;
+        self.room_events.push_back(event);
         Ok(())
     }
 
@@ -355,7 +437,7 @@ impl Signaling {
             self.push(c, other.clone());
         }
         if mode == Mode::Sfu {
-            self.sfu.push_back(SfuEvent::Join { conn, id, room });
+            self.room_events.push_back(RoomEvent::Join { conn, room, id });
         }
         Ok(())
     }
@@ -369,7 +451,7 @@ impl Signaling {
         let mut others = Vec::new();
         if let Some(r) = self.rooms.get_mut(&room) {
             if r.mode == Mode::Sfu {
-                self.sfu.push_back(SfuEvent::Leave { conn });
+                self.room_events.push_back(RoomEvent::Leave { conn });
             }
             r.members.retain(|c| *c != conn);
             others = r.members.clone();

@@ -9,6 +9,11 @@
 //! {"type":"leave"}
 //! {"type":"message","to":"3f2a9c01","data":{"sdp":"..."}}   // to optional: absent = everyone else in the room
 //! {"type":"chat","text":"hello"}
+//! // sfu rooms only, addressed to the server:
+//! {"type":"offer","sdp":"v=0..."}
+//! {"type":"answer","sdp":"v=0..."}                          // to the server's offer
+//! {"type":"candidate","candidate":"candidate:...","sdpMid":"0","sdpMLineIndex":0}   // sdpMid, sdpMLineIndex optional
+//! {"type":"layer","peer":"77b0e1d2","rid":"h"}              // simulcast layer of that peer's video, or "auto"
 //! ```
 //!
 //! Server to client:
@@ -24,8 +29,16 @@
 //! {"type":"bye","room":"demo","id":"77b0e1d2"}
 //! {"type":"message","from":"77b0e1d2","data":{"sdp":"..."}}
 //! {"type":"chat","from":"77b0e1d2","name":"Bob","text":"hello"}
+//! // sfu rooms only, from the server:
+//! {"type":"offer","sdp":"v=0..."}                           // the tracks it sends you changed
+//! {"type":"answer","sdp":"v=0..."}                          // to your offer
+//! {"type":"candidate","candidate":"candidate:...","sdpMid":"0","sdpMLineIndex":0}
 //! {"type":"error","code":"not-joined","message":"join a room first"}
 //! ```
+//!
+//! In `sfu` rooms the server, not another peer, is the other end of `offer`,
+//! `answer` and `candidate`; [`super::Signaling`] checks and passes them on as
+//! [`super::RoomEvent`]s and carries the media server's replies.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -227,6 +227,43 @@ fn mode_mismatch_when_sfu_enabled() {
 }
 
 #[test]
+fn sfu_rooms_emit_room_events_with_peers_resolved_to_connections() {
+    let mut h = H::new(SignalConfig { sfu_enabled: true, ..config() });
+    let sfu_join = |h: &mut H, c: u64| {
+        h.open(c);
+        let out = h.say(c, r#"{"type":"join","room":"r","mode":"sfu"}"#);
+        out.iter().find(|(to, m)| *to == c && m["type"] == "joined").unwrap().1["id"].as_str().unwrap().to_string()
+    };
+    let a = sfu_join(&mut h, 1);
+    let b = sfu_join(&mut h, 2);
+    let events: Vec<RoomEvent> = std::iter::from_fn(|| h.s.poll_room_event()).collect();
+    assert_eq!(events, vec![
+        RoomEvent::Join { conn: ConnId(1), room: "r".into(), id: a.clone() },
+        RoomEvent::Join { conn: ConnId(2), room: "r".into(), id: b },
+    ]);
+    // A layer choice names a peer; the media server gets its connection.
+    h.say(2, &format!(r#"{{"type":"layer","peer":"{a}","rid":"h"}}"#));
+    assert_eq!(h.s.poll_room_event(), Some(RoomEvent::Layer { conn: ConnId(2), publisher: ConnId(1), rid: "h".into() }));
+    let out = h.say(2, r#"{"type":"layer","peer":"nobody","rid":"h"}"#);
+    assert_eq!(error_code(&out, 2).as_deref(), Some("no-such-peer"));
+    assert_eq!(h.s.poll_room_event(), None);
+    // What the media server says is encoded and counted here; nothing goes to a closed connection.
+    let before = h.s.stats();
+    h.s.send_sfu(ConnId(1), &ServerMsg::Answer { sdp: "v=0" });
+    h.s.send_sfu(ConnId(1), &ServerMsg::Error { code: ErrorCode::BadMessage, message: "not an SDP offer" });
+    h.s.send_sfu(ConnId(9), &ServerMsg::Answer { sdp: "v=0" });
+    let out = h.drain();
+    assert_eq!(out, vec![
+        (1, serde_json::json!({"type": "answer", "sdp": "v=0"})),
+        (1, serde_json::json!({"type": "error", "code": "bad-message", "message": "not an SDP offer"})),
+    ]);
+    let after = h.s.stats();
+    assert_eq!((after.messages_out - before.messages_out, after.errors - before.errors), (2, 1));
+    h.close(1);
+    assert_eq!(h.s.poll_room_event(), Some(RoomEvent::Leave { conn: ConnId(1) }));
+}
+
+#[test]
 fn floods_are_rate_limited_per_connection_and_recover() {
     let mut h = H::new(SignalConfig { rate_burst: 10, rate_per_second: 5, ..config() });
     h.join(1, "r");

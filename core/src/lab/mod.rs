@@ -1,15 +1,23 @@
-//! An in-memory network: a [`Switchboard`] engine with an SFU and any number
-//! of [`Bot`]s, wired without sockets on simulated time. For tests of the SFU
-//! and for benchmarks of its forward path; not for production use.
+//! Test rigs for the SFU, behind the `lab` feature (and in the core's own
+//! tests): [`Bot`], a headless str0m participant that speaks the signaling
+//! protocol, and [`Lab`], an in-memory network of a [`Switchboard`] engine
+//! with an SFU and any number of bots, wired without sockets on simulated
+//! time. For tests of the SFU, benchmarks of its forward path and load
+//! generators; not for production use.
+//!
+//! It sits above the engine (it drives a whole [`Switchboard`]), which is
+//! why it is a module of its own and not part of [`crate::sfu`].
+
+mod bot;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::bot::{Bot, Received};
-use super::SfuConfig;
+pub use bot::{Bot, Received, VideoSeen};
 use crate::engine::{Config, Input, Output, Switchboard};
 use crate::ids::ConnId;
+use crate::sfu::SfuConfig;
 
 /// The SFU's media address in the lab.
 pub const MEDIA: &str = "10.0.0.100:7882";

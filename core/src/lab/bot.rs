@@ -7,8 +7,8 @@
 //! ([`Bot::handle_signal`]) and the datagrams ([`Bot::handle_datagram`]), call
 //! [`Bot::handle_timeout`] at [`Bot::poll_timeout`], and send what
 //! [`Bot::poll_signal`] and [`Bot::poll_transmit`] return. Used by the core's
-//! tests (bots and the SFU wired in memory), by the end-to-end tests and by
-//! load generators (real sockets).
+//! tests and benchmarks (bots and the SFU wired in memory, see
+//! [`super::Lab`]) and by the end-to-end tests (real sockets).
 //!
 //! Every payload starts with the publisher's 8-byte tag, so a receiver knows
 //! whose packet it got without trusting any header.

@@ -1,0 +1,244 @@
+//! Who is in the SFU and what each participant's connection carries: join and
+//! leave, the participant's offers and answers, trickled candidates, and the
+//! server's own offers when the tracks a subscriber should get change
+//! (renegotiation), with glare handled by letting the participant's offer win.
+
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, IceCreds};
+
+use super::{Leg, Participant, ParticipantStats, Sfu, SfuError, SfuMessage, TrackId};
+use crate::ids::ConnId;
+
+impl Sfu {
+    /// `conn` joins the room with key `room`; `label` names its media streams
+    /// toward the others (the msid stream id; signaling's peer id).
+    pub fn join(&mut self, now: Instant, conn: ConnId, room: String, label: String) {
+        let now = self.time.advance(now);
+        if self.participants.contains_key(&conn) {
+            // Already in: leave first, as signaling does.
+            return;
+        }
+        let ufrag = format!("{:016x}", self.rng.next_u64());
+        let pass = format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64());
+        let mut rtc = self.rtc_config.clone().set_local_ice_credentials(IceCreds { ufrag: ufrag.clone(), pass }).build(now);
+        if let Ok(c) = Candidate::host(self.config.media_addr, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        self.by_ufrag.insert(ufrag.clone(), conn);
+        self.rooms.entry(room.clone()).or_default().push(conn);
+        let p = Participant {
+            label,
+            room,
+            rtc,
+            ufrag,
+            addr: None,
+            ssrc_tracks: Vec::new(),
+            published: Vec::new(),
+            legs: Vec::new(),
+            pending: None,
+            dirty: true,
+            negotiated: false,
+            stale_mids: Vec::new(),
+            channel: None,
+            stats: ParticipantStats::default(),
+        };
+        self.participants.insert(conn, p);
+        self.drive(now, conn);
+    }
+
+    /// `conn` left (or disconnected): its subscriptions end, and its tracks
+    /// end for everyone.
+    pub fn leave(&mut self, now: Instant, conn: ConnId) {
+        let now = self.time.advance(now);
+        let Some(mut p) = self.participants.remove(&conn) else { return };
+        p.rtc.disconnect();
+        self.deadlines.remove(conn);
+        self.by_ufrag.remove(&p.ufrag);
+        if let Some(a) = p.addr {
+            self.by_addr.remove(&a);
+        }
+        if let Some(m) = self.rooms.get_mut(&p.room) {
+            m.retain(|c| *c != conn);
+            if m.is_empty() {
+                self.rooms.remove(&p.room);
+            }
+        }
+        for leg in &p.legs {
+            if let Some(t) = self.tracks.get_mut(&leg.track) {
+                t.subscribers.retain(|c| *c != conn);
+            }
+        }
+        for tid in p.published {
+            self.remove_track(now, tid);
+        }
+    }
+
+    /// An SDP offer from participant `conn`: answered at once (with the
+    /// server's candidate trickled after it), then whatever the server has
+    /// to offer it follows.
+    pub fn handle_offer(&mut self, now: Instant, conn: ConnId, sdp: &str) {
+        let now = self.time.advance(now);
+        let Some(p) = self.participants.get_mut(&conn) else {
+            return self.error(conn, SfuError::NotJoined, "join an sfu room first");
+        };
+        let Ok(offer) = SdpOffer::from_sdp_string(sdp) else {
+            return self.error(conn, SfuError::BadOffer, "not an SDP offer");
+        };
+        if p.pending.take().is_some() {
+            // Glare: our offer is void; whatever it carried is offered again after this exchange.
+            p.dirty = true;
+        }
+        match p.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => {
+                p.negotiated = true;
+                // An ICE restart may change our ufrag.
+                let ufrag = p.rtc.direct_api().local_ice_credentials().ufrag;
+                if ufrag != p.ufrag {
+                    self.by_ufrag.remove(&p.ufrag);
+                    self.by_ufrag.insert(ufrag.clone(), conn);
+                    p.ufrag = ufrag;
+                }
+                let sdp = answer.to_sdp_string();
+                let candidate = Candidate::host(self.config.media_addr, "udp").ok().map(|c| {
+                    let sdp_mid = sdp.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_string());
+                    SfuMessage::Candidate { candidate: c.to_sdp_string(), sdp_mid, sdp_mline_index: 0 }
+                });
+                self.signal(conn, SfuMessage::Answer { sdp });
+                if let Some(c) = candidate {
+                    self.signal(conn, c);
+                }
+            }
+            Err(_) => self.error(conn, SfuError::BadOffer, "the offer cannot be accepted"),
+        }
+        self.drive(now, conn);
+        self.negotiate(now, conn);
+    }
+
+    /// Participant `conn`'s SDP answer to the server's pending offer.
+    pub fn handle_answer(&mut self, now: Instant, conn: ConnId, sdp: &str) {
+        let now = self.time.advance(now);
+        let Some(p) = self.participants.get_mut(&conn) else { return };
+        let Ok(answer) = SdpAnswer::from_sdp_string(sdp) else {
+            return self.error(conn, SfuError::BadAnswer, "not an SDP answer");
+        };
+        let Some(pending) = p.pending.take() else {
+            return self.error(conn, SfuError::BadAnswer, "no offer of the server is pending");
+        };
+        if p.rtc.sdp_api().accept_answer(pending, answer).is_err() {
+            p.dirty = true;
+        }
+        // The legs' send streams exist now.
+        let mut fresh = Vec::new();
+        for leg in &mut p.legs {
+            if leg.ssrc.is_none() {
+                leg.ssrc = p.rtc.direct_api().stream_tx_by_mid(leg.mid, None).map(|s| s.ssrc());
+                if leg.ssrc.is_some() && leg.kind == MediaKind::Video {
+                    fresh.push(leg.track);
+                }
+            }
+        }
+        self.drive(now, conn);
+        // A new subscriber gets a keyframe fast.
+        for t in fresh {
+            self.request_keyframe(now, t);
+        }
+        self.negotiate(now, conn);
+    }
+
+    /// A trickled ICE candidate line (`candidate:...`, or with `a=`) from participant `conn`.
+    pub fn handle_candidate(&mut self, now: Instant, conn: ConnId, candidate: &str) {
+        let now = self.time.advance(now);
+        let Some(p) = self.participants.get_mut(&conn) else { return };
+        let line = candidate.strip_prefix("a=").unwrap_or(candidate);
+        match Candidate::from_sdp_string(line) {
+            Ok(c) => p.rtc.add_remote_candidate(c),
+            Err(_) => self.error(conn, SfuError::BadCandidate, "not an ICE candidate"),
+        }
+        self.drive(now, conn);
+    }
+
+    /// Ends a track: every subscriber's leg is stopped and renegotiated away.
+    pub(super) fn remove_track(&mut self, now: Instant, tid: TrackId) {
+        let Some(t) = self.tracks.remove(&tid) else { return };
+        if let Some(p) = self.participants.get_mut(&t.owner) {
+            p.published.retain(|x| *x != tid);
+            p.ssrc_tracks.iter_mut().filter(|e| e.1 == Some(tid)).for_each(|e| e.1 = None);
+        }
+        for sub in t.subscribers {
+            let Some(s) = self.participants.get_mut(&sub) else { continue };
+            let Some(i) = s.legs.iter().position(|l| l.track == tid) else { continue };
+            let leg = s.legs.remove(i);
+            if s.pending.is_some() {
+                // An offer is out: stop the m-line with the next one.
+                s.stale_mids.push(leg.mid);
+                s.dirty = true;
+                continue;
+            }
+            let mut api = s.rtc.sdp_api();
+            api.stop_media(leg.mid);
+            if let Some((offer, pending)) = api.apply() {
+                s.pending = Some(pending);
+                self.signal(sub, SfuMessage::Offer { sdp: offer.to_sdp_string() });
+            }
+            self.drive(now, sub);
+        }
+    }
+
+    /// The room's new tracks: everyone else in `conn`'s room is offered them.
+    pub(super) fn announce_tracks(&mut self, now: Instant, conn: ConnId) {
+        let room = self.participants.get(&conn).map(|p| p.room.as_str()).unwrap_or_default();
+        let others: Vec<ConnId> = self.rooms.get(room).into_iter().flatten().copied().filter(|c| *c != conn).collect();
+        for o in others {
+            if let Some(p) = self.participants.get_mut(&o) {
+                p.dirty = true;
+            }
+            self.negotiate(now, o);
+        }
+    }
+
+    /// Offers the participant the tracks of its room it lacks, if no offer is pending.
+    fn negotiate(&mut self, now: Instant, conn: ConnId) {
+        let Some(p) = self.participants.get(&conn) else { return };
+        if !p.dirty || !p.negotiated || p.pending.is_some() {
+            return;
+        }
+        // (track, kind, its publisher's label as the stream id)
+        let wanted: Vec<(TrackId, MediaKind, String)> = self
+            .rooms
+            .get(&p.room)
+            .into_iter()
+            .flatten()
+            .filter(|c| **c != conn)
+            .filter_map(|c| self.participants.get(c))
+            .flat_map(|o| o.published.iter().map(move |t| (*t, o.label.clone())))
+            .filter(|(t, _)| !p.legs.iter().any(|l| l.track == *t))
+            .filter_map(|(t, owner)| self.tracks.get(&t).map(|tr| (t, tr.kind, owner)))
+            .collect();
+        let Some(p) = self.participants.get_mut(&conn) else { return };
+        p.dirty = false;
+        if wanted.is_empty() && p.stale_mids.is_empty() {
+            return;
+        }
+        let stale = std::mem::take(&mut p.stale_mids);
+        let mut api = p.rtc.sdp_api();
+        for mid in stale {
+            api.stop_media(mid);
+        }
+        for (tid, kind, owner) in wanted {
+            let mid = api.add_media(kind, Direction::SendOnly, Some(owner), Some(format!("t{tid}")), None);
+            if let Some(t) = self.tracks.get_mut(&tid) {
+                p.legs.push(Leg::new(tid, mid, kind, &t.layers));
+                t.subscribers.push(conn);
+            }
+        }
+        // `api` borrows the Rtc only; the legs above are the participant's other field.
+        if let Some((offer, pending)) = api.apply() {
+            p.pending = Some(pending);
+            self.signal(conn, SfuMessage::Offer { sdp: offer.to_sdp_string() });
+        }
+        self.drive(now, conn);
+    }
+}

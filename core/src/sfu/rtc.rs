@@ -1,0 +1,113 @@
+//! Draining one participant's str0m `Rtc` after every mutation: its
+//! datagrams go out, its events become SFU actions (new and ended tracks,
+//! RTP to forward, keyframe requests, statistics, bandwidth estimates, data
+//! channels), and its next timeout becomes the participant's deadline.
+
+use std::time::{Duration, Instant};
+
+use str0m::bwe::BweKind;
+use str0m::media::Direction;
+use str0m::Event;
+
+use super::simulcast::choose_layers;
+use super::{Sfu, SfuOutput, Track, TrackId};
+use crate::ids::ConnId;
+
+/// Times one drive re-runs str0m's timers for work due now, before deferring it.
+const MAX_REFEEDS: u32 = 4;
+
+/// The least time until a participant's next deadline, so that one drive does
+/// bounded work (str0m's pacer may say "now" again and again).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+impl Sfu {
+    /// Drains one participant's Rtc: transmits, events, and its next deadline.
+    pub(super) fn drive(&mut self, now: Instant, conn: ConnId) {
+        let mut new_tracks = false;
+        let mut want_keyframes: Vec<TrackId> = Vec::new();
+        let mut ended_tracks: Vec<TrackId> = Vec::new();
+        let mut refeeds = 0;
+        loop {
+            let Some(p) = self.participants.get_mut(&conn) else { return };
+            let out = match p.rtc.poll_output() {
+                Ok(o) => o,
+                Err(_) => {
+                    // A broken connection: it stops here; signaling's leave removes it.
+                    self.deadlines.remove(conn);
+                    break;
+                }
+            };
+            match out {
+                str0m::Output::Timeout(at) => {
+                    if at <= now && refeeds < MAX_REFEEDS {
+                        // str0m queued work for "now" (e.g. after write_rtp): run it and drain again.
+                        refeeds += 1;
+                        let _ = p.rtc.handle_input(str0m::Input::Timeout(now));
+                        continue;
+                    }
+                    self.deadlines.set(conn, at.max(now + MIN_WAIT));
+                    break;
+                }
+                str0m::Output::Transmit(t) => {
+                    if p.addr != Some(t.destination) {
+                        // ICE verified this address (str0m answers only checks it accepted).
+                        if let Some(old) = p.addr.replace(t.destination) {
+                            self.by_addr.remove(&old);
+                        }
+                        self.by_addr.insert(t.destination, conn);
+                    }
+                    self.out.push_back(SfuOutput::Transmit { to: t.destination, data: t.contents.into() });
+                }
+                str0m::Output::Event(ev) => match ev {
+                    Event::Connected => p.stats.connected = true,
+                    Event::MediaAdded(m)
+                        if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) && !p.legs.iter().any(|l| l.mid == m.mid) =>
+                    {
+                        let tid = self.next_track;
+                        self.next_track += 1;
+                        p.published.push(tid);
+                        let layers = m.simulcast.map(|s| s.recv.into_iter().map(|l| l.rid).collect()).unwrap_or_default();
+                        let track = Track { owner: conn, mid: m.mid, kind: m.kind, subscribers: Vec::new(), last_keyframe_request: None, layers };
+                        self.tracks.insert(tid, track);
+                        new_tracks = true;
+                    }
+                    Event::MediaChanged(m)
+                        // The publisher stopped sending on an m-line: that track ends.
+                        if !matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) =>
+                    {
+                        let tracks = &self.tracks;
+                        ended_tracks.extend(p.published.iter().copied().filter(|t| tracks.get(t).is_some_and(|t| t.mid == m.mid)));
+                    }
+                    Event::RtpPacket(pkt) => self.forward(now, conn, pkt),
+                    Event::KeyframeRequest(r) => {
+                        if let Some(t) = p.legs.iter().find(|l| l.mid == r.mid).map(|l| l.track) {
+                            self.request_keyframe(now, t);
+                        }
+                    }
+                    Event::PeerStats(st) => {
+                        p.stats.rtt_ms = st.rtt.map(|d| d.as_millis() as u64);
+                        p.stats.loss = st.ingress_loss_fraction;
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
+                        p.stats.bwe_bps = Some(estimate.as_u64());
+                        choose_layers(&mut p.legs, estimate.as_u64(), &self.tracks);
+                        want_keyframes.extend(p.legs.iter().filter(|l| l.rewrite.wants_switch()).map(|l| l.track));
+                    }
+                    Event::ChannelOpen(id, _) => p.channel = Some(id),
+                    Event::ChannelClose(_) => p.channel = None,
+                    Event::ChannelData(d) => self.relay_data(now, conn, d.binary, &d.data),
+                    _ => {}
+                },
+            }
+        }
+        for t in want_keyframes {
+            self.request_keyframe(now, t);
+        }
+        for t in ended_tracks {
+            self.remove_track(now, t);
+        }
+        if new_tracks {
+            self.announce_tracks(now, conn);
+        }
+    }
+}
