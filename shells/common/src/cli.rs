@@ -318,6 +318,15 @@ mod tests {
         }
     }
 
+    /// Writes a config file for one test.
+    fn config_file(test: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sb-cli-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     #[test]
     fn defaults_are_loopback_with_a_generated_secret() {
         let s = parse(&[]).resolve().unwrap();
@@ -330,10 +339,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let dir = std::env::temp_dir().join(format!("sb-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
-        std::fs::write(&path, "realm = \"filerealm\"\nuser-quota = 3\nuser = [\"a:b\"]\nallow-loopback-peers = true\ndenied-peer-ip = [\"8.8.8.0/24\"]\n").unwrap();
+        let path = config_file("flags", "realm = \"filerealm\"\nuser-quota = 3\nuser = [\"a:b\"]\nallow-loopback-peers = true\ndenied-peer-ip = [\"8.8.8.0/24\"]\n");
         let s = parse(&["--config", path.to_str().unwrap(), "--realm", "flagrealm"]).resolve().unwrap();
         assert_eq!(s.turn.realm, "flagrealm");
         assert_eq!(s.turn.user_quota, 3);
@@ -397,9 +403,7 @@ mod tests {
         flags.sort();
         listed.sort();
         assert_eq!(flags, listed);
-        let dir = std::env::temp_dir().join(format!("sb-cli-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
+        let path = config_file("keys", "");
         let defaults = all_of(&parse(&["--static-auth-secret", "x"]).resolve().unwrap());
         for (key, flag_value, file_value) in EVERY_SETTING {
             let flag = format!("--{key}");
@@ -422,10 +426,7 @@ mod tests {
 
     #[test]
     fn a_flag_left_out_keeps_the_file_value() {
-        let dir = std::env::temp_dir().join(format!("sb-cli-bool-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
-        std::fs::write(&path, "allow-loopback-peers = true\nmin-port = 50000\n").unwrap();
+        let path = config_file("left-out", "allow-loopback-peers = true\nmin-port = 50000\n");
         let s = parse(&["--config", path.to_str().unwrap(), "--max-port", "50001"]).resolve().unwrap();
         assert!(s.turn.peer_policy.allow_loopback);
         assert_eq!(s.ports, (50000, 50001));
