@@ -7,7 +7,8 @@
 //! and their responses ([`http::router`], including the `/stats` JSON) and
 //! the HTTP/1.1 and WebSocket framing ([`http`]). Everything STUN, TURN,
 //! signaling and SFU (which bytes a client or peer gets, and when) is the
-//! core's decision; the driver only passes it on.
+//! core's decision; the driver only passes it on, closing a stream client
+//! whose out-queue overflows (see [`sockets::MAX_STREAM_BACKLOG`]).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
