@@ -1,7 +1,8 @@
 //! The command line (clap) and the TOML config file, merged into [`Settings`].
 //!
 //! Every `serve` flag has a config-file key of the same name
-//! (`--turn-listen` is `turn-listen = "..."`). Flags win over the file.
+//! (`--turn-listen` is `turn-listen = "..."`). Flags win over the file, the
+//! file over defaults. A setting is declared once, in `serve_settings!`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -29,71 +30,123 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-/// Flags of `serve`. All optional: unset ones come from the config file, then defaults.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ServeArgs {
-    /// Config file (TOML) with the same keys as these flags.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
+/// Declares the `serve` settings once: each one's flag (clap attributes and
+/// doc), its config-file key (the same name, kebab-case) and its default
+/// (after `=`; a setting without one stays optional). From that list come
+/// [`ServeArgs`] (flags and file, every field optional), its merge
+/// (flags win over the file) and the merged values with defaults filled in.
+macro_rules! serve_settings {
+    ($(
+        $(#[$attr:meta])*
+        $name:ident: $ty:ty $(= $default:expr)?;
+    )*) => {
+        /// Flags of `serve`, or the keys of its config file. All optional:
+        /// unset flags come from the file, then from defaults.
+        #[derive(Debug, Clone, Default, Args, Deserialize)]
+        #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+        pub struct ServeArgs {
+            /// Config file (TOML) with the same keys as these flags.
+            #[arg(long, value_name = "FILE")]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[$attr])*
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// Every setting, flags over file over defaults, before it is checked.
+        struct Merged {
+            $($name: merged_type!($ty $(, $default)?),)*
+        }
+
+        impl ServeArgs {
+            /// Fields set here win; unset ones are taken from `file`.
+            fn or(self, file: ServeArgs) -> ServeArgs {
+                ServeArgs { config: self.config, $($name: self.$name.or(file.$name),)* }
+            }
+
+            /// Fills in the defaults.
+            fn merged(self) -> Merged {
+                Merged { $($name: with_default!(self.$name $(, $default)?),)* }
+            }
+        }
+    };
+}
+
+/// A setting's type once merged: plain with a default, else optional.
+macro_rules! merged_type {
+    ($ty:ty) => { Option<$ty> };
+    ($ty:ty, $default:expr) => { $ty };
+}
+
+/// A setting's value once merged: the default when unset, if it has one.
+macro_rules! with_default {
+    ($value:expr) => { $value };
+    ($value:expr, $default:expr) => { $value.unwrap_or_else(|| $default) };
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("a valid default address")
+}
+
+serve_settings! {
     /// STUN/TURN listen address, UDP and TCP [default: 127.0.0.1:3478].
     #[arg(long, value_name = "ADDR")]
-    pub turn_listen: Option<SocketAddr>,
+    turn_listen: SocketAddr = addr("127.0.0.1:3478");
     /// Address to bind relay sockets on; repeat for one IPv4 and one IPv6 [default: 127.0.0.1].
     #[arg(long, value_name = "IP")]
-    pub relay_ip: Option<Vec<IpAddr>>,
+    relay_ip: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
     /// Lowest relay port [default: 49152].
     #[arg(long, value_name = "PORT")]
-    pub min_port: Option<u16>,
+    min_port: u16 = 49152;
     /// Highest relay port [default: 65535].
     #[arg(long, value_name = "PORT")]
-    pub max_port: Option<u16>,
+    max_port: u16 = 65535;
     /// Realm of the long-term credentials [default: switchboard].
     #[arg(long)]
-    pub realm: Option<String>,
+    realm: String = "switchboard".into();
     /// A static TURN user as NAME:PASS; repeatable.
     #[arg(long, value_name = "NAME:PASS")]
-    pub user: Option<Vec<String>>,
+    user: Vec<String> = Vec::new();
     /// Shared secret for TURN REST API credentials (coturn's static-auth-secret).
     #[arg(long, env = "SWITCHBOARD_STATIC_AUTH_SECRET", hide_env_values = true, value_name = "SECRET")]
-    pub static_auth_secret: Option<String>,
+    static_auth_secret: String;
     /// Allow relaying to loopback addresses (for local tests only).
-    #[arg(long)]
-    #[serde(default)]
-    pub allow_loopback_peers: bool,
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    allow_loopback_peers: bool = false;
     /// A peer network to allow even if denied otherwise (CIDR); repeatable.
     #[arg(long, value_name = "CIDR")]
     #[serde(default, deserialize_with = "de_nets")]
-    pub allowed_peer_ip: Option<Vec<IpNet>>,
+    allowed_peer_ip: Vec<IpNet> = Vec::new();
     /// A peer network to refuse (CIDR); repeatable.
     #[arg(long, value_name = "CIDR")]
     #[serde(default, deserialize_with = "de_nets")]
-    pub denied_peer_ip: Option<Vec<IpNet>>,
+    denied_peer_ip: Vec<IpNet> = Vec::new();
     /// Most allocations per user; 0 for no limit [default: 0].
     #[arg(long, value_name = "N")]
-    pub user_quota: Option<u32>,
+    user_quota: u32 = 0;
     /// Most allocations in total; 0 for no limit [default: 0].
     #[arg(long, value_name = "N")]
-    pub total_quota: Option<u32>,
+    total_quota: u32 = 0;
     /// Public address to advertise for relays when behind NAT.
     #[arg(long, value_name = "IP")]
-    pub external_ip: Option<IpAddr>,
+    external_ip: IpAddr;
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    log_level: String = "info".into();
     /// HTTP listen address: the web client, /ws signaling, /healthz, /stats [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
-    pub http_listen: Option<SocketAddr>,
+    http_listen: SocketAddr = addr("127.0.0.1:8080");
     /// Most peers in a p2p room [default: 2].
     #[arg(long, value_name = "N")]
-    pub room_capacity: Option<usize>,
+    room_capacity: usize = 2;
     /// SFU media listen address, UDP: one port for every participant [default: 127.0.0.1:7882].
     #[arg(long, value_name = "ADDR")]
-    pub media_listen: Option<SocketAddr>,
+    media_listen: SocketAddr = addr("127.0.0.1:7882");
     /// Most participants in an SFU room [default: 16].
     #[arg(long, value_name = "N")]
-    pub sfu_room_capacity: Option<usize>,
+    sfu_room_capacity: usize = 16;
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
@@ -153,31 +206,6 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ServeArgs {
-    /// Fields set here win; unset ones are taken from `file`.
-    fn or(self, file: ServeArgs) -> ServeArgs {
-        ServeArgs {
-            config: self.config,
-            turn_listen: self.turn_listen.or(file.turn_listen),
-            relay_ip: self.relay_ip.or(file.relay_ip),
-            min_port: self.min_port.or(file.min_port),
-            max_port: self.max_port.or(file.max_port),
-            realm: self.realm.or(file.realm),
-            user: self.user.or(file.user),
-            static_auth_secret: self.static_auth_secret.or(file.static_auth_secret),
-            allow_loopback_peers: self.allow_loopback_peers || file.allow_loopback_peers,
-            allowed_peer_ip: self.allowed_peer_ip.or(file.allowed_peer_ip),
-            denied_peer_ip: self.denied_peer_ip.or(file.denied_peer_ip),
-            user_quota: self.user_quota.or(file.user_quota),
-            total_quota: self.total_quota.or(file.total_quota),
-            external_ip: self.external_ip.or(file.external_ip),
-            log_level: self.log_level.or(file.log_level),
-            http_listen: self.http_listen.or(file.http_listen),
-            room_capacity: self.room_capacity.or(file.room_capacity),
-            media_listen: self.media_listen.or(file.media_listen),
-            sfu_room_capacity: self.sfu_room_capacity.or(file.sfu_room_capacity),
-        }
-    }
-
     /// Reads the config file, if any, and resolves everything into [`Settings`].
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         let args = self;
@@ -190,20 +218,19 @@ impl ServeArgs {
             }
             None => ServeArgs::default(),
         };
-        let a = args.or(file);
-        let turn_listen = a.turn_listen.unwrap_or_else(|| "127.0.0.1:3478".parse().expect("valid default"));
-        let relay_ips = a.relay_ip.unwrap_or_else(|| vec![IpAddr::from([127, 0, 0, 1])]);
+        let a = args.or(file).merged();
+        let relay_ips = a.relay_ip;
         let v4 = relay_ips.iter().filter(|i| i.is_ipv4()).count();
         let v6 = relay_ips.len() - v4;
         if relay_ips.is_empty() || v4 > 1 || v6 > 1 {
             return Err(ConfigError("--relay-ip: give one IPv4 address, one IPv6 address, or one of each".into()));
         }
-        let ports = (a.min_port.unwrap_or(49152), a.max_port.unwrap_or(65535));
+        let ports = (a.min_port, a.max_port);
         if ports.0 == 0 || ports.0 > ports.1 {
             return Err(ConfigError(format!("relay port range {}..{} is empty or starts at 0", ports.0, ports.1)));
         }
         let mut users = Vec::new();
-        for u in a.user.unwrap_or_default() {
+        for u in a.user {
             let Some((name, pass)) = u.split_once(':') else {
                 return Err(ConfigError("--user takes NAME:PASS".into()));
             };
@@ -216,48 +243,45 @@ impl ServeArgs {
         // With no secret configured, one is made at start so relay works out of the box.
         let secret = a.static_auth_secret.unwrap_or_else(crate::random_secret);
         let turn = TurnConfig {
-            realm: a.realm.unwrap_or_else(|| "switchboard".into()),
+            realm: a.realm,
             users,
             static_auth_secret: Some(secret),
             nonce_key: Some(crate::os_seed()),
             peer_policy: PeerPolicy {
                 allow_loopback: a.allow_loopback_peers,
-                allowed: a.allowed_peer_ip.unwrap_or_default(),
-                denied: a.denied_peer_ip.unwrap_or_default(),
+                allowed: a.allowed_peer_ip,
+                denied: a.denied_peer_ip,
             },
-            user_quota: a.user_quota.unwrap_or(0),
-            total_quota: a.total_quota.unwrap_or(0),
+            user_quota: a.user_quota,
+            total_quota: a.total_quota,
             relay_families: (v4 > 0, v6 > 0),
             external_ip: a.external_ip,
             ..TurnConfig::default()
         };
-        let room_capacity = a.room_capacity.unwrap_or(2);
-        if room_capacity == 0 {
+        if a.room_capacity == 0 {
             return Err(ConfigError("--room-capacity must be at least 1".into()));
         }
         // The address browsers are told to use for STUN/TURN.
-        let public = advertised(turn_listen, a.external_ip);
-        let sfu_capacity = a.sfu_room_capacity.unwrap_or(16);
-        if sfu_capacity == 0 {
+        let public = advertised(a.turn_listen, a.external_ip);
+        if a.sfu_room_capacity == 0 {
             return Err(ConfigError("--sfu-room-capacity must be at least 1".into()));
         }
-        let media_listen = a.media_listen.unwrap_or_else(|| "127.0.0.1:7882".parse().expect("valid default"));
-        let media_public = advertised(media_listen, a.external_ip);
+        let media_public = advertised(a.media_listen, a.external_ip);
         let signal = SignalConfig {
-            p2p_capacity: room_capacity,
-            sfu_capacity,
+            p2p_capacity: a.room_capacity,
+            sfu_capacity: a.sfu_room_capacity,
             stun_urls: vec![format!("stun:{public}")],
             turn_urls: vec![format!("turn:{public}?transport=udp"), format!("turn:{public}?transport=tcp")],
             ..SignalConfig::default()
         };
         Ok(Settings {
-            turn_listen,
-            http_listen: a.http_listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
-            media_listen,
+            turn_listen: a.turn_listen,
+            http_listen: a.http_listen,
+            media_listen: a.media_listen,
             sfu: SfuConfig { media_addr: media_public },
             relay_ips,
             ports,
-            log_level: a.log_level.unwrap_or_else(|| "info".into()),
+            log_level: a.log_level,
             generated_secret,
             turn,
             signal,
@@ -281,11 +305,6 @@ impl Settings {
     pub fn engine_config(&self) -> switchboard_core::Config {
         switchboard_core::Config { turn: self.turn.clone(), signal: self.signal.clone(), sfu: Some(self.sfu.clone()) }
     }
-
-    /// The relay bind address for `family`.
-    pub fn relay_ip(&self, family: switchboard_core::Family) -> Option<IpAddr> {
-        self.relay_ips.iter().copied().find(|i| i.is_ipv4() == (family == switchboard_core::Family::V4))
-    }
 }
 
 #[cfg(test)]
@@ -300,6 +319,15 @@ mod tests {
         }
     }
 
+    /// Writes a config file for one test.
+    fn config_file(test: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sb-cli-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     #[test]
     fn defaults_are_loopback_with_a_generated_secret() {
         let s = parse(&[]).resolve().unwrap();
@@ -312,10 +340,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let dir = std::env::temp_dir().join(format!("sb-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
-        std::fs::write(&path, "realm = \"filerealm\"\nuser-quota = 3\nuser = [\"a:b\"]\nallow-loopback-peers = true\ndenied-peer-ip = [\"8.8.8.0/24\"]\n").unwrap();
+        let path = config_file("flags", "realm = \"filerealm\"\nuser-quota = 3\nuser = [\"a:b\"]\nallow-loopback-peers = true\ndenied-peer-ip = [\"8.8.8.0/24\"]\n");
         let s = parse(&["--config", path.to_str().unwrap(), "--realm", "flagrealm"]).resolve().unwrap();
         assert_eq!(s.turn.realm, "flagrealm");
         assert_eq!(s.turn.user_quota, 3);
@@ -339,5 +364,76 @@ mod tests {
         assert!(parse(&["--user", "nocolon"]).resolve().is_err());
         assert!(parse(&["--min-port", "6000", "--max-port", "5000"]).resolve().is_err());
         assert!(Cli::try_parse_from(["switchboard", "serve", "--denied-peer-ip", "10.0.0.0/99"]).is_err());
+    }
+
+    /// One value for every setting, as a flag and as a file key.
+    const EVERY_SETTING: &[(&str, &str, &str)] = &[
+        ("turn-listen", "127.0.0.2:4478", "\"127.0.0.2:4478\""),
+        ("relay-ip", "127.0.0.3", "[\"127.0.0.3\"]"),
+        ("min-port", "40000", "40000"),
+        ("max-port", "60000", "60000"),
+        ("realm", "r.example", "\"r.example\""),
+        ("user", "a:b", "[\"a:b\"]"),
+        ("static-auth-secret", "s3cret", "\"s3cret\""),
+        ("allow-loopback-peers", "", "true"),
+        ("allowed-peer-ip", "10.1.0.0/16", "[\"10.1.0.0/16\"]"),
+        ("denied-peer-ip", "8.8.8.0/24", "[\"8.8.8.0/24\"]"),
+        ("user-quota", "3", "3"),
+        ("total-quota", "9", "9"),
+        ("external-ip", "192.0.2.1", "\"192.0.2.1\""),
+        ("log-level", "debug", "\"debug\""),
+        ("http-listen", "127.0.0.2:9090", "\"127.0.0.2:9090\""),
+        ("room-capacity", "5", "5"),
+        ("media-listen", "127.0.0.2:7000", "\"127.0.0.2:7000\""),
+        ("sfu-room-capacity", "7", "7"),
+    ];
+
+    /// Everything a resolved [`Settings`] holds, secrets included, for comparing.
+    fn all_of(s: &Settings) -> String {
+        format!("{s:?} {:?} {:?} {}", s.turn.users, s.turn.static_auth_secret, s.log_level)
+    }
+
+    #[test]
+    fn every_flag_is_a_file_key_with_the_same_meaning() {
+        use clap::CommandFactory;
+        // The table covers every flag (but --config), so a new setting must be added to it.
+        let cmd = Cli::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let mut flags: Vec<&str> = serve.get_arguments().filter_map(|a| a.get_long()).filter(|l| *l != "config").collect();
+        let mut listed: Vec<&str> = EVERY_SETTING.iter().map(|(k, _, _)| *k).collect();
+        flags.sort();
+        listed.sort();
+        assert_eq!(flags, listed);
+        let path = config_file("keys", "");
+        let defaults = all_of(&parse(&["--static-auth-secret", "x"]).resolve().unwrap());
+        for (key, flag_value, file_value) in EVERY_SETTING {
+            let flag = format!("--{key}");
+            let mut args = vec![flag.as_str()];
+            if !flag_value.is_empty() {
+                args.push(flag_value);
+            }
+            // The secret is random when not given: give it everywhere but where it is tested.
+            let secret = if *key == "static-auth-secret" { "" } else { "static-auth-secret = \"x\"\n" };
+            std::fs::write(&path, format!("{secret}{key} = {file_value}\n")).unwrap();
+            let by_file = all_of(&parse(&["--config", path.to_str().unwrap()]).resolve().unwrap());
+            if !secret.is_empty() {
+                args.extend(["--static-auth-secret", "x"]);
+            }
+            let by_flag = all_of(&parse(&args).resolve().unwrap());
+            assert_eq!(by_flag, by_file, "{key}");
+            assert_ne!(by_flag, defaults, "{key} changes nothing");
+        }
+    }
+
+    #[test]
+    fn a_flag_left_out_keeps_the_file_value() {
+        let path = config_file("left-out", "allow-loopback-peers = true\nmin-port = 50000\n");
+        let s = parse(&["--config", path.to_str().unwrap(), "--max-port", "50001"]).resolve().unwrap();
+        assert!(s.turn.peer_policy.allow_loopback);
+        assert_eq!(s.ports, (50000, 50001));
+        assert!(!parse(&[]).resolve().unwrap().turn.peer_policy.allow_loopback);
+        // A switch takes no value: what follows it is the next flag.
+        let s = parse(&["--allow-loopback-peers", "--realm", "x"]).resolve().unwrap();
+        assert!(s.turn.peer_policy.allow_loopback && s.turn.realm == "x");
     }
 }

@@ -1,94 +1,72 @@
-//! The drive loop both shells share: feed the engine, act on what it decides
-//! through the shell's [`Sockets`], bind the relays it asks for, and keep its
-//! next deadline. A shell only waits for readiness and moves bytes; the order
-//! of calls that the core's drive contract asks for lives here, once.
+//! The drive loop both shells share: feed the engine what the sockets
+//! brought (dispatched by the [`Listeners`] table and the connection's
+//! [`ConnKind`]), act on what it decides through the shell's [`Sockets`],
+//! bind the relays it asks for, and keep its next deadline. A shell only
+//! waits for readiness and moves bytes; the order of calls that the core's
+//! drive contract asks for lives here, once.
+//!
+//! One `Driver` drives one engine and holds no global state, so a process
+//! may run several, each with its own sockets.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
+use switchboard_core::hash::Map;
 use switchboard_core::turn::{PortRequest, RELAY_HEADROOM, RELAY_TAILROOM};
-use switchboard_core::{AllocationId, Client, ConnId, Family, Forward, Input, Output, Switchboard, Via};
+use switchboard_core::{AllocationId, ConnId, Family, Forward, Input, Output, Switchboard};
 use tracing::{debug, info, warn};
 
-use crate::http::{assets, Event, HttpConn};
-use crate::relay::{RelayPorts, Want};
+use crate::http::router::{self, Reply};
+use crate::http::{Event, HttpConn};
+use crate::listen::{ConnKind, ListenerKind, Listeners};
+use crate::relay::RelayPorts;
+use crate::sockets::{Sockets, BATCH};
 use crate::Settings;
-use switchboard_core::hash::Map;
 
-/// Datagrams or reads a shell handles from one socket before the others get a turn.
-pub const BATCH: usize = 64;
-/// Most bytes queued toward one slow stream client; beyond it, messages are dropped.
-pub const MAX_STREAM_BACKLOG: usize = 1 << 20;
-/// Size of a read from a stream connection.
-pub const STREAM_CHUNK: usize = 16 * 1024;
 const BUF_LEN: usize = RELAY_HEADROOM + 65536 + RELAY_TAILROOM;
 
-/// What a shell does with the sockets it owns. Every method must return at
-/// once (non-blocking); a datagram that cannot be sent now is dropped, as the
-/// network would.
-pub trait Sockets {
-    /// Sends `data` to a client: a datagram from the listener, or bytes queued on its stream.
-    fn send_to_client(&mut self, to: Client, data: &[u8]) {
-        match to.via {
-            Via::Udp(_) => self.send_datagram(to.remote, data),
-            Via::Tcp(conn) => {
-                // TURN over TCP: a client that does not read loses messages, as over UDP.
-                let _ = self.send_stream(conn, data);
-            }
-        }
-    }
-    /// Sends a datagram from the STUN/TURN listener.
-    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]);
-    /// Queues bytes on a stream connection (TURN over TCP, or HTTP); false if
-    /// its queue is full ([`MAX_STREAM_BACKLOG`]) and the bytes were dropped.
-    fn send_stream(&mut self, conn: ConnId, data: &[u8]) -> bool;
-    /// Sends a datagram from the SFU's media socket.
-    fn send_media(&mut self, to: SocketAddr, data: &[u8]);
-    /// Sends a datagram from the relay socket bound at `relay` to `peer`.
-    fn send_from_relay(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]);
-    /// Takes a freshly bound, non-blocking relay socket and starts reading it;
-    /// false if it could not be registered (the socket is then dropped).
-    fn add_relay(&mut self, socket: UdpSocket, addr: SocketAddr) -> bool;
-    /// Whether a relay socket is open at `addr`.
-    fn has_relay(&self, addr: SocketAddr) -> bool;
-    /// Closes the relay socket at `relay`.
-    fn release_relay(&mut self, relay: SocketAddr);
-    /// Flushes what it can and closes the stream connection `conn`.
-    fn close_stream(&mut self, conn: ConnId);
-    /// Relay sockets open now (for the stop report).
-    fn relays_open(&self) -> usize;
+/// A stream connection's state on this side.
+enum Conn {
+    /// TURN over TCP: the engine frames it.
+    TurnStream,
+    /// HTTP, possibly a WebSocket to signaling.
+    Http(HttpConn),
 }
 
-/// The engine with the state that driving it needs: its receive buffer
-/// (with the head- and tailroom the relay path writes into), relay port
-/// selection and the next deadline.
+/// The engine with the state that driving it needs: the listener table, its
+/// receive buffer (with the head- and tailroom the relay path writes into),
+/// relay binding, stream connections and the next deadline.
 pub struct Driver {
     engine: Switchboard,
-    relay_ips: Vec<IpAddr>,
+    listeners: Listeners,
     ports: RelayPorts,
+    /// Relay sockets handed to the shell and not yet closed.
+    relays: Map<SocketAddr, ()>,
     deadline: Option<Instant>,
     pending_binds: Vec<(AllocationId, Family, PortRequest)>,
     buf: Vec<u8>,
-    http: Map<ConnId, HttpConn>,
+    conns: Map<ConnId, Conn>,
     /// WebSocket clients whose out-queue overflowed, closed after this drain.
     slow: Vec<ConnId>,
 }
 
 impl Driver {
-    /// A driver for an engine configured by `settings`, seeded from the OS.
-    pub fn new(settings: &Settings) -> Self {
+    /// A driver for an engine configured by `settings`, seeded from the OS,
+    /// serving the (bound) `listeners`.
+    pub fn new(settings: &Settings, listeners: Listeners) -> Self {
         let seed = crate::os_seed();
         let engine = Switchboard::new(settings.engine_config(), Instant::now(), crate::unix_now(), &seed);
         Driver {
             engine,
-            relay_ips: settings.relay_ips.clone(),
-            ports: RelayPorts::new(settings.ports.0, settings.ports.1),
+            listeners,
+            ports: RelayPorts::new(settings.relay_ips.clone(), settings.ports.0, settings.ports.1),
+            relays: crate::new_map(),
             deadline: None,
             pending_binds: Vec::new(),
             buf: vec![0; BUF_LEN],
-            http: crate::new_map(),
+            conns: crate::new_map(),
             slow: Vec::new(),
         }
     }
@@ -98,70 +76,114 @@ impl Driver {
         &self.engine
     }
 
+    /// The listener table.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
     /// When [`Driver::on_timer`] is due next (`None`: nothing pending).
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
-    /// Where to receive the next datagram (listener or relay); then call
-    /// [`Driver::datagram`] or [`Driver::relay_datagram`] with its length.
+    /// Where to receive the next datagram; then call [`Driver::datagram`] with its length.
     pub fn recv_buf(&mut self) -> &mut [u8] {
         let end = self.buf.len() - RELAY_TAILROOM;
         &mut self.buf[RELAY_HEADROOM..end]
     }
 
-    /// A datagram of `len` bytes, received into [`Driver::recv_buf`], from `remote` on the listener at `local`.
-    pub fn datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
-        let packet = RELAY_HEADROOM..RELAY_HEADROOM + len;
-        let fwd = self.engine.handle_input(Instant::now(), Input::Datagram { local, remote, buf: &self.buf, packet });
-        self.forward(io, fwd);
-        self.drain(io);
+    /// Reads up to [`BATCH`] datagrams from the UDP socket bound at `local`
+    /// with `recv` (a non-blocking `recv_from` on it) and handles each; true
+    /// if more may be waiting. Stops when `recv` would block, or fails with
+    /// `NotFound` (the socket was closed meanwhile).
+    pub fn read_datagrams<S: Sockets>(
+        &mut self,
+        io: &mut S,
+        local: SocketAddr,
+        mut recv: impl FnMut(&mut S, &mut [u8]) -> io::Result<(usize, SocketAddr)>,
+    ) -> bool {
+        for _ in 0..BATCH {
+            match recv(io, self.recv_buf()) {
+                Ok((n, remote)) => self.datagram(io, local, remote, n),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotFound) => return false,
+                // Such as an ICMP error from an earlier send: the socket still works.
+                Err(e) => debug!(%local, "udp recv: {e}"),
+            }
+        }
+        true
     }
 
-    /// A datagram of `len` bytes, received into [`Driver::recv_buf`], from `peer` on the relay at `relay`.
-    pub fn relay_datagram(&mut self, io: &mut impl Sockets, relay: SocketAddr, peer: SocketAddr, len: usize) {
+    /// A datagram of `len` bytes, received into [`Driver::recv_buf`] from
+    /// `remote` on the UDP socket bound at `local`: STUN/TURN or media by the
+    /// listener table, else it came to a relay.
+    pub fn datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
         let payload = RELAY_HEADROOM..RELAY_HEADROOM + len;
-        let input = Input::RelayDatagram { relay, peer, buf: &mut self.buf, payload };
+        let input = match self.listeners.udp_kind_at(local) {
+            Some(ListenerKind::Media) => Input::MediaDatagram { remote, data: &self.buf[payload] },
+            Some(_) => Input::Datagram { local, remote, buf: &self.buf, packet: payload },
+            // The only other UDP sockets a shell reads are the relays it was given.
+            None => Input::RelayDatagram { relay: local, peer: remote, buf: &mut self.buf, payload },
+        };
         let fwd = self.engine.handle_input(Instant::now(), input);
         self.forward(io, fwd);
         self.drain(io);
     }
 
-    /// A datagram of `len` bytes, received into [`Driver::recv_buf`], from `remote` on the media socket.
-    pub fn media_datagram(&mut self, io: &mut impl Sockets, remote: SocketAddr, len: usize) {
-        let data = &self.buf[RELAY_HEADROOM..RELAY_HEADROOM + len];
-        let fwd = self.engine.handle_input(Instant::now(), Input::MediaDatagram { remote, data });
-        self.forward(io, fwd);
-        self.drain(io);
-    }
-
-    /// A stream connection was accepted.
-    pub fn stream_opened(&mut self, io: &mut impl Sockets, conn: ConnId, local: SocketAddr, remote: SocketAddr) {
-        debug!(%remote, conn = conn.0, "stream client connected");
-        self.input(io, Input::StreamOpened { conn, local, remote });
+    /// A stream connection of `kind` was accepted on the listener at `local`.
+    pub fn conn_opened(&mut self, io: &mut impl Sockets, conn: ConnId, kind: ConnKind, local: SocketAddr, remote: SocketAddr) {
+        debug!(%remote, conn = conn.0, ?kind, "stream client connected");
+        match kind {
+            ConnKind::TurnStream => {
+                self.conns.insert(conn, Conn::TurnStream);
+                self.input(io, Input::StreamOpened { conn, local, remote });
+            }
+            ConnKind::Http => {
+                self.conns.insert(conn, Conn::Http(HttpConn::default()));
+            }
+        }
     }
 
     /// Bytes arrived on a stream connection.
-    pub fn stream_data(&mut self, io: &mut impl Sockets, conn: ConnId, data: &[u8]) {
-        self.input(io, Input::StreamData { conn, data });
+    pub fn conn_data(&mut self, io: &mut impl Sockets, conn: ConnId, data: &[u8]) {
+        match self.conns.get(&conn) {
+            Some(Conn::TurnStream) => self.input(io, Input::StreamData { conn, data }),
+            Some(Conn::Http(_)) => self.http_data(io, conn, data),
+            None => {}
+        }
     }
 
     /// A stream connection ended (end of stream or an error); the shell has
     /// already closed it.
-    pub fn stream_closed(&mut self, io: &mut impl Sockets, conn: ConnId) {
+    pub fn conn_closed(&mut self, io: &mut impl Sockets, conn: ConnId) {
         debug!(conn = conn.0, "stream client closed");
-        self.input(io, Input::StreamClosed { conn });
+        match self.conns.remove(&conn) {
+            Some(Conn::TurnStream) => self.input(io, Input::StreamClosed { conn }),
+            Some(Conn::Http(h)) if h.is_websocket() => self.input(io, Input::SignalClosed { conn }),
+            _ => {}
+        }
     }
 
-    /// An HTTP connection was accepted.
-    pub fn http_opened(&mut self, io: &mut impl Sockets, conn: ConnId) {
-        let _ = io;
-        self.http.insert(conn, HttpConn::default());
+    /// The outcome of one read from a stream connection: data is handed on;
+    /// end of stream or a hard error closes the connection. Returns whether
+    /// it is still open (a read that would block, or was interrupted, leaves
+    /// it open).
+    pub fn conn_read(&mut self, io: &mut impl Sockets, conn: ConnId, read: io::Result<&[u8]>) -> bool {
+        match read {
+            Ok(data) if !data.is_empty() => self.conn_data(io, conn, data),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            _ => {
+                // End of stream or a hard error: the client is gone.
+                io.close_stream(conn);
+                self.conn_closed(io, conn);
+                return false;
+            }
+        }
+        true
     }
 
-    /// Bytes arrived on an HTTP connection.
-    pub fn http_data(&mut self, io: &mut impl Sockets, conn: ConnId, data: &[u8]) {
-        let Some(h) = self.http.get_mut(&conn) else { return };
+    /// Bytes on an HTTP connection: requests are routed, WebSocket messages go to signaling.
+    fn http_data(&mut self, io: &mut impl Sockets, conn: ConnId, data: &[u8]) {
+        let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
         let mut events = Vec::new();
         h.feed(data, &mut events);
         let mut events: VecDeque<Event> = events.into();
@@ -169,31 +191,20 @@ impl Driver {
             let mut more = Vec::new();
             match ev {
                 Event::Request(req) => {
-                    let Some(h) = self.http.get_mut(&conn) else { return };
-                    match (req.method.as_str(), req.path.as_str(), req.websocket_key) {
-                        ("GET", "/ws", Some(key)) => {
+                    let reply = router::route(req, &self.engine);
+                    let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
+                    match reply {
+                        Reply::Signaling(key) => {
                             h.upgrade(&key, &mut more);
                             self.input(io, Input::SignalOpened { conn });
                         }
-                        ("GET", path, _) => {
-                            let stats = if path == "/stats" { Self::stats_of(&self.engine) } else { String::new() };
-                            let (status, typ, body): (&str, &str, &[u8]) = match path {
-                                "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", assets::INDEX_HTML.as_bytes()),
-                                "/app.js" => ("200 OK", "text/javascript; charset=utf-8", assets::APP_JS.as_bytes()),
-                                "/style.css" => ("200 OK", "text/css; charset=utf-8", assets::STYLE_CSS.as_bytes()),
-                                "/healthz" => ("200 OK", "text/plain", b"ok\n"),
-                                "/favicon.ico" => ("204 No Content", "image/x-icon", b""),
-                                "/stats" => ("200 OK", "application/json", stats.as_bytes()),
-                                _ => ("404 Not Found", "text/plain", b"not found\n"),
-                            };
-                            h.respond(status, typ, body, false, &mut more);
-                        }
-                        _ => h.respond("405 Method Not Allowed", "text/plain", b"method not allowed\n", true, &mut more),
+                        Reply::Respond(r) => h.respond(r.status, r.content_type, &r.body, r.close, &mut more),
                     }
                 }
                 Event::BadRequest => {
-                    let Some(h) = self.http.get_mut(&conn) else { return };
-                    h.respond("400 Bad Request", "text/plain", b"bad request\n", true, &mut more);
+                    let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
+                    let r = router::bad_request();
+                    h.respond(r.status, r.content_type, &r.body, r.close, &mut more);
                 }
                 Event::Text(text) => self.input(io, Input::SignalText { conn, text: &text }),
                 Event::Closed => self.input(io, Input::SignalClosed { conn }),
@@ -203,18 +214,9 @@ impl Driver {
         self.flush_http(io, conn);
     }
 
-    /// An HTTP connection ended; the shell has already closed it.
-    pub fn http_closed(&mut self, io: &mut impl Sockets, conn: ConnId) {
-        if let Some(h) = self.http.remove(&conn) {
-            if h.is_websocket() {
-                self.input(io, Input::SignalClosed { conn });
-            }
-        }
-    }
-
     /// Writes what an HTTP connection has to send, and closes it when it is done.
     fn flush_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
-        let Some(h) = self.http.get_mut(&conn) else { return };
+        let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
         let out = h.take_output();
         let overflow = !out.is_empty() && !io.send_stream(conn, &out);
         if h.is_done() || overflow {
@@ -227,32 +229,10 @@ impl Driver {
         io.close_stream(conn);
         // Still a WebSocket (not closed by its client): a client too slow to take its
         // messages is disconnected rather than silently missing some; the others get `bye`.
-        if self.http.remove(&conn).is_some_and(|h| h.is_websocket()) {
+        if matches!(self.conns.remove(&conn), Some(Conn::Http(h)) if h.is_websocket()) {
             debug!(conn = conn.0, "closing a WebSocket client");
             self.input(io, Input::SignalClosed { conn });
         }
-    }
-
-    /// `/stats`: the engine's counters as JSON, with the headline figures first.
-    pub fn stats_json(&self) -> String {
-        Self::stats_of(&self.engine)
-    }
-
-    fn stats_of(engine: &Switchboard) -> String {
-        let s = engine.stats();
-        let v = serde_json::json!({
-            "rooms": s.signal.rooms,
-            "peers": s.signal.peers,
-            "allocations": s.turn.allocations,
-            "relayed_packets": s.turn.to_peer_packets + s.turn.to_client_packets,
-            "relayed_bytes": s.turn.to_peer_bytes + s.turn.to_client_bytes,
-            "turn": s.turn,
-            "signal": s.signal,
-            "streams": s.streams,
-            "sfu": s.sfu,
-            "sfu_rooms": engine.sfu_rooms(),
-        });
-        v.to_string()
     }
 
     /// Call when the deadline may have passed. Timers wake late or early, so
@@ -269,15 +249,18 @@ impl Driver {
     }
 
     /// Graceful stop: ends every allocation and stream, releases the relays,
-    /// and logs what was done.
+    /// closes every connection, and logs what was done.
     pub fn shutdown(&mut self, io: &mut impl Sockets) {
         let allocations = self.engine.turn().allocation_count();
         self.engine.shutdown(Instant::now());
         self.drain(io);
+        for (conn, _) in self.conns.drain() {
+            io.close_stream(conn);
+        }
         let stats = self.engine.stats();
         info!(
             allocations_released = allocations,
-            relays_open = io.relays_open(),
+            relays_open = self.relays.len(),
             relayed_packets = stats.turn.to_peer_packets + stats.turn.to_client_packets,
             "stopped"
         );
@@ -293,7 +276,7 @@ impl Driver {
     fn forward(&mut self, io: &mut impl Sockets, fwd: Forward) {
         match fwd {
             Forward::None => {}
-            Forward::ToPeer(r) => io.send_from_relay(r.relay, r.peer, &self.buf[r.range]),
+            Forward::ToPeer(r) => io.send_datagram(r.relay, r.peer, &self.buf[r.range]),
             Forward::ToClient(r) => io.send_to_client(r.to, &self.buf[r.range]),
         }
     }
@@ -304,16 +287,24 @@ impl Driver {
             loop {
                 match self.engine.poll_output() {
                     Output::Transmit(t) => io.send_to_client(t.to, &t.payload),
-                    Output::ToPeer { relay, peer, payload } => io.send_from_relay(relay, peer, payload),
+                    Output::ToPeer { relay, peer, payload } => io.send_datagram(relay, peer, payload),
                     Output::BindRelay { allocation, family, port } => self.pending_binds.push((allocation, family, port)),
                     Output::ReleaseRelay { allocation, relay } => {
-                        io.release_relay(relay);
+                        self.relays.remove(&relay);
+                        io.close_udp(relay);
                         debug!(%allocation, %relay, "relay released");
                     }
-                    Output::CloseStream(id) => io.close_stream(id),
-                    Output::MediaTransmit { to, data } => io.send_media(to, &data),
+                    Output::CloseStream(id) => {
+                        self.conns.remove(&id);
+                        io.close_stream(id);
+                    }
+                    Output::MediaTransmit { to, data } => {
+                        if let Some(media) = self.listeners.addr_of(ListenerKind::Media) {
+                            io.send_datagram(media, to, &data);
+                        }
+                    }
                     Output::SignalSend(m) => {
-                        if let Some(h) = self.http.get_mut(&m.conn) {
+                        if let Some(Conn::Http(h)) = self.conns.get_mut(&m.conn) {
                             h.send_text(m.text);
                             let out = h.take_output();
                             if !io.send_stream(m.conn, &out) {
@@ -348,84 +339,28 @@ impl Driver {
     /// Binds what the core asked for: the relay address, and for an even
     /// pair the reserved one. A reserved socket is already open and kept.
     fn bind_relay(&mut self, io: &mut impl Sockets, family: Family, port: PortRequest) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let Some(ip) = self.relay_ips.iter().copied().find(|i| i.is_ipv4() == (family == Family::V4)) else {
+        if let PortRequest::Reserved(addr) = port {
+            return (self.relays.contains_key(&addr).then_some(addr), None);
+        }
+        let Some(ip) = self.ports.ip(family) else {
             return (None, None);
         };
-        let want = match port {
-            PortRequest::Reserved(addr) => return (io.has_relay(addr).then_some(addr), None),
-            PortRequest::Any => Want::Any,
-            PortRequest::Even => Want::Even,
-            PortRequest::EvenPair => Want::EvenPair,
-        };
-        let (first, second) = match self.ports.bind(ip, want) {
+        let (first, second) = match self.ports.bind(ip, port) {
             Ok(x) => x,
             Err(e) => {
                 warn!(%ip, "bind relay: {e}");
                 return (None, None);
             }
         };
+        let relays = &mut self.relays;
         let mut add = |s: UdpSocket| {
             let addr = s.local_addr().ok()?;
-            io.add_relay(s, addr).then_some(addr)
+            io.add_udp(s, addr).then(|| relays.insert(addr, ())).map(|_| addr)
         };
         let bound = add(first);
         let reserved = second.and_then(add);
+        debug!(?bound, ?reserved, "relay bound");
         (bound, reserved)
-    }
-}
-
-/// Bytes waiting to be written to a stream client, bounded so that a client
-/// that does not read costs messages, not the server's memory.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    buf: VecDeque<u8>,
-    dropped: u64,
-}
-
-impl OutQueue {
-    /// Queues `data` whole, or drops it whole (and counts it) if the queue is full.
-    pub fn push(&mut self, data: &[u8]) -> bool {
-        if self.buf.len() + data.len() > MAX_STREAM_BACKLOG {
-            self.dropped += 1;
-            return false;
-        }
-        self.buf.extend(data);
-        true
-    }
-
-    /// Writes as much as `w` takes now. `Ok(())` when done or when `w` would
-    /// block (see [`OutQueue::is_empty`]); an error means the stream is broken
-    /// and the queue was cleared.
-    pub fn write_to(&mut self, mut w: impl Write) -> io::Result<()> {
-        while !self.buf.is_empty() {
-            let (a, _) = self.buf.as_slices();
-            match w.write(a) {
-                Ok(0) => {
-                    self.buf.clear();
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                Ok(n) => {
-                    self.buf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.clear();
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether everything queued was written.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// Messages dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
     }
 }
 
@@ -433,31 +368,85 @@ impl OutQueue {
 mod tests {
     use super::*;
 
-    struct Slow(usize);
-    impl Write for Slow {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            if self.0 == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = b.len().min(self.0);
-            self.0 -= n;
-            Ok(n)
+    /// Records what the driver sends.
+    #[derive(Default)]
+    struct Recorder {
+        datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+        streams: Vec<(ConnId, Vec<u8>)>,
+    }
+
+    impl Sockets for Recorder {
+        fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+            self.datagrams.push((local, remote, data.to_vec()));
         }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+        fn send_stream(&mut self, conn: ConnId, data: &[u8]) -> bool {
+            self.streams.push((conn, data.to_vec()));
+            true
         }
+        fn close_stream(&mut self, _: ConnId) {}
+        fn add_udp(&mut self, _: UdpSocket, _: SocketAddr) -> bool {
+            true
+        }
+        fn close_udp(&mut self, _: SocketAddr) {}
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A STUN Binding request (RFC 8489), which the engine answers on the transport it came on.
+    const BINDING: [u8; 20] = [0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+
+    fn driver() -> Driver {
+        let settings = crate::ServeArgs::default().resolve().unwrap();
+        let mut table = Listeners::default();
+        table.push(ListenerKind::TurnUdp, addr("127.0.0.1:3478"));
+        table.push(ListenerKind::TurnUdp, addr("127.0.0.2:3478"));
+        table.push(ListenerKind::Media, addr("127.0.0.1:7882"));
+        Driver::new(&settings, table)
+    }
+
+    fn receive(d: &mut Driver, io: &mut Recorder, local: &str, remote: &str, data: &[u8]) {
+        d.recv_buf()[..data.len()].copy_from_slice(data);
+        d.datagram(io, addr(local), addr(remote), data.len());
     }
 
     #[test]
-    fn out_queue_bounds_and_partial_writes() {
-        let mut q = OutQueue::default();
-        assert!(q.push(&[1; 1000]));
-        q.write_to(Slow(300)).unwrap();
-        assert!(!q.is_empty());
-        q.write_to(Slow(10_000)).unwrap();
-        assert!(q.is_empty());
-        assert!(q.push(&vec![0; MAX_STREAM_BACKLOG]));
-        assert!(!q.push(&[1]));
-        assert_eq!(q.dropped(), 1);
+    fn datagrams_are_dispatched_by_listener_and_answered_from_it() {
+        let mut d = driver();
+        let mut io = Recorder::default();
+        d.start(&mut io);
+        receive(&mut d, &mut io, "127.0.0.2:3478", "10.0.0.1:5000", &BINDING);
+        let (local, remote, reply) = io.datagrams.pop().expect("a STUN listener answers a Binding request");
+        assert_eq!((local, remote), (addr("127.0.0.2:3478"), addr("10.0.0.1:5000")), "the reply leaves from the listener it came to");
+        assert_eq!(&reply[..2], &[1, 1], "a Binding success response");
+        receive(&mut d, &mut io, "127.0.0.1:3478", "10.0.0.1:5000", &BINDING);
+        assert_eq!(io.datagrams.pop().unwrap().0, addr("127.0.0.1:3478"));
+        // To the media socket the same bytes are the SFU's (no such participant: dropped), and
+        // to an address that is no listener they came to a relay (no such allocation: dropped).
+        receive(&mut d, &mut io, "127.0.0.1:7882", "10.0.0.1:5000", &BINDING);
+        receive(&mut d, &mut io, "127.0.0.1:50000", "10.0.0.1:5000", &BINDING);
+        assert!(io.datagrams.is_empty());
+        assert_eq!(d.engine().stats().turn.stun.binding_requests, 2);
+    }
+
+    #[test]
+    fn connections_are_dispatched_by_kind() {
+        let mut d = driver();
+        let mut io = Recorder::default();
+        let (local, remote) = (addr("127.0.0.1:3478"), addr("10.0.0.1:5000"));
+        d.conn_opened(&mut io, ConnId(1), ConnKind::TurnStream, local, remote);
+        d.conn_opened(&mut io, ConnId(2), ConnKind::Http, addr("127.0.0.1:8080"), remote);
+        assert!(d.conn_read(&mut io, ConnId(1), Ok(&BINDING)));
+        assert!(d.conn_read(&mut io, ConnId(2), Ok(b"GET /healthz HTTP/1.1\r\n\r\n")));
+        let (conn, reply) = io.streams.remove(0);
+        assert_eq!((conn, &reply[..2]), (ConnId(1), &[1u8, 1][..]), "STUN over TCP answered on its stream");
+        let (conn, reply) = io.streams.remove(0);
+        assert_eq!(conn, ConnId(2));
+        assert!(reply.starts_with(b"HTTP/1.1 200 OK") && reply.ends_with(b"ok\n"));
+        // End of stream closes either kind.
+        assert!(!d.conn_read(&mut io, ConnId(1), Ok(&[])));
+        assert!(!d.conn_read(&mut io, ConnId(2), Err(io::ErrorKind::ConnectionReset.into())));
+        assert_eq!(d.engine().stats().streams, 0);
     }
 }

@@ -1,6 +1,14 @@
-//! What Switchboard's shells share that is not protocol: the command line and
-//! config file, logging, relay socket binding, seeding, and the start banner.
-//! Nothing here decides what bytes go on the wire; that is the core's job.
+//! What Switchboard's shells share apart from their event loops: the command
+//! line and config file, logging, seeding, the start banner, the listener
+//! table, relay socket binding, and the [`Driver`](driver::Driver) that runs
+//! the core's drive contract.
+//!
+//! What goes on the wire is decided here only where it is HTTP: the routes
+//! and their responses ([`http::router`], including the `/stats` JSON) and
+//! the HTTP/1.1 and WebSocket framing ([`http`]). Everything STUN, TURN,
+//! signaling and SFU (which bytes a client or peer gets, and when) is the
+//! core's decision; the driver only passes it on, closing a stream client
+//! whose out-queue overflows (see [`sockets::MAX_STREAM_BACKLOG`]).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -9,7 +17,9 @@ pub mod banner;
 pub mod cli;
 pub mod driver;
 pub mod http;
+pub mod listen;
 pub mod relay;
+pub mod sockets;
 
 pub use cli::{Cli, Command, ServeArgs, Settings};
 

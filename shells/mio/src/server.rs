@@ -1,10 +1,12 @@
 //! The mio event loop: readiness in, the shared [`Driver`] in the middle,
 //! sockets out.
 //!
-//! Everything protocol lives in `switchboard-core` and the order of calls in
-//! `switchboard_common::driver`; this file only waits for readiness and moves
-//! bytes. One thread, edge-triggered readiness, reads in bounded batches so
-//! that one busy socket cannot starve the others.
+//! Everything protocol lives in `switchboard-core`, the order of calls and
+//! the dispatch by listener in `switchboard_common::driver`; this file only
+//! waits for readiness and moves bytes. One thread, edge-triggered readiness,
+//! reads in bounded batches so that one busy socket cannot starve the others.
+//! Every UDP socket (listener or relay) is read by [`Io::read_udp`], every TCP
+//! listener accepted on by [`Io::accept`].
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -15,81 +17,71 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use switchboard_common::driver::{Driver, OutQueue, Sockets, BATCH, STREAM_CHUNK};
+use switchboard_common::driver::Driver;
+use switchboard_common::listen::{ConnKind, Listeners, Socket};
+use switchboard_common::sockets::{OutQueue, Sockets, BATCH, STREAM_CHUNK};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
 use switchboard_core::ConnId;
 use tracing::{debug, info, warn};
 
 const SIGNALS: Token = Token(0);
-const UDP: Token = Token(1);
-const TCP: Token = Token(2);
-const HTTP: Token = Token(3);
-const MEDIA: Token = Token(4);
 const FIRST_DYNAMIC: usize = 16;
 
 struct Conn {
     stream: TcpStream,
     id: ConnId,
-    /// An HTTP (web client, WebSocket) connection, not TURN over TCP.
-    http: bool,
     out: OutQueue,
     writable: bool,
 }
 
-struct Relay {
-    socket: UdpSocket,
-    addr: SocketAddr,
-}
-
+/// What a token stands for.
 enum Slot {
+    /// The UDP socket bound at this address (in `Io::udp`).
+    Udp(SocketAddr),
+    /// A TCP listener bound at `local`, whose connections carry `kind`.
+    Listener { listener: TcpListener, local: SocketAddr, kind: ConnKind },
+    /// An accepted connection.
     Conn(Conn),
-    Relay(Relay),
 }
 
 /// The sockets, apart from the driver so both can be borrowed at once.
 struct Io {
     poll: Poll,
-    udp: UdpSocket,
-    udp_addr: SocketAddr,
-    tcp: TcpListener,
-    http: TcpListener,
-    media: UdpSocket,
     slots: Map<Token, Slot>,
+    /// Every UDP socket by local address (the table's listeners and the
+    /// relays), with its token.
+    udp: Map<SocketAddr, (UdpSocket, Token)>,
     conn_tokens: Map<ConnId, Token>,
-    relay_tokens: Map<SocketAddr, Token>,
     next_token: usize,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> io::Result<()> {
-    let poll = Poll::new()?;
-    let mut udp = UdpSocket::bind(settings.turn_listen)?;
-    let mut tcp = TcpListener::bind(settings.turn_listen)?;
-    let udp_addr = udp.local_addr()?;
-    let mut http = TcpListener::bind(settings.http_listen)?;
-    let mut media = UdpSocket::bind(settings.media_listen)?;
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
-    poll.registry().register(&mut tcp, TCP, Interest::READABLE)?;
-    poll.registry().register(&mut http, HTTP, Interest::READABLE)?;
-    poll.registry().register(&mut media, MEDIA, Interest::READABLE)?;
-    let mut driver = Driver::new(&settings);
+    let (listeners, sockets) = Listeners::configured(&settings).bind()?;
     let mut io = Io {
-        poll,
-        udp,
-        udp_addr,
-        tcp,
-        http,
-        media,
+        poll: Poll::new()?,
         slots: switchboard_common::new_map(),
+        udp: switchboard_common::new_map(),
         conn_tokens: switchboard_common::new_map(),
-        relay_tokens: switchboard_common::new_map(),
         next_token: FIRST_DYNAMIC,
     };
+    for (l, socket) in sockets {
+        match socket {
+            Socket::Udp(s) => io.register_udp(s, l.addr)?,
+            Socket::Tcp(s, kind) => {
+                let mut listener = TcpListener::from_std(s);
+                let t = io.token();
+                io.poll.registry().register(&mut listener, t, Interest::READABLE)?;
+                io.slots.insert(t, Slot::Listener { listener, local: l.addr, kind });
+            }
+        }
+    }
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    io.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut driver = Driver::new(&settings, listeners);
     print!("{}", switchboard_common::banner::banner("switchboard", &settings, switchboard_common::unix_now()));
-    info!(listen = %udp_addr, http = %settings.http_listen, relay_ips = ?settings.relay_ips, "serving");
+    info!(listeners = ?driver.listeners(), relay_ips = ?settings.relay_ips, "serving");
     driver.start(&mut io);
     // Sockets with data left unread after a batch (readiness is edge-triggered).
     let mut backlog: VecDeque<Token> = VecDeque::new();
@@ -109,7 +101,6 @@ pub fn run(settings: Settings) -> io::Result<()> {
             if ev.token() == SIGNALS {
                 if signals.pending().next().is_some() {
                     driver.shutdown(&mut io);
-                    io.close_all();
                     return Ok(());
                 }
                 continue;
@@ -135,16 +126,11 @@ pub fn run(settings: Settings) -> io::Result<()> {
 impl Io {
     /// Reads a batch from the socket at `t`; true if data may be left.
     fn readable(&mut self, d: &mut Driver, t: Token) -> bool {
-        match t {
-            UDP => self.read_udp(d),
-            TCP => self.accept(d, false),
-            HTTP => self.accept(d, true),
-            MEDIA => self.read_media(d),
-            t => match self.slots.get(&t) {
-                Some(Slot::Relay(_)) => self.read_relay(d, t),
-                Some(Slot::Conn(_)) => self.read_conn(d, t),
-                None => false,
-            },
+        match self.slots.get(&t) {
+            Some(&Slot::Udp(local)) => self.read_udp(d, local),
+            Some(Slot::Listener { .. }) => self.accept(d, t),
+            Some(Slot::Conn(_)) => self.read_conn(d, t),
+            None => false,
         }
     }
 
@@ -153,49 +139,33 @@ impl Io {
         Token(self.next_token)
     }
 
-    fn read_udp(&mut self, d: &mut Driver) -> bool {
-        for _ in 0..BATCH {
-            match self.udp.recv_from(d.recv_buf()) {
-                Ok((n, from)) => d.datagram(self, self.udp_addr, from, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) => debug!("udp recv: {e}"),
-            }
-        }
-        true
+    fn register_udp(&mut self, socket: std::net::UdpSocket, local: SocketAddr) -> io::Result<()> {
+        let mut socket = UdpSocket::from_std(socket);
+        let t = self.token();
+        self.poll.registry().register(&mut socket, t, Interest::READABLE)?;
+        self.slots.insert(t, Slot::Udp(local));
+        self.udp.insert(local, (socket, t));
+        Ok(())
     }
 
-    fn read_media(&mut self, d: &mut Driver) -> bool {
-        for _ in 0..BATCH {
-            match self.media.recv_from(d.recv_buf()) {
-                Ok((n, from)) => d.media_datagram(self, from, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) => debug!("media recv: {e}"),
-            }
-        }
-        true
+    /// Any UDP socket: a listener of the table or a relay.
+    fn read_udp(&mut self, d: &mut Driver, local: SocketAddr) -> bool {
+        d.read_datagrams(self, local, |io, buf| match io.udp.get(&local) {
+            Some((s, _)) => s.recv_from(buf),
+            None => Err(io::ErrorKind::NotFound.into()),
+        })
     }
 
-    fn read_relay(&mut self, d: &mut Driver, t: Token) -> bool {
+    /// Any TCP listener of the table.
+    fn accept(&mut self, d: &mut Driver, t: Token) -> bool {
         for _ in 0..BATCH {
-            let Some(Slot::Relay(r)) = self.slots.get(&t) else { return false };
-            let relay = r.addr;
-            match r.socket.recv_from(d.recv_buf()) {
-                Ok((n, peer)) => d.relay_datagram(self, relay, peer, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) => debug!(%relay, "relay recv: {e}"),
-            }
-        }
-        true
-    }
-
-    fn accept(&mut self, d: &mut Driver, http: bool) -> bool {
-        for _ in 0..BATCH {
-            let listener = if http { &self.http } else { &self.tcp };
+            let Some(Slot::Listener { listener, local, kind }) = self.slots.get(&t) else { return false };
+            let (local, kind) = (*local, *kind);
             let (mut stream, remote) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
-                    warn!("accept: {e}");
+                    warn!(%local, "accept: {e}");
                     return false;
                 }
             };
@@ -206,13 +176,9 @@ impl Io {
                 continue;
             }
             let id = ConnId(t.0 as u64);
-            self.slots.insert(t, Slot::Conn(Conn { stream, id, http, out: OutQueue::default(), writable: false }));
+            self.slots.insert(t, Slot::Conn(Conn { stream, id, out: OutQueue::default(), writable: false }));
             self.conn_tokens.insert(id, t);
-            if http {
-                d.http_opened(self, id);
-            } else {
-                d.stream_opened(self, id, self.udp_addr, remote);
-            }
+            d.conn_opened(self, id, kind, local, remote);
         }
         true
     }
@@ -221,21 +187,13 @@ impl Io {
         let mut chunk = [0u8; STREAM_CHUNK];
         for _ in 0..BATCH {
             let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return false };
-            let (id, http) = (c.id, c.http);
+            let id = c.id;
             match c.stream.read(&mut chunk) {
-                Ok(n) if n > 0 && http => d.http_data(self, id, &chunk[..n]),
-                Ok(n) if n > 0 => d.stream_data(self, id, &chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                _ => {
-                    // End of stream or a hard error: the client is gone.
-                    self.close_stream(id);
-                    if http {
-                        d.http_closed(self, id);
-                    } else {
-                        d.stream_closed(self, id);
+                r => {
+                    if !d.conn_read(self, id, r.map(|n| &chunk[..n])) {
+                        return false;
                     }
-                    return false;
                 }
             }
         }
@@ -252,25 +210,14 @@ impl Io {
             c.writable = want;
         }
     }
-
-    fn close_all(&mut self) {
-        let conns: Vec<ConnId> = self.conn_tokens.keys().copied().collect();
-        for id in conns {
-            self.close_stream(id);
-        }
-    }
 }
 
 impl Sockets for Io {
-    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
-        if let Err(e) = self.udp.send_to(data, to) {
-            debug!(%to, "udp send: {e}");
-        }
-    }
-
-    fn send_media(&mut self, to: SocketAddr, data: &[u8]) {
-        if let Err(e) = self.media.send_to(data, to) {
-            debug!(%to, "media send: {e}");
+    fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        if let Some((s, _)) = self.udp.get(&local) {
+            if let Err(e) = s.send_to(data, remote) {
+                debug!(%local, %remote, "udp send: {e}");
+            }
         }
     }
 
@@ -284,38 +231,6 @@ impl Sockets for Io {
         true
     }
 
-    fn send_from_relay(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
-        if let Some(Slot::Relay(r)) = self.relay_tokens.get(&relay).and_then(|t| self.slots.get(t)) {
-            if let Err(e) = r.socket.send_to(data, peer) {
-                debug!(%relay, %peer, "relay send: {e}");
-            }
-        }
-    }
-
-    fn add_relay(&mut self, socket: std::net::UdpSocket, addr: SocketAddr) -> bool {
-        let mut socket = UdpSocket::from_std(socket);
-        let t = self.token();
-        if self.poll.registry().register(&mut socket, t, Interest::READABLE).is_err() {
-            return false;
-        }
-        self.slots.insert(t, Slot::Relay(Relay { socket, addr }));
-        self.relay_tokens.insert(addr, t);
-        debug!(%addr, "relay bound");
-        true
-    }
-
-    fn has_relay(&self, addr: SocketAddr) -> bool {
-        self.relay_tokens.contains_key(&addr)
-    }
-
-    fn release_relay(&mut self, relay: SocketAddr) {
-        if let Some(t) = self.relay_tokens.remove(&relay) {
-            if let Some(Slot::Relay(mut r)) = self.slots.remove(&t) {
-                let _ = self.poll.registry().deregister(&mut r.socket);
-            }
-        }
-    }
-
     fn close_stream(&mut self, id: ConnId) {
         let Some(t) = self.conn_tokens.remove(&id) else { return };
         self.flush(t);
@@ -325,7 +240,14 @@ impl Sockets for Io {
         }
     }
 
-    fn relays_open(&self) -> usize {
-        self.relay_tokens.len()
+    fn add_udp(&mut self, socket: std::net::UdpSocket, local: SocketAddr) -> bool {
+        self.register_udp(socket, local).is_ok()
+    }
+
+    fn close_udp(&mut self, local: SocketAddr) {
+        if let Some((mut s, t)) = self.udp.remove(&local) {
+            let _ = self.poll.registry().deregister(&mut s);
+            self.slots.remove(&t);
+        }
     }
 }

@@ -16,8 +16,10 @@
 //! so run it with `block_on` on a thread of its own or on a local executor.
 //!
 //! Like the mio shell, this file only waits for readiness and moves bytes:
-//! protocol is in `switchboard-core`, the drive loop in
-//! `switchboard_common::driver`.
+//! protocol is in `switchboard-core`, the drive loop and the dispatch by
+//! listener in `switchboard_common::driver`. Every UDP socket (listener or
+//! relay) is read by one task function, `read_udp`, and every TCP listener
+//! accepted on by another, `accept`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -32,7 +34,9 @@ use smol::channel::{self, Receiver, Sender};
 use smol::future::{self, FutureExt};
 use smol::io::AsyncReadExt;
 use smol::{Async, LocalExecutor, Task, Timer};
-use switchboard_common::driver::{Driver, OutQueue, Sockets, BATCH, STREAM_CHUNK};
+use switchboard_common::driver::Driver;
+use switchboard_common::listen::{ConnKind, Listeners, Socket};
+use switchboard_common::sockets::{OutQueue, Sockets, STREAM_CHUNK};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
 use switchboard_core::ConnId;
@@ -45,7 +49,8 @@ struct Conn {
     _tasks: [Task<()>; 2],
 }
 
-struct Relay {
+/// A UDP socket (a listener or a relay) and the task reading it.
+struct Udp {
     socket: Rc<Async<UdpSocket>>,
     _task: Task<()>,
 }
@@ -53,10 +58,9 @@ struct Relay {
 struct Io {
     ex: Rc<LocalExecutor<'static>>,
     state: Weak<RefCell<Shared>>,
-    udp: Rc<Async<UdpSocket>>,
-    media: Rc<Async<UdpSocket>>,
+    /// Every UDP socket by local address: the table's listeners and the relays.
+    udp: Map<SocketAddr, Udp>,
     conns: Map<ConnId, Conn>,
-    relays: Map<SocketAddr, Relay>,
     next_conn: u64,
     armed: Option<std::time::Instant>,
     wake_timer: Sender<()>,
@@ -94,94 +98,66 @@ pub fn stop_signals() -> io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Serves STUN/TURN as `settings` say until `shutdown` resolves, then stops
-/// gracefully (allocations released, sockets closed).
+/// Serves everything `settings` configure (STUN/TURN over UDP and TCP, the
+/// web client and WebSocket signaling over HTTP, SFU media) until `shutdown`
+/// resolves, then stops gracefully (allocations released, sockets closed).
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-    let udp = Rc::new(Async::<UdpSocket>::bind(settings.turn_listen)?);
-    let tcp = Async::<TcpListener>::bind(settings.turn_listen)?;
-    let http = Async::<TcpListener>::bind(settings.http_listen)?;
-    let media = Rc::new(Async::<UdpSocket>::bind(settings.media_listen)?);
-    let local = udp.get_ref().local_addr()?;
+    let (listeners, sockets) = Listeners::configured(&settings).bind()?;
     let ex = Rc::new(LocalExecutor::new());
     let (wake_timer, timer_rx) = channel::bounded(1);
     let state: State = Rc::new_cyclic(|weak| {
         RefCell::new(Shared {
-            driver: Driver::new(&settings),
+            driver: Driver::new(&settings, listeners),
             io: Io {
                 ex: ex.clone(),
                 state: weak.clone(),
-                udp: udp.clone(),
-                media: media.clone(),
+                udp: switchboard_common::new_map(),
                 conns: switchboard_common::new_map(),
-                relays: switchboard_common::new_map(),
                 next_conn: 0,
                 armed: None,
                 wake_timer,
             },
         })
     });
-    print!("{}", switchboard_common::banner::banner("switchboard-smol", &settings, switchboard_common::unix_now()));
-    info!(listen = %local, http = %settings.http_listen, relay_ips = ?settings.relay_ips, "serving");
-    with(&state, |d, io| d.start(io));
     let weak = Rc::downgrade(&state);
-    let tasks = [
-        ex.spawn(read_udp(weak.clone(), udp, UdpRole::Listener(local))),
-        ex.spawn(read_udp(weak.clone(), media, UdpRole::Media)),
-        ex.spawn(accept(weak.clone(), tcp, local, false)),
-        ex.spawn(accept(weak.clone(), http, local, true)),
-        ex.spawn(timer(weak, timer_rx)),
-    ];
+    let mut tasks = vec![ex.spawn(timer(weak.clone(), timer_rx))];
+    for (l, socket) in sockets {
+        match socket {
+            Socket::Udp(s) => with(&state, |_, io| io.add_udp_socket(s, l.addr))?,
+            Socket::Tcp(s, kind) => tasks.push(ex.spawn(accept(weak.clone(), Async::new(s)?, l.addr, kind))),
+        }
+    }
+    print!("{}", switchboard_common::banner::banner("switchboard-smol", &settings, switchboard_common::unix_now()));
+    info!(listeners = ?state.borrow().driver.listeners(), relay_ips = ?settings.relay_ips, "serving");
+    with(&state, |d, io| d.start(io));
     ex.run(shutdown).await;
     drop(tasks);
-    with(&state, |d, io| {
-        d.shutdown(io);
-        io.close_all();
-    });
+    with(&state, |d, io| d.shutdown(io));
     Ok(())
 }
 
-/// Which UDP socket a reading task serves.
-#[derive(Clone, Copy)]
-enum UdpRole {
-    /// The STUN/TURN listener bound at this address.
-    Listener(SocketAddr),
-    /// The relay socket bound at this address.
-    Relay(SocketAddr),
-    /// The SFU's media socket.
-    Media,
-}
-
-/// Reads a UDP socket in batches whenever it is readable, until cancelled.
-async fn read_udp(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, role: UdpRole) {
+/// Reads any UDP socket (a listener of the table or a relay) in batches
+/// whenever it is readable, until cancelled.
+async fn read_udp(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, local: SocketAddr) {
     loop {
         if socket.readable().await.is_err() {
             return;
         }
         let Some(state) = state.upgrade() else { return };
-        let more = with(&state, |d, io| {
-            for _ in 0..BATCH {
-                match (socket.get_ref().recv_from(d.recv_buf()), role) {
-                    (Ok((n, from)), UdpRole::Listener(local)) => d.datagram(io, local, from, n),
-                    (Ok((n, from)), UdpRole::Relay(relay)) => d.relay_datagram(io, relay, from, n),
-                    (Ok((n, from)), UdpRole::Media) => d.media_datagram(io, from, n),
-                    (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                    (Err(e), _) => debug!("udp recv: {e}"),
-                }
-            }
-            true
-        });
+        let more = with(&state, |d, io| d.read_datagrams(io, local, |_, buf| socket.get_ref().recv_from(buf)));
         if more {
             future::yield_now().await;
         }
     }
 }
 
-async fn accept(state: Weak<RefCell<Shared>>, tcp: Async<TcpListener>, local: SocketAddr, http: bool) {
+/// Accepts on any TCP listener of the table, bound at `local`, whose connections carry `kind`.
+async fn accept(state: Weak<RefCell<Shared>>, listener: Async<TcpListener>, local: SocketAddr, kind: ConnKind) {
     loop {
-        let (stream, remote) = match tcp.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                warn!("accept: {e}");
+                warn!(%local, "accept: {e}");
                 Timer::after(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -193,50 +169,24 @@ async fn accept(state: Weak<RefCell<Shared>>, tcp: Async<TcpListener>, local: So
             let id = ConnId(io.next_conn);
             let stream = Rc::new(stream);
             let (wake_writer, wake_rx) = channel::bounded(1);
-            let reader = io.ex.spawn(read_conn(io.state.clone(), stream.clone(), id, http));
+            let reader = io.ex.spawn(read_conn(io.state.clone(), stream.clone(), id));
             let writer = io.ex.spawn(write_conn(io.state.clone(), stream.clone(), id, wake_rx));
             io.conns.insert(id, Conn { stream, out: OutQueue::default(), wake_writer, _tasks: [reader, writer] });
-            if http {
-                d.http_opened(io, id);
-            } else {
-                d.stream_opened(io, id, local, remote);
-            }
+            d.conn_opened(io, id, kind, local, remote);
         });
     }
 }
 
-async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId, http: bool) {
+async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId) {
     let mut chunk = vec![0u8; STREAM_CHUNK];
     loop {
         let r = (&*stream).read(&mut chunk).await;
         let Some(state) = state.upgrade() else { return };
-        let open = with(&state, |d, io| match r {
-            Ok(n) if n > 0 && http => {
-                d.http_data(io, id, &chunk[..n]);
-                true
-            }
-            Ok(n) if n > 0 => {
-                d.stream_data(io, id, &chunk[..n]);
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
-            _ => {
-                // End of stream or a hard error: the client is gone.
-                io.close_stream(id);
-                if http {
-                    d.http_closed(io, id);
-                } else {
-                    d.stream_closed(io, id);
-                }
-                false
-            }
-        });
-        if !open {
+        if !with(&state, |d, io| d.conn_read(io, id, r.map(|n| &chunk[..n]))) {
             return;
         }
     }
 }
-
 /// Writes a connection's queue whenever it is woken, waiting for
 /// writability while the client is slow.
 async fn write_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId, wake: Receiver<()>) {
@@ -278,31 +228,28 @@ async fn timer(state: Weak<RefCell<Shared>>, rearm: Receiver<()>) {
 }
 
 impl Io {
+    /// Starts reading a bound UDP socket with [`read_udp`].
+    fn add_udp_socket(&mut self, socket: UdpSocket, local: SocketAddr) -> io::Result<()> {
+        let socket = Rc::new(Async::new(socket)?);
+        let task = self.ex.spawn(read_udp(self.state.clone(), socket.clone(), local));
+        self.udp.insert(local, Udp { socket, _task: task });
+        Ok(())
+    }
+
     /// Writes what it can of a connection's queue; true if bytes remain.
     fn flush(&mut self, id: ConnId) -> bool {
         let Some(c) = self.conns.get_mut(&id) else { return false };
         let _ = c.out.write_to(c.stream.get_ref());
         !c.out.is_empty()
     }
-
-    fn close_all(&mut self) {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.close_stream(id);
-        }
-    }
 }
 
 impl Sockets for Io {
-    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
-        if let Err(e) = self.udp.get_ref().send_to(data, to) {
-            debug!(%to, "udp send: {e}");
-        }
-    }
-
-    fn send_media(&mut self, to: SocketAddr, data: &[u8]) {
-        if let Err(e) = self.media.get_ref().send_to(data, to) {
-            debug!(%to, "media send: {e}");
+    fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        if let Some(u) = self.udp.get(&local) {
+            if let Err(e) = u.socket.get_ref().send_to(data, remote) {
+                debug!(%local, %remote, "udp send: {e}");
+            }
         }
     }
 
@@ -319,32 +266,6 @@ impl Sockets for Io {
         true
     }
 
-    fn send_from_relay(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
-        if let Some(r) = self.relays.get(&relay) {
-            if let Err(e) = r.socket.get_ref().send_to(data, peer) {
-                debug!(%relay, %peer, "relay send: {e}");
-            }
-        }
-    }
-
-    fn add_relay(&mut self, socket: UdpSocket, addr: SocketAddr) -> bool {
-        let Ok(socket) = Async::new(socket) else { return false };
-        let socket = Rc::new(socket);
-        let task = self.ex.spawn(read_udp(self.state.clone(), socket.clone(), UdpRole::Relay(addr)));
-        self.relays.insert(addr, Relay { socket, _task: task });
-        debug!(%addr, "relay bound");
-        true
-    }
-
-    fn has_relay(&self, addr: SocketAddr) -> bool {
-        self.relays.contains_key(&addr)
-    }
-
-    fn release_relay(&mut self, relay: SocketAddr) {
-        // Dropping the entry cancels its reading task and closes the socket.
-        self.relays.remove(&relay);
-    }
-
     fn close_stream(&mut self, id: ConnId) {
         self.flush(id);
         if let Some(c) = self.conns.remove(&id) {
@@ -352,7 +273,12 @@ impl Sockets for Io {
         }
     }
 
-    fn relays_open(&self) -> usize {
-        self.relays.len()
+    fn add_udp(&mut self, socket: UdpSocket, local: SocketAddr) -> bool {
+        self.add_udp_socket(socket, local).is_ok()
+    }
+
+    fn close_udp(&mut self, local: SocketAddr) {
+        // Dropping the entry cancels its reading task and closes the socket.
+        self.udp.remove(&local);
     }
 }

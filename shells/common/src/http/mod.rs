@@ -1,9 +1,9 @@
-//! The HTTP/1.1 side of a shell: the request head parsed with httparse, the
+//! HTTP/1.1 and WebSocket framing: the request head parsed with httparse, the
 //! WebSocket upgrade and framing done by tungstenite over in-memory buffers,
 //! so both shells only move bytes between a socket and an [`HttpConn`].
 //!
-//! What the server says on `/ws` is decided by the core's signaling; this
-//! module only frames it.
+//! Which response a request gets is [`router`]'s decision; what the server
+//! says on `/ws` is the core's signaling's. This module only frames both.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -11,21 +11,13 @@ use std::io::{self, Read, Write};
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::Message;
 
+pub mod router;
+
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest WebSocket message accepted; the core refuses anything over its own
 /// limit (64 KiB) with an `error`, and a message beyond this closes the connection.
 pub const MAX_WS_MESSAGE: usize = 1 << 20;
-
-/// The web client, embedded at build time.
-pub mod assets {
-    /// `shells/web/index.html`.
-    pub const INDEX_HTML: &str = include_str!("../../web/index.html");
-    /// `shells/web/app.js`.
-    pub const APP_JS: &str = include_str!("../../web/app.js");
-    /// `shells/web/style.css`.
-    pub const STYLE_CSS: &str = include_str!("../../web/style.css");
-}
 
 /// The in-memory stream tungstenite reads from and writes to.
 #[derive(Debug, Default)]
