@@ -50,8 +50,14 @@ pub struct SignalConfig {
     pub sfu_capacity: usize,
     /// Whether `sfu` rooms can be joined (they need the SFU).
     pub sfu_enabled: bool,
-    /// Largest message accepted, in bytes; larger ones get `too-large`.
+    /// Largest message accepted, in bytes; larger ones get `too-large`
+    /// (except SDP, see `max_sdp_bytes`).
     pub max_message_bytes: usize,
+    /// Largest `offer` or `answer` (to the SFU, never relayed to peers) accepted, in bytes.
+    /// SDP grows by ~2.7 KB per m-line (str0m's default codecs) and an SFU participant has
+    /// two m-lines per other participant: 64 KiB stops at 13 participants, and an answer
+    /// refused leaves the server's offer pending, so the room stops negotiating new tracks.
+    pub max_sdp_bytes: usize,
     /// Messages a connection may send in a burst.
     pub rate_burst: u32,
     /// Messages per second a connection may send, sustained.
@@ -73,6 +79,8 @@ impl Default for SignalConfig {
             sfu_capacity: 16,
             sfu_enabled: false,
             max_message_bytes: 64 * 1024,
+            // The shells' WebSocket message limit: about 190 participants' SDP.
+            max_sdp_bytes: 1024 * 1024,
             rate_burst: 100,
             rate_per_second: 50,
             stun_urls: Vec::new(),
@@ -90,6 +98,7 @@ impl std::fmt::Debug for SignalConfig {
             .field("sfu_capacity", &self.sfu_capacity)
             .field("sfu_enabled", &self.sfu_enabled)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_sdp_bytes", &self.max_sdp_bytes)
             .field("rate_burst", &self.rate_burst)
             .field("rate_per_second", &self.rate_per_second)
             .field("stun_urls", &self.stun_urls)
@@ -337,13 +346,18 @@ impl Signaling {
     }
 
     fn dispatch(&mut self, now: Instant, conn: ConnId, text: &str) -> Result<(), Refusal> {
-        if text.len() > self.config.max_message_bytes {
-            return Err(Refusal(ErrorCode::TooLarge, "message larger than the limit"));
+        let too_large = Refusal(ErrorCode::TooLarge, "message larger than the limit");
+        if text.len() > self.config.max_message_bytes.max(self.config.max_sdp_bytes) {
+            return Err(too_large);
         }
         let value: Value = serde_json::from_str(text).map_err(|_| Refusal(ErrorCode::BadJson, "not JSON"))?;
         let Some(typ) = value.get("type").and_then(Value::as_str) else {
             return Err(Refusal(ErrorCode::BadJson, "not an object with a string \"type\""));
         };
+        let limit = if matches!(typ, "offer" | "answer") { self.config.max_sdp_bytes } else { self.config.max_message_bytes };
+        if text.len() > limit {
+            return Err(too_large);
+        }
         if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate" | "layer") {
             return Err(Refusal(ErrorCode::UnknownType, "unknown message type"));
         }

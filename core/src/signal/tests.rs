@@ -217,6 +217,26 @@ fn every_error_case_answers_and_keeps_the_connection() {
     assert_eq!(out, vec![(1, serde_json::json!({"type": "chat", "from": b, "name": "n2", "text": "still here"}))]);
 }
 
+/// Issue 10: SDP for an SFU room of 16 is ~90 KB; the 64 KiB message limit refused the
+/// answers and stalled negotiation. Offers and answers have their own, larger limit.
+#[test]
+fn large_sdp_reaches_the_sfu_but_large_messages_do_not_reach_peers() {
+    let mut h = H::new(SignalConfig { sfu_enabled: true, ..config() });
+    h.open(1);
+    h.say(1, r#"{"type":"join","room":"r","mode":"sfu"}"#);
+    while h.s.poll_sfu_event().is_some() {}
+    let sdp = "x".repeat(200 * 1024);
+    for typ in ["offer", "answer"] {
+        let out = h.say(1, &format!(r#"{{"type":"{typ}","sdp":"{sdp}"}}"#));
+        assert_eq!(error_code(&out, 1), None, "{typ}");
+        assert!(matches!(h.s.poll_sfu_event(), Some(SfuEvent::Offer { .. } | SfuEvent::Answer { .. })), "{typ} reaches the SFU");
+    }
+    let big = format!(r#"{{"type":"message","data":"{}"}}"#, "x".repeat(200 * 1024));
+    assert_eq!(error_code(&h.say(1, &big), 1).as_deref(), Some("too-large"));
+    let huge = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "x".repeat(1024 * 1024));
+    assert_eq!(error_code(&h.say(1, &huge), 1).as_deref(), Some("too-large"));
+}
+
 #[test]
 fn mode_mismatch_when_sfu_enabled() {
     let mut h = H::new(SignalConfig { sfu_enabled: true, ..config() });
