@@ -224,12 +224,12 @@ fn large_sdp_reaches_the_sfu_but_large_messages_do_not_reach_peers() {
     let mut h = H::new(SignalConfig { sfu_enabled: true, ..config() });
     h.open(1);
     h.say(1, r#"{"type":"join","room":"r","mode":"sfu"}"#);
-    while h.s.poll_sfu_event().is_some() {}
+    while h.s.poll_room_event().is_some() {}
     let sdp = "x".repeat(200 * 1024);
     for typ in ["offer", "answer"] {
         let out = h.say(1, &format!(r#"{{"type":"{typ}","sdp":"{sdp}"}}"#));
         assert_eq!(error_code(&out, 1), None, "{typ}");
-        assert!(matches!(h.s.poll_sfu_event(), Some(SfuEvent::Offer { .. } | SfuEvent::Answer { .. })), "{typ} reaches the SFU");
+        assert!(matches!(h.s.poll_room_event(), Some(RoomEvent::Offer { .. } | RoomEvent::Answer { .. })), "{typ} reaches the SFU");
     }
     let big = format!(r#"{{"type":"message","data":"{}"}}"#, "x".repeat(200 * 1024));
     assert_eq!(error_code(&h.say(1, &big), 1).as_deref(), Some("too-large"));
