@@ -1,6 +1,6 @@
 //! A headless SFU participant ("bot"): a str0m client (full ICE, RTP mode)
 //! that joins an SFU room over the signaling protocol, publishes synthetic
-//! audio (50 packets/s) and video (30 packets/s) RTP, subscribes to everyone
+//! audio (50 packets/s) and video (30 packets/s by default) RTP, subscribes to everyone
 //! else, and counts what it receives from each publisher.
 //!
 //! Sans-IO like the rest of the core: feed it the signaling text it receives
@@ -11,7 +11,12 @@
 //! [`super::Lab`]) and by the end-to-end tests (real sockets).
 //!
 //! Every payload starts with the publisher's 8-byte tag, so a receiver knows
-//! whose packet it got without trusting any header.
+//! whose packet it got without trusting any header. Video payloads have one
+//! VP8 descriptor byte (0x10) before the tag. After the tag come the simulcast
+//! layer byte (`l`, `m`, `h`, or `-`) and the send time: nanoseconds since the
+//! bot's epoch ([`Bot::with_epoch`]) as a big-endian u64, from which a
+//! receiver sharing that epoch records publisher-to-subscriber latency
+//! ([`Bot::latency`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,6 +33,120 @@ use str0m::{Candidate, Event, Rtc, RtcConfig};
 
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 const VIDEO_INTERVAL: Duration = Duration::from_millis(33);
+/// RTP clock ticks (90 kHz) per video packet at the default interval: 30 frames per second.
+const VIDEO_CLOCK_DEFAULT: u32 = 90_000 / 30;
+
+/// Sub-buckets per power of two of [`Latency`] (about 6% resolution).
+const SUB: u32 = 16;
+/// Buckets of [`Latency`]: microseconds 0..16 one each, then 16 per power of two up to 2^24 µs (about 17 s).
+const BUCKETS: usize = (SUB + (24 - 4) * SUB + SUB) as usize;
+
+/// A small fixed-bucket histogram of latencies (log-linear in microseconds,
+/// about 6% resolution, values past ~17 s fall in the last bucket), with the
+/// exact count, sum and maximum. Recording costs no allocation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Latency {
+    buckets: [u64; BUCKETS],
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { buckets: [0; BUCKETS], count: 0, sum_ns: 0, max_ns: 0 }
+    }
+}
+
+impl std::fmt::Debug for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latency")
+            .field("count", &self.count)
+            .field("p50", &self.quantile(0.5))
+            .field("p99", &self.quantile(0.99))
+            .field("max", &self.max())
+            .finish()
+    }
+}
+
+impl Latency {
+    fn bucket(us: u64) -> usize {
+        if us < u64::from(SUB) {
+            return us as usize;
+        }
+        let e = 63 - us.leading_zeros(); // >= 4
+        let i = SUB + (e - 4) * SUB + ((us >> (e - 4)) as u32 & (SUB - 1));
+        (i as usize).min(BUCKETS - 1)
+    }
+
+    /// The middle of bucket `i`, in microseconds.
+    fn value(i: usize) -> f64 {
+        let i = i as u32;
+        if i < SUB {
+            return f64::from(i) + 0.5;
+        }
+        let e = (i - SUB) / SUB + 4;
+        let low = (1u64 << e) + u64::from((i - SUB) % SUB) * (1u64 << (e - 4));
+        low as f64 + (1u64 << (e - 4)) as f64 / 2.0
+    }
+
+    /// Records one latency.
+    pub fn record(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[Self::bucket(ns / 1000)] += 1;
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    /// Adds `other`'s samples to these.
+    pub fn merge(&mut self, other: &Latency) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// Forgets every sample.
+    pub fn clear(&mut self) {
+        *self = Latency::default();
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The largest sample (exact).
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns)
+    }
+
+    /// The mean (exact); zero without samples.
+    pub fn mean(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns.checked_div(self.count).unwrap_or(0))
+    }
+
+    /// The `q` quantile (0.0..=1.0), to the bucket's resolution and never
+    /// above the maximum; zero without samples.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let ns = (Self::value(i) * 1000.0) as u64;
+                return Duration::from_nanos(ns.min(self.max_ns));
+            }
+        }
+        self.max()
+    }
+}
 
 /// Packets a bot received, per publisher tag: (audio, video).
 pub type Received = BTreeMap<[u8; 8], (u64, u64)>;
@@ -61,6 +180,11 @@ struct Sender {
     frame: u32,
 }
 
+/// The send time written into payloads: nanoseconds from `epoch` to `now`.
+fn send_time(epoch: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A bot participant.
 pub struct Bot {
     rtc: Rtc,
@@ -78,6 +202,14 @@ pub struct Bot {
     sent: (u64, u64),
     simulcast: bool,
     listen_only: bool,
+    /// Interval between video packets (per simulcast layer).
+    video_interval: Duration,
+    /// RTP clock ticks per video packet.
+    video_clock: u32,
+    /// Send times in payloads count from here.
+    epoch: Instant,
+    /// Publisher-to-subscriber latency of the packets received.
+    latency: Latency,
     /// Peer ids by name (the tag as text), from joined/otherjoin.
     peers: BTreeMap<String, String>,
 }
@@ -113,6 +245,10 @@ impl Bot {
             sent: (0, 0),
             simulcast: false,
             listen_only: false,
+            video_interval: VIDEO_INTERVAL,
+            video_clock: VIDEO_CLOCK_DEFAULT,
+            epoch: now,
+            latency: Latency::default(),
             peers: BTreeMap::new(),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
@@ -125,6 +261,37 @@ impl Bot {
     pub fn with_simulcast(mut self) -> Self {
         self.simulcast = true;
         self
+    }
+
+    /// Publishes one video packet (one frame) every `interval` per layer
+    /// instead of every 33 ms (call before it joins). The RTP timestamp
+    /// advances with it (90 kHz clock). Clamped to at least 1 ms.
+    pub fn with_video_interval(mut self, interval: Duration) -> Self {
+        let interval = interval.max(Duration::from_millis(1));
+        self.video_interval = interval;
+        self.video_clock = u32::try_from(interval.as_micros() * 90 / 1000).unwrap_or(u32::MAX).max(1);
+        self
+    }
+
+    /// Counts the send times written into payloads from `epoch` instead of
+    /// from the `now` given to [`Bot::new`]. Bots that should measure each
+    /// other's latency must share an epoch.
+    pub fn with_epoch(mut self, epoch: Instant) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Publisher-to-subscriber latency of what it received since it started
+    /// or since [`Bot::reset_latency`]: the `now` of the [`Bot::handle_datagram`]
+    /// that delivered a packet minus the send time in its payload (packets
+    /// with a send time in the future of `now` are not counted).
+    pub fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
+    /// Forgets the latencies recorded so far (to measure a window).
+    pub fn reset_latency(&mut self) {
+        self.latency.clear();
     }
 
     /// Publishes nothing: only subscribes (call before it joins).
@@ -226,7 +393,7 @@ impl Bot {
                 self.senders.push(Sender { mid: audio, rid: None, kind: MediaKind::Audio, ssrc: None, pt: None, seq: 1, next: now, interval: AUDIO_INTERVAL, frame: 0 });
                 let rids: Vec<Option<Rid>> = if layers.is_empty() { vec![None] } else { layers.iter().map(|r| Some(Rid::from(*r))).collect() };
                 for rid in rids {
-                    self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval: VIDEO_INTERVAL, frame: 0 });
+                    self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval: self.video_interval, frame: 0 });
                 }
             }
             Some("otherjoin") => {
@@ -301,15 +468,16 @@ impl Bot {
                 }
                 let s = &mut self.senders[i];
                 let (Some(ssrc), Some(pt)) = (s.ssrc, s.pt) else { break };
-                // Payload: the tag, then (video) a VP8 descriptor byte marking a keyframe start every 30 frames.
+                // Payload: (video) a VP8 descriptor byte, the tag, the layer byte, the send time.
                 let mut payload = Vec::with_capacity(200);
                 if s.kind == MediaKind::Video {
                     payload.push(0x10);
                 }
                 payload.extend_from_slice(&self.tag);
                 payload.push(s.rid.map_or(b'-', |r| r.as_bytes().first().copied().unwrap_or(b'?')));
+                payload.extend_from_slice(&send_time(self.epoch, now).to_be_bytes());
                 payload.resize(160, 0xA5);
-                let clock = if s.kind == MediaKind::Audio { 48_000 / 50 } else { 90_000 / 30 };
+                let clock = if s.kind == MediaKind::Audio { 48_000 / 50 } else { self.video_clock };
                 s.frame += 1;
                 let time = s.frame.wrapping_mul(clock);
                 let seq = s.seq;
@@ -350,6 +518,13 @@ impl Bot {
                         if let Some(tag) = p.payload.get(start..start + 8) {
                             let mut t = [0u8; 8];
                             t.copy_from_slice(tag);
+                            if let Some(sent) = p.payload.get(start + 9..start + 17) {
+                                let sent = u64::from_be_bytes(sent.try_into().unwrap_or([0; 8]));
+                                let at = send_time(self.epoch, now);
+                                if sent <= at {
+                                    self.latency.record(Duration::from_nanos(at - sent));
+                                }
+                            }
                             let e = self.received.entry(t).or_default();
                             if video {
                                 e.1 += 1;
@@ -383,5 +558,34 @@ impl Bot {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::Latency;
+    use std::time::Duration;
+
+    #[test]
+    fn quantiles_within_the_bucket_resolution() {
+        let mut l = Latency::default();
+        assert_eq!(l.quantile(0.5), Duration::ZERO);
+        for us in 1..=10_000u64 {
+            l.record(Duration::from_micros(us));
+        }
+        assert_eq!(l.count(), 10_000);
+        assert_eq!(l.max(), Duration::from_micros(10_000));
+        for (q, want) in [(0.5, 5_000.0), (0.99, 9_900.0), (0.01, 100.0)] {
+            let got = l.quantile(q).as_secs_f64() * 1e6;
+            assert!((got - want).abs() / want < 0.07, "q{q}: {got} µs, want {want}");
+        }
+        assert!(l.quantile(1.0) <= l.max());
+        let mut m = Latency::default();
+        m.record(Duration::from_secs(100));
+        m.merge(&l);
+        assert_eq!(m.count(), 10_001);
+        assert_eq!(m.max(), Duration::from_secs(100));
+        m.clear();
+        assert_eq!(m.count(), 0);
     }
 }
