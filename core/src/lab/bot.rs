@@ -210,6 +210,8 @@ pub struct Bot {
     epoch: Instant,
     /// Publisher-to-subscriber latency of the packets received.
     latency: Latency,
+    /// Only packets sent in this span (ns since `epoch`) are recorded in `latency`.
+    latency_window: Option<(u64, u64)>,
     /// Peer ids by name (the tag as text), from joined/otherjoin.
     peers: BTreeMap<String, String>,
 }
@@ -249,6 +251,7 @@ impl Bot {
             video_clock: VIDEO_CLOCK_DEFAULT,
             epoch: now,
             latency: Latency::default(),
+            latency_window: None,
             peers: BTreeMap::new(),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
@@ -292,6 +295,14 @@ impl Bot {
     /// Forgets the latencies recorded so far (to measure a window).
     pub fn reset_latency(&mut self) {
         self.latency.clear();
+    }
+
+    /// From now on records in [`Bot::latency`] only the packets whose send
+    /// time is in `from..until` (whenever they arrive), so that its count is
+    /// what this bot received of what was published in that span, however
+    /// late it arrives. Without a window every packet is recorded.
+    pub fn set_latency_window(&mut self, from: Instant, until: Instant) {
+        self.latency_window = Some((send_time(self.epoch, from), send_time(self.epoch, until)));
     }
 
     /// Publishes nothing: only subscribes (call before it joins).
@@ -521,7 +532,8 @@ impl Bot {
                             if let Some(sent) = p.payload.get(start + 9..start + 17) {
                                 let sent = u64::from_be_bytes(sent.try_into().unwrap_or([0; 8]));
                                 let at = send_time(self.epoch, now);
-                                if sent <= at {
+                                let in_window = self.latency_window.is_none_or(|(a, b)| a <= sent && sent < b);
+                                if sent <= at && in_window {
                                     self.latency.record(Duration::from_nanos(at - sent));
                                 }
                             }
