@@ -11,13 +11,22 @@
 //! carrying the send time, and subscribes to everyone else in its room.
 //!
 //! Phases: join and connect (until every bot is connected and receives audio
-//! and video from every other bot of its room, or `--connect-timeout`), a
-//! warm-up (`--warmup`), then the measured window (`--seconds`). Counts are
-//! deltas over the window. The whole run is bounded by `--max-seconds`; it
-//! stops by itself.
+//! and video from every other bot of its room, or `--connect-timeout`; it
+//! measures anyway after a timeout and says so), a warm-up (`--warmup`), then
+//! the measured window (`--seconds`), then `--drain` seconds for late packets.
+//! Counting is by send time, so a queue in the server neither inflates nor
+//! hides anything: `published` is what the bots sent during the window;
+//! `received` is what subscribers got of the packets sent during the window
+//! (whenever they arrived, up to the drain); `expected` is, per subscriber,
+//! what the others of its room published that the SFU forwards (audio, and
+//! one of the three layers with `--simulcast`). Subscriber-tracks are the
+//! (publisher, kind) pairs each subscriber received in the window. The whole
+//! run is bounded by `--max-seconds`; it stops by itself.
 //!
-//! Output: one JSON line on stdout (keys below in [`Report`]), then a human
-//! summary on stderr.
+//! Output: one JSON line on stdout (keys as in `Report`), then a human
+//! summary on stderr, including the server's CPU (from /proc/PID/stat, PID
+//! from `--server-pid` or the process listening on the HTTP port) and the
+//! load generator's own, since both share the machine's cores.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -66,6 +75,9 @@ struct Args {
     /// Most seconds to wait for every bot to connect and hear every other.
     #[arg(long, default_value_t = 20.0)]
     connect_timeout: f64,
+    /// Seconds after the window to wait for packets published in it (later ones count as lost).
+    #[arg(long, default_value_t = 1.0)]
+    drain: f64,
     /// Hard bound on the whole run, in seconds.
     #[arg(long, default_value_t = 60.0)]
     max_seconds: f64,
@@ -79,6 +91,8 @@ struct Args {
 struct Plan {
     start: Instant,
     end: Instant,
+    /// When the threads report: `end` plus the drain time for late packets.
+    report: Instant,
 }
 
 /// What the threads share: the plan, the stop flag, and progress counters.
@@ -101,6 +115,7 @@ struct Live {
     udp: UdpSocket,
     local: SocketAddr,
     start: Option<Snap>,
+    end: Option<Snap>,
     meshed: bool,
     connected: bool,
 }
@@ -176,7 +191,7 @@ fn start_bot(args: &Args, epoch: Instant, room: usize, idx: usize, run: &str) ->
     if args.simulcast {
         bot = bot.with_simulcast();
     }
-    Ok(Live { bot, room, ws, ws_ok: true, udp, local, start: None, meshed: false, connected: false })
+    Ok(Live { bot, room, ws, ws_ok: true, udp, local, start: None, end: None, meshed: false, connected: false })
 }
 
 /// Sends what the bot has queued: signaling and datagrams.
@@ -251,6 +266,7 @@ fn worker(
     }
     let mut buf = vec![0u8; 2048];
     let mut reported = false;
+    let mut windowed = false;
     let mut wake_late = Latency::default();
     let mut next_status = Instant::now();
     loop {
@@ -261,6 +277,12 @@ fn worker(
         let plan = shared.plan.get().copied();
         // Phase boundaries, checked before this wake's work so the window holds whole wakes.
         if let Some(p) = plan {
+            if !windowed {
+                windowed = true;
+                for l in bots.iter_mut() {
+                    l.bot.set_latency_window(p.start, p.end);
+                }
+            }
             if now >= p.start && bots.first().is_some_and(|b| b.start.is_none()) {
                 for l in bots.iter_mut() {
                     l.start = Some(snap(&l.bot));
@@ -268,27 +290,32 @@ fn worker(
                 }
                 wake_late.clear();
             }
-            if now >= p.end && !reported {
+            if now >= p.end && bots.first().is_some_and(|b| b.end.is_none()) {
+                for l in bots.iter_mut() {
+                    l.end = Some(snap(&l.bot));
+                }
+            }
+            if now >= p.report && !reported {
                 reported = true;
                 let mut latency = Latency::default();
                 let results = bots
                     .iter()
                     .map(|l| {
+                        // Received: what was published in the window and arrived by the report
+                        // (the latency window counts by send time); tracks: what flowed in the window.
                         latency.merge(l.bot.latency());
                         let s0 = l.start.clone().unwrap_or_else(|| snap(&l.bot));
-                        let s1 = snap(&l.bot);
-                        let mut received = 0;
+                        let s1 = l.end.clone().unwrap_or_else(|| snap(&l.bot));
                         let mut tracks = 0;
                         for (tag, (a, v)) in &s1.received {
                             let (a0, v0) = s0.received.get(tag).copied().unwrap_or_default();
-                            received += (a - a0) + (v - v0);
                             tracks += u64::from(a > &a0) + u64::from(v > &v0);
                         }
                         BotResult {
                             room: l.room,
                             sent_audio: s1.sent.0 - s0.sent.0,
                             sent_video: s1.sent.1 - s0.sent.1,
-                            received,
+                            received: l.bot.latency().count(),
                             tracks,
                             connected: l.bot.is_connected(),
                             meshed: l.meshed,
@@ -319,8 +346,10 @@ fn worker(
         if let Some(p) = plan {
             if bots.first().is_some_and(|b| b.start.is_none()) {
                 wake = wake.min(p.start);
-            } else if !reported {
+            } else if bots.first().is_some_and(|b| b.end.is_none()) {
                 wake = wake.min(p.end);
+            } else if !reported {
+                wake = wake.min(p.report);
             }
         }
         for l in &bots {
@@ -580,7 +609,7 @@ fn main() {
     let threads = handles.len();
 
     // Connect: until every bot hears every other bot of its room, bounded.
-    let budget = args.warmup.max(0.0) + args.seconds.max(0.0) + 1.0;
+    let budget = args.warmup.max(0.0) + args.seconds.max(0.0) + args.drain.max(0.0) + 1.0;
     let connect_until = (began + Duration::from_secs_f64(args.connect_timeout.max(0.0))).min(deadline.checked_sub(Duration::from_secs_f64(budget)).unwrap_or(began));
     let mut last_print = Instant::now();
     while shared.meshed.load(Ordering::Relaxed) < total && Instant::now() < connect_until {
@@ -609,7 +638,8 @@ fn main() {
     }
     let start = Instant::now() + Duration::from_secs_f64(args.warmup.max(0.0));
     let end = (start + Duration::from_secs_f64(args.seconds.max(0.1))).min(deadline - Duration::from_millis(500)).max(start);
-    let _ = shared.plan.set(Plan { start, end });
+    let report = (end + Duration::from_secs_f64(args.drain.max(0.0))).min(deadline - Duration::from_millis(250)).max(end);
+    let _ = shared.plan.set(Plan { start, end, report });
     for w in &wakers {
         let _ = w.wake();
     }
