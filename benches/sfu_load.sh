@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# SFU forwarding under load: rooms of bots (benches/src/bin/sfuload.rs, the
+# core's str0m Bot over real WebSocket + UDP) against the release `switchboard`
+# binary, on loopback.
+#
+#   ./benches/sfu_load.sh                                   # rooms of 4, 16 and 25; 3 rounds
+#   SIZES="4 8" ROOMS=2 WINDOW=5 ROUNDS=1 ./benches/sfu_load.sh
+#   VIDEO_PPS=30 SIMULCAST=1 ./benches/sfu_load.sh
+#
+# One server for the whole run, on its own ports, with the SFU room capacity
+# raised so the largest room fits. Each round runs every room size once
+# (alternating sizes, so a slow moment of the shared machine is spread over
+# all of them); the medians per size are printed at the end. The load generator
+# shares the machine's cores with the server: read its CPU next to the server's.
+# Traffic stays on loopback; every run is bounded (--max-seconds) and the server
+# is killed by pid on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-"4 16 25"}
+ROOMS=${ROOMS:-1}
+ROUNDS=${ROUNDS:-3}
+WINDOW=${WINDOW:-10}
+WARMUP=${WARMUP:-3}
+VIDEO_PPS=${VIDEO_PPS:-100}
+THREADS=${THREADS:-}
+SIMULCAST=${SIMULCAST:-}
+HTTP_PORT=${HTTP_PORT:-38180}
+TURN_PORT=${TURN_PORT:-34978}
+MEDIA_PORT=${MEDIA_PORT:-37982}
+
+max=0
+for s in $SIZES; do [ "$s" -gt "$max" ] && max=$s; done
+
+cargo build --release --locked -q -p switchboard -p switchboard-benches --bins
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+target/release/switchboard serve --turn-listen 127.0.0.1:$TURN_PORT --http-listen 127.0.0.1:$HTTP_PORT \
+    --media-listen 127.0.0.1:$MEDIA_PORT --sfu-room-capacity "$max" --log-level warn >"$tmp/sb.log" 2>&1 &
+server=$!
+pids+=("$server")
+for _ in $(seq 1 50); do
+    grep -q "is serving" "$tmp/sb.log" 2>/dev/null && break
+    kill -0 "$server" 2>/dev/null || { cat "$tmp/sb.log"; exit 1; }
+    sleep 0.1
+done
+
+load() {
+    local extra=()
+    [ -n "$THREADS" ] && extra+=(--threads "$THREADS")
+    [ -n "$SIMULCAST" ] && extra+=(--simulcast)
+    target/release/sfuload --http 127.0.0.1:$HTTP_PORT --server-pid "$server" --rooms "$ROOMS" --participants "$1" \
+        --video-pps "$VIDEO_PPS" --warmup "$WARMUP" --seconds "$WINDOW" \
+        --max-seconds "$(awk -v w="$WARMUP" -v s="$WINDOW" 'BEGIN {print w + s + 45}')" "${extra[@]}" 2>"$tmp/err"
+}
+field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A res
+for r in $(seq 1 "$ROUNDS"); do
+    for p in $SIZES; do
+        out=$(load "$p") || { cat "$tmp/err"; exit 1; }
+        echo "${ROOMS}x$p round $r: $out"
+        res[$p]+="$out"$'\n'
+    done
+done
+
+echo
+printf '%-8s %8s %10s %10s %12s %9s %9s %12s %12s %12s\n' room tracks delivery% worst% fwd_pps p50_ms p99_ms srv_cpu_s us/packet gen_cpu_s
+for p in $SIZES; do
+    col() { median $(printf '%s' "${res[$p]}" | grep . | field "$1"); }
+    printf '%-8s %8s %10s %10s %12s %9s %9s %12s %12s %12s\n' "${ROOMS}x$p" "$(col subscriber_tracks)" "$(col delivery_pct)" \
+        "$(col min_bot_delivery_pct)" "$(col forwarded_pps)" "$(col latency_p50_ms)" "$(col latency_p99_ms)" \
+        "$(col server_cpu_s)" "$(col server_cpu_us_per_forwarded)" "$(col loadgen_cpu_s)"
+done
+echo "(medians over $ROUNDS round(s) of ${WINDOW} s windows after ${WARMUP} s warm-up; ${VIDEO_PPS} video + 50 audio packets/s per bot)"
