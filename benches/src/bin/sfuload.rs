@@ -42,7 +42,7 @@ use clap::Parser;
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use switchboard_core::sfu::bot::{Bot, Latency, Received};
+use switchboard_core::lab::{Bot, Latency, Received};
 use tungstenite::{Message, WebSocket};
 
 #[derive(Parser, Debug)]

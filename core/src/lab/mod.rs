@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use bot::{Bot, Received, VideoSeen};
+pub use bot::{Bot, Latency, Received, VideoSeen};
 use crate::engine::{Config, Input, Output, Switchboard};
 use crate::ids::ConnId;
 use crate::sfu::SfuConfig;
