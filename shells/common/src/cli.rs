@@ -147,6 +147,10 @@ serve_settings! {
     /// Most participants in an SFU room [default: 16].
     #[arg(long, value_name = "N")]
     sfu_room_capacity: usize = 16;
+    /// Receive and send buffer asked for each UDP listener (STUN/TURN, SFU media), bytes; a burst
+    /// that fits is not lost. The kernel caps it at net.core.rmem_max/wmem_max [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    udp_buffer: usize = 4 << 20;
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
@@ -169,6 +173,8 @@ pub struct Settings {
     pub relay_ips: Vec<IpAddr>,
     /// Relay port range, inclusive.
     pub ports: (u16, u16),
+    /// Receive and send buffer size asked for each UDP listener, in bytes.
+    pub udp_buffer: usize,
     /// Log filter.
     pub log_level: String,
     /// Whether the REST secret was generated at start (none was configured).
@@ -187,6 +193,7 @@ impl std::fmt::Debug for Settings {
             .field("media_listen", &self.media_listen)
             .field("relay_ips", &self.relay_ips)
             .field("ports", &self.ports)
+            .field("udp_buffer", &self.udp_buffer)
             .field("turn", &self.turn)
             .field("signal", &self.signal)
             .finish_non_exhaustive()
@@ -281,6 +288,7 @@ impl ServeArgs {
             sfu: SfuConfig { media_addr: media_public },
             relay_ips,
             ports,
+            udp_buffer: a.udp_buffer,
             log_level: a.log_level,
             generated_secret,
             turn,
@@ -386,6 +394,7 @@ mod tests {
         ("room-capacity", "5", "5"),
         ("media-listen", "127.0.0.2:7000", "\"127.0.0.2:7000\""),
         ("sfu-room-capacity", "7", "7"),
+        ("udp-buffer", "65536", "65536"),
     ];
 
     /// Everything a resolved [`Settings`] holds, secrets included, for comparing.

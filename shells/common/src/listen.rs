@@ -11,6 +11,8 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 
+use tracing::warn;
+
 use crate::Settings;
 
 /// What a listening socket is for.
@@ -74,13 +76,15 @@ pub enum Socket {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listeners {
     entries: Vec<Listener>,
+    /// Receive and send buffer to ask for each UDP listener, bytes (0: the kernel's default).
+    udp_buffer: usize,
 }
 
 impl Listeners {
     /// The listeners `settings` ask for, in binding order: STUN/TURN on UDP
     /// and TCP, HTTP, SFU media.
     pub fn configured(settings: &Settings) -> Self {
-        let mut t = Listeners::default();
+        let mut t = Listeners { udp_buffer: settings.udp_buffer, ..Listeners::default() };
         t.push(ListenerKind::TurnUdp, settings.turn_listen);
         t.push(ListenerKind::TurnTcp, settings.turn_listen);
         t.push(ListenerKind::Http, settings.http_listen);
@@ -112,13 +116,12 @@ impl Listeners {
     /// Binds every entry, non-blocking. Returns the table with the bound
     /// addresses (a port 0 resolved) and the sockets, in the same order.
     pub fn bind(&self) -> io::Result<(Listeners, Vec<(Listener, Socket)>)> {
-        let mut bound = Listeners::default();
+        let mut bound = Listeners { udp_buffer: self.udp_buffer, ..Listeners::default() };
         let mut sockets = Vec::with_capacity(self.entries.len());
         for l in self.iter() {
             let (socket, addr) = match l.kind.conn_kind() {
                 None => {
-                    let s = UdpSocket::bind(l.addr)?;
-                    s.set_nonblocking(true)?;
+                    let s = bind_udp(l.addr, self.udp_buffer)?;
                     let addr = s.local_addr()?;
                     (Socket::Udp(s), addr)
                 }
@@ -136,9 +139,50 @@ impl Listeners {
     }
 }
 
+/// A non-blocking UDP socket bound at `addr`, with receive and send buffers
+/// of `buffer` bytes asked for (0: the kernel's default). Where the kernel
+/// grants less, a warning names the sysctl to raise: a burst larger than the
+/// receive buffer is lost before the server sees it.
+fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket as RawSocket, Type};
+    let s = RawSocket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer > 0 {
+        // Linux reports twice what it grants (the doubling covers its bookkeeping).
+        let granted = |n: usize| if cfg!(target_os = "linux") { n / 2 } else { n };
+        let _ = s.set_recv_buffer_size(buffer);
+        let _ = s.set_send_buffer_size(buffer);
+        let (rcv, snd) = (s.recv_buffer_size().map(granted)?, s.send_buffer_size().map(granted)?);
+        if rcv < buffer {
+            warn!(%addr, asked = buffer, granted = rcv, "UDP receive buffer capped by the kernel: raise net.core.rmem_max");
+        }
+        if snd < buffer {
+            warn!(%addr, asked = buffer, granted = snd, "UDP send buffer capped by the kernel: raise net.core.wmem_max");
+        }
+    }
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_listeners_get_the_buffers_asked_for_up_to_the_kernel_cap() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let read_max = |f: &str| std::fs::read_to_string(f).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let (rmax, wmax) = (read_max("/proc/sys/net/core/rmem_max"), read_max("/proc/sys/net/core/wmem_max"));
+        let asked = 1 << 20;
+        let s = socket2::Socket::from(bind_udp(addr, asked).unwrap());
+        // Linux reports twice what it grants; it grants up to the sysctl cap.
+        let want = |max: Option<usize>| 2 * max.map_or(asked, |m| asked.min(m));
+        assert!(s.recv_buffer_size().unwrap() >= want(rmax), "{:?}", s.recv_buffer_size());
+        assert!(s.send_buffer_size().unwrap() >= want(wmax), "{:?}", s.send_buffer_size());
+        // 0 leaves the kernel's default, which is smaller.
+        let d = socket2::Socket::from(bind_udp(addr, 0).unwrap());
+        assert!(d.recv_buffer_size().unwrap() < 2 * asked);
+    }
 
     #[test]
     fn binds_every_entry_and_tells_udp_kinds_apart() {
