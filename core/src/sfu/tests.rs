@@ -268,16 +268,15 @@ fn room_delivery(n: u8, settle: Duration, window: Duration) -> (f64, f64, f64, f
     let sent0: Vec<(u64, u64)> = (0..n as usize).map(|i| net.bots[i].bot.sent()).collect();
     let recv0: Vec<_> = (0..n as usize).map(|i| net.received(i).clone()).collect();
     net.run(window);
-    // Packets in flight at the end of the window: allow one pacing interval's worth (measured, not assumed).
     let (mut min_a, mut min_v, mut sum_a, mut sum_v, mut pairs) = (f64::MAX, f64::MAX, 0.0, 0.0, 0.0);
-    for s in 0..n as usize {
-        for p in 0..n as usize {
+    for (s, recv0) in recv0.iter().enumerate() {
+        for (p, sent0) in sent0.iter().enumerate() {
             if s == p {
                 continue;
             }
             let tag = net.bots[p].bot.tag();
-            let (pa, pv) = (net.bots[p].bot.sent().0 - sent0[p].0, net.bots[p].bot.sent().1 - sent0[p].1);
-            let was = recv0[s].get(&tag).copied().unwrap_or_default();
+            let (pa, pv) = (net.bots[p].bot.sent().0 - sent0.0, net.bots[p].bot.sent().1 - sent0.1);
+            let was = recv0.get(&tag).copied().unwrap_or_default();
             let now = net.received(s).get(&tag).copied().unwrap_or_default();
             let (da, dv) = ((now.0 - was.0) as f64 / pa.max(1) as f64, (now.1 - was.1) as f64 / pv.max(1) as f64);
             min_a = min_a.min(da);
