@@ -28,6 +28,8 @@ SIMULCAST=${SIMULCAST:-}
 HTTP_PORT=${HTTP_PORT:-38180}
 TURN_PORT=${TURN_PORT:-34978}
 MEDIA_PORT=${MEDIA_PORT:-37982}
+# Deep socket buffers so that a burst the server falls behind on is measured as delay, not lost at its socket.
+UDP_BUFFER=${UDP_BUFFER:-4194304}
 
 max=0
 for s in $SIZES; do [ "$s" -gt "$max" ] && max=$s; done
@@ -39,7 +41,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 target/release/switchboard serve --turn-listen 127.0.0.1:$TURN_PORT --http-listen 127.0.0.1:$HTTP_PORT \
-    --media-listen 127.0.0.1:$MEDIA_PORT --sfu-room-capacity "$max" --log-level warn >"$tmp/sb.log" 2>&1 &
+    --media-listen 127.0.0.1:$MEDIA_PORT --sfu-room-capacity "$max" --udp-buffer "$UDP_BUFFER" --log-level warn >"$tmp/sb.log" 2>&1 &
 server=$!
 pids+=("$server")
 for _ in $(seq 1 50); do

@@ -147,10 +147,11 @@ serve_settings! {
     /// Most participants in an SFU room [default: 16].
     #[arg(long, value_name = "N")]
     sfu_room_capacity: usize = 16;
-    /// Receive and send buffer asked for each UDP listener (STUN/TURN, SFU media), bytes; a burst
-    /// that fits is not lost. The kernel caps it at net.core.rmem_max/wmem_max [default: 4194304].
+    /// Receive and send buffer asked for each UDP listener (STUN/TURN, SFU media), bytes; 0 keeps
+    /// the kernel's default. A burst that fits is not lost, but a server that falls behind then
+    /// delays media instead of dropping it. The kernel caps it at net.core.rmem_max/wmem_max [default: 0].
     #[arg(long, value_name = "BYTES")]
-    udp_buffer: usize = 4 << 20;
+    udp_buffer: usize = 0;
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
