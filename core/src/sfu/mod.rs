@@ -28,6 +28,7 @@
 //! function), `simulcast` (layer choice and keyframes), `timers` (one deadline
 //! per participant) and `stats`.
 
+pub mod allocate;
 mod forward;
 mod negotiate;
 pub mod rewrite;
