@@ -23,6 +23,11 @@
 //! A layer measured at 0 bps above a leg's lowest (the publisher does not
 //! send it now) is never chosen; the lowest layer is chosen at its measured
 //! rate, 0 included (nothing is known yet, so nothing is paused for it).
+//!
+//! The rates come from a [`RateMeter`] per published layer: bytes over
+//! windows of [`RATE_WINDOW`] on the `now` the SFU is given.
+
+use std::time::{Duration, Instant};
 
 /// What one video leg gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +107,43 @@ pub fn allocate(available_bps: u64, audio_bps: u64, legs: &[VideoLeg<'_>]) -> Ve
     }
 }
 
+/// The window over which a [`RateMeter`] measures.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The bitrate of one stream: the bytes recorded over the last full window
+/// of about [`RATE_WINDOW`], divided by its length. No allocation, no clock
+/// read: time is the `now` given. A stream silent for two windows measures 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateMeter {
+    /// Where the current window started, and the bytes in it so far.
+    window: Option<(Instant, u64)>,
+    /// The last full window's rate, bits per second.
+    bps: u64,
+}
+
+impl RateMeter {
+    /// `bytes` of one packet at `now`.
+    pub fn record(&mut self, now: Instant, bytes: u64) {
+        let (start, total) = self.window.get_or_insert((now, 0));
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed >= RATE_WINDOW {
+            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+            self.bps = u64::try_from(u128::from(*total) * 8 * 1_000_000_000 / u128::from(nanos)).unwrap_or(u64::MAX);
+            *start = now;
+            *total = 0;
+        }
+        *total = total.saturating_add(bytes);
+    }
+
+    /// The rate at `now`, bits per second: 0 before a full window, or after two windows without a packet.
+    pub fn bps(&self, now: Instant) -> u64 {
+        match self.window {
+            Some((start, _)) if now.saturating_duration_since(start) < 2 * RATE_WINDOW => self.bps,
+            _ => 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Allocation::{Layer, Paused};
@@ -116,6 +158,21 @@ mod tests {
         let legs: Vec<VideoLeg> = current.iter().map(|c| VideoLeg { layers: SIM, current: *c }).collect();
         let out = allocate(available, AUDIO, &legs);
         current.copy_from_slice(&out);
+    }
+
+    #[test]
+    fn the_rate_meter_measures_whole_windows_on_the_time_given() {
+        let t0 = crate::time::test_start();
+        let mut m = RateMeter::default();
+        assert_eq!(m.bps(t0), 0);
+        // 200 bytes every 20 ms: 80 kbps.
+        for i in 0..=150u64 {
+            m.record(t0 + Duration::from_millis(20 * i), 200);
+        }
+        let now = t0 + Duration::from_millis(3000);
+        assert!((79_000..=81_000).contains(&m.bps(now)), "{}", m.bps(now));
+        // Silent for two windows: nothing.
+        assert_eq!(m.bps(now + 2 * RATE_WINDOW), 0);
     }
 
     #[test]

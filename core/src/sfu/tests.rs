@@ -312,3 +312,4 @@ fn room_delivery_sweep() {
     }
 }
 
+
