@@ -77,8 +77,7 @@ impl Sfu {
         let available = p.stats.bwe_bps.unwrap_or(INITIAL_BWE_BPS).min(p.max_bps.unwrap_or(u64::MAX));
         let members = self.rooms.get(&p.room).map(Vec::as_slice).unwrap_or_default();
         let mut audio = 0u64;
-        // (priority: chosen by hand first, then the publisher's join order; leg index; rates; current)
-        let mut video: Vec<((bool, usize, usize), Vec<u64>, Allocation)> = Vec::new();
+        let mut video: Vec<(Priority, Vec<u64>, Allocation)> = Vec::new();
         for (i, leg) in p.legs.iter().enumerate() {
             let Some(t) = self.tracks.get(&leg.track) else { continue };
             if t.kind != MediaKind::Video {
@@ -173,6 +172,11 @@ impl Sfu {
         self.drive(now, owner);
     }
 }
+
+/// A video leg's place in the allocation, least first: not chosen by hand
+/// (false first), its publisher's place in the room's join order, and the
+/// leg's index among the subscriber's legs.
+type Priority = (bool, usize, usize);
 
 /// Whether an RTP payload starts a keyframe, for the codecs browsers send.
 pub(super) fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {

@@ -259,6 +259,7 @@ mod random {
 /// Delivery in a room of `n` bots after `settle` of simulated time, measured over `window`:
 /// (min audio, min video, mean audio, mean video) of received / (published × subscribers),
 /// per subscriber and publisher pair.
+#[allow(clippy::needless_range_loop, reason = "s and p index the bots, their counters and the snapshots alike")]
 fn room_delivery(n: u8, settle: Duration, window: Duration) -> (f64, f64, f64, f64) {
     let mut net = Lab::new(crate::time::test_start());
     for i in 0..n {
