@@ -13,10 +13,6 @@ use super::simulcast::is_keyframe;
 use super::Sfu;
 use crate::ids::ConnId;
 
-/// Bytes a packet carries on the wire beyond its RTP header and payload:
-/// IPv4 and UDP headers (28) and the SRTP authentication tag (10).
-const WIRE_OVERHEAD: usize = 38;
-
 impl Sfu {
     /// Forwards one RTP packet from publisher `from` to every subscriber of its track
     /// (for simulcast, to those who receive its layer, switching layers at keyframes).
@@ -39,10 +35,10 @@ impl Sfu {
         let Some(tid) = track else { return };
         let pub_params = p.rtc.codec_config().find(|c| c.pt() == pkt.header.payload_type).copied();
         let Some(t) = self.tracks.get_mut(&tid) else { return };
-        // The layer's rate, as the publisher sends it (with the UDP/IP headers and SRTP tag).
+        // The layer's rate, in the unit of str0m's egress estimate: RTP payload bytes.
         let layer = rid.and_then(|r| t.layers.iter().position(|l| *l == r)).unwrap_or(0);
         if let Some(m) = t.rates.get_mut(layer) {
-            m.record(now, (pkt.header.header_len + pkt.payload.len() + WIRE_OVERHEAD) as u64);
+            m.record(now, pkt.payload.len() as u64);
         }
         let keyframe = t.kind == MediaKind::Video && pub_params.is_some_and(|pp| is_keyframe(pp.spec().codec, &pkt.payload));
         let incoming = Incoming { pt: pkt.header.payload_type, seq: *pkt.seq_no, ts: pkt.header.timestamp, rid, keyframe };
