@@ -52,7 +52,7 @@ pub enum Decision {
         seq: u64,
         /// The leg's RTP timestamp.
         ts: u32,
-        /// Whether this packet switched the leg to another layer.
+        /// Whether this packet switched the leg to another layer (not: resumed the same one).
         switched: bool,
     },
 }
@@ -153,9 +153,9 @@ impl LegRewrite {
         }
         let Some(Some(pt)) = self.mapped_pt(p.pt) else { return Decision::Skip };
         let seq_in = i64::try_from(p.seq).unwrap_or(i64::MAX);
+        // Resuming the layer it had: the same clock, so the timestamp runs on with the time paused.
+        let same_layer = self.layer == p.rid;
         if switch {
-            // Resuming the layer it had: the same clock, so the timestamp runs on with the time paused.
-            let same_layer = self.layer == p.rid;
             self.layer = p.rid;
             self.resuming = false;
             match self.last_out {
@@ -178,7 +178,7 @@ impl LegRewrite {
         if self.last_out.is_none_or(|(last, _)| seq > last) {
             self.last_out = Some((seq, ts));
         }
-        Decision::Write { pt, seq, ts, switched: switch }
+        Decision::Write { pt, seq, ts, switched: switch && !same_layer }
     }
 }
 
@@ -284,7 +284,7 @@ mod tests {
         assert!(l.wants_switch(), "resuming asks for a keyframe");
         assert_eq!(l.rewrite(&pkt(600, 300_000)), Decision::AwaitKeyframe);
         // The keyframe: the next sequence number, the publisher's time (same stream, same clock).
-        assert_eq!(written(l.rewrite(&Incoming { keyframe: true, ..pkt(601, 303_000) })), (SUB_VP8, 1001, 303_000, true));
+        assert_eq!(written(l.rewrite(&Incoming { keyframe: true, ..pkt(601, 303_000) })), (SUB_VP8, 1001, 303_000, false));
         assert_eq!(written(l.rewrite(&pkt(602, 306_000))), (SUB_VP8, 1002, 306_000, false));
         assert!(!l.wants_switch());
         // A simulcast leg that resumes on another layer moves one frame, as at a switch.
