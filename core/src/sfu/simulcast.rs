@@ -102,7 +102,8 @@ impl Sfu {
         // Let str0m probe for what every video at its best layer would need (with the headroom to go up), up to the cap.
         let wanted = legs.iter().fold(audio, |sum, l| sum.saturating_add(l.layers.iter().copied().max().unwrap_or(0)));
         let desired = (wanted.saturating_mul(UP_MARGIN_PCT) / 100).min(p.max_bps.unwrap_or(u64::MAX)).max(INITIAL_BWE_BPS);
-        if p.desired_bps != desired {
+        let reconfigured = p.desired_bps != desired;
+        if reconfigured {
             p.desired_bps = desired;
             p.rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
         }
@@ -135,6 +136,10 @@ impl Sfu {
         }
         for t in keyframes {
             self.request_keyframe(now, t);
+        }
+        if reconfigured {
+            // str0m re-armed its timers: drain it for the new deadline (this allocation is not due again).
+            self.drive(now, conn);
         }
     }
 
