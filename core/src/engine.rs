@@ -545,6 +545,7 @@ fn to_wire(msg: &SfuMessage) -> ServerMsg<'_> {
         SfuMessage::Candidate { candidate, sdp_mid, sdp_mline_index } => {
             ServerMsg::Candidate { candidate, sdp_mid: sdp_mid.as_deref(), sdp_mline_index: *sdp_mline_index }
         }
+        SfuMessage::Paused { peer, paused } => ServerMsg::Paused { peer, paused: *paused },
         SfuMessage::Error { code, message } => ServerMsg::Error { code: error_code(*code), message },
     }
 }

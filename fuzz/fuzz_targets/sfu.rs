@@ -28,7 +28,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let start = Instant::now();
     let mut now = start;
     let media: SocketAddr = "10.0.0.1:7882".parse().unwrap();
-    let mut sfu = Sfu::new(SfuConfig { media_addr: media }, start, &[9; 32]);
+    let mut sfu = Sfu::new(SfuConfig::new(media), start, &[9; 32]);
     let conn = ConnId(1);
     // A second participant, so that layer choices can name a publisher in the room.
     let other = ConnId(2);

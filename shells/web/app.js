@@ -11,6 +11,8 @@
 //
 // With "simulcast" ticked, the camera is sent as three layers (rids l, m, h: quarter, half and full size); each
 // tile's selector asks the server for a layer of that participant (or "auto": the server picks by bandwidth).
+// When our bandwidth does not carry a participant's video, the server pauses it (`paused` message) and its tile
+// says "video paused (bandwidth)" until it resumes.
 //
 // URL parameters: ?room=NAME&name=NAME&media=video|audio&mode=p2p|sfu&simulcast=1&relay=1&autojoin=1
 'use strict';
@@ -40,6 +42,7 @@ const state = {
   received: [], // [{name, size, sha256}]
   mode: 'p2p',
   names: {}, // peer id -> name (sfu rooms)
+  pausedPeers: new Set(), // peer ids whose video the server paused for us (sfu rooms, bandwidth)
   sfuQueue: Promise.resolve(), // sfu signaling handled in order
 };
 // For tests and the curious: the live state.
@@ -123,6 +126,7 @@ function leave(tellServer = true) {
   $('grid').hidden = true;
   $('remote-video').closest('figure').hidden = false;
   state.names = {};
+  state.pausedPeers.clear();
   setInCall(false);
   status('Not connected.');
 }
@@ -169,6 +173,7 @@ function onServerMessage(msg) {
       if (state.mode === 'sfu') {
         log(`${state.names[msg.id] || msg.id} left`);
         removeTile(msg.id);
+        state.pausedPeers.delete(msg.id);
         break;
       }
       log(`${state.remoteName || msg.id} left`);
@@ -183,6 +188,13 @@ function onServerMessage(msg) {
       break;
     case 'chat':
       addChat(msg.name || msg.from, msg.text);
+      break;
+    case 'paused':
+      // The server paused (or resumed) this peer's video for us: our bandwidth does not carry it.
+      log(`${state.names[msg.peer] || msg.peer}: video ${msg.paused ? 'paused (bandwidth)' : 'resumed'}`);
+      if (msg.paused) state.pausedPeers.add(msg.peer);
+      else state.pausedPeers.delete(msg.peer);
+      showPaused(msg.peer);
       break;
     case 'error':
       log(`server error ${msg.code}: ${msg.message}`);
@@ -360,10 +372,20 @@ function tile(id) {
     for (const [v, t] of [['auto', 'auto'], ['l', 'low'], ['m', 'medium'], ['h', 'high']]) layer.append(new Option(t, v));
     layer.onchange = () => send({ type: 'layer', peer: id, rid: layer.value });
     cap.append(' ', layer);
-    fig.append(video, cap);
+    const note = document.createElement('div');
+    note.className = 'paused-note';
+    note.textContent = 'video paused (bandwidth)';
+    fig.append(video, note, cap);
     $('grid').append(fig);
+    showPaused(id);
   }
   return fig.querySelector('video');
+}
+
+// Shows on a peer's tile whether the server paused its video for us (see the `paused` message).
+function showPaused(id) {
+  const fig = document.querySelector(`#grid figure[data-peer="${CSS.escape(id)}"]`);
+  if (fig) fig.classList.toggle('paused', state.pausedPeers.has(id));
 }
 
 function removeTile(id) {

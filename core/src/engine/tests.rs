@@ -105,3 +105,13 @@ fn a_frame_split_across_reads_is_relayed_once_complete() {
         }
     }
 }
+
+#[cfg(feature = "sfu")]
+#[test]
+fn the_sfu_paused_message_on_the_wire() {
+    let msg = SfuMessage::Paused { peer: "p7".into(), paused: true };
+    let v = serde_json::to_value(to_wire(&msg)).unwrap();
+    assert_eq!(v, serde_json::json!({"type": "paused", "peer": "p7", "paused": true}));
+    let msg = SfuMessage::Paused { peer: "p7".into(), paused: false };
+    assert_eq!(serde_json::to_value(to_wire(&msg)).unwrap()["paused"], false);
+}

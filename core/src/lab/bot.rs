@@ -214,6 +214,8 @@ pub struct Bot {
     latency_window: Option<(u64, u64)>,
     /// Peer ids by name (the tag as text), from joined/otherjoin.
     peers: BTreeMap<String, String>,
+    /// The `paused` messages received: (peer id, paused), in order.
+    paused: Vec<(String, bool)>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -253,6 +255,7 @@ impl Bot {
             latency: Latency::default(),
             latency_window: None,
             peers: BTreeMap::new(),
+            paused: Vec::new(),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
         bot.signal_out.push_back(json!({"type": "join", "room": room, "name": name, "mode": "sfu"}).to_string());
@@ -341,6 +344,16 @@ impl Bot {
         true
     }
 
+    /// The peer id of the bot named `name` (its tag as text), once known.
+    pub fn peer_id(&self, name: &str) -> Option<&str> {
+        self.peers.get(name).map(String::as_str)
+    }
+
+    /// The `paused` messages it received, in order: (peer id, paused).
+    pub fn paused_messages(&self) -> &[(String, bool)] {
+        &self.paused
+    }
+
     /// What it saw of each publisher's video.
     pub fn video_seen(&self) -> &BTreeMap<[u8; 8], VideoSeen> {
         &self.video
@@ -405,6 +418,11 @@ impl Bot {
                 let rids: Vec<Option<Rid>> = if layers.is_empty() { vec![None] } else { layers.iter().map(|r| Some(Rid::from(*r))).collect() };
                 for rid in rids {
                     self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval: self.video_interval, frame: 0 });
+                }
+            }
+            Some("paused") => {
+                if let (Some(peer), Some(paused)) = (v["peer"].as_str(), v["paused"].as_bool()) {
+                    self.paused.push((peer.into(), paused));
                 }
             }
             Some("otherjoin") => {

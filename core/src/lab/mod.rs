@@ -49,6 +49,11 @@ pub struct Lab {
     pub sent_to: Vec<(Instant, SocketAddr)>,
     /// Whether to deliver the SFU's datagrams to the bots (benchmarks turn it off).
     pub deliver: bool,
+    /// How far [`Lab::run`] moves time at each step: 1 ms by default. Coarser
+    /// steps bunch packets into bursts that str0m's delay-based bandwidth
+    /// estimator reads as queueing (at 5 ms it stalls near what is sent, and
+    /// the bandwidth allocation then pauses videos a real link would carry).
+    pub step: Duration,
     media: SocketAddr,
 }
 
@@ -59,8 +64,8 @@ impl Lab {
         let media: SocketAddr = MEDIA.parse().expect("valid address");
         // Rooms big enough for load: 256 participants.
         let signal = crate::signal::SignalConfig { sfu_capacity: 256, ..Default::default() };
-        let config = Config { sfu: Some(SfuConfig { media_addr: media }), signal, ..Config::default() };
-        Lab { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new(), deliver: true, media }
+        let config = Config { sfu: Some(SfuConfig::new(media)), signal, ..Config::default() };
+        Lab { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new(), deliver: true, step: Duration::from_millis(1), media }
     }
 
     /// Adds bot number `i` (tag `bot-000i`), joining room "room".
@@ -153,11 +158,11 @@ impl Lab {
         }
     }
 
-    /// Runs simulated time forward in 5 ms steps.
+    /// Runs simulated time forward in steps of [`Lab::step`].
     pub fn run(&mut self, d: Duration) {
         let end = self.now + d;
         while self.now < end {
-            self.now += Duration::from_millis(5);
+            self.now += self.step;
             if self.deadline.is_some_and(|t| t <= self.now) {
                 let _ = self.sb.handle_input(self.now, Input::Timeout);
             }

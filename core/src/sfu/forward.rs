@@ -35,6 +35,11 @@ impl Sfu {
         let Some(tid) = track else { return };
         let pub_params = p.rtc.codec_config().find(|c| c.pt() == pkt.header.payload_type).copied();
         let Some(t) = self.tracks.get_mut(&tid) else { return };
+        // The layer's rate, in the unit of str0m's egress estimate: RTP payload bytes.
+        let layer = rid.and_then(|r| t.layers.iter().position(|l| *l == r)).unwrap_or(0);
+        if let Some(m) = t.rates.get_mut(layer) {
+            m.record(now, pkt.payload.len() as u64);
+        }
         let keyframe = t.kind == MediaKind::Video && pub_params.is_some_and(|pp| is_keyframe(pp.spec().codec, &pkt.payload));
         let incoming = Incoming { pt: pkt.header.payload_type, seq: *pkt.seq_no, ts: pkt.header.timestamp, rid, keyframe };
         let ext = ExtensionValues {

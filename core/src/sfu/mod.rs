@@ -28,6 +28,7 @@
 //! function), `simulcast` (layer choice and keyframes), `timers` (one deadline
 //! per participant) and `stats`.
 
+pub mod allocate;
 mod forward;
 mod negotiate;
 pub mod rewrite;
@@ -57,6 +58,7 @@ use crate::rng::{Rng, Seed};
 use crate::stun::view::{attr, method, StunView};
 use crate::time::Monotonic;
 
+use allocate::RateMeter;
 use rewrite::LegRewrite;
 pub use simulcast::KEYFRAME_INTERVAL;
 pub use stats::{ParticipantStats, RoomStats, SfuStats};
@@ -68,7 +70,24 @@ pub struct SfuConfig {
     /// The media address: where the shell's UDP media socket is bound, and the
     /// host candidate handed to browsers.
     pub media_addr: SocketAddr,
+    /// The most bits per second sent to one subscriber (its egress estimate
+    /// is capped by this); `None` for no cap. See [`allocate`].
+    pub max_subscriber_bps: Option<u64>,
 }
+
+impl SfuConfig {
+    /// Media at `media_addr`, no cap on a subscriber's bitrate.
+    pub fn new(media_addr: SocketAddr) -> Self {
+        SfuConfig { media_addr, max_subscriber_bps: None }
+    }
+}
+
+/// The egress estimate str0m starts from, and the allocator's until the first estimate.
+const INITIAL_BWE_BPS: u64 = 800_000;
+
+/// How often each subscriber's bandwidth is allocated again (the layers' rates
+/// change), besides at every new estimate and track change.
+const ALLOCATION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the SFU asks of its embedder.
 #[derive(Debug)]
@@ -113,6 +132,14 @@ pub enum SfuMessage {
         /// 0: everything is bundled on one transport.
         sdp_mline_index: u32,
     },
+    /// The video of publisher `peer` is paused for this participant (its
+    /// bandwidth does not allow it), or flows again.
+    Paused {
+        /// The publisher's stream label (signaling's peer id).
+        peer: String,
+        /// Whether it is paused now.
+        paused: bool,
+    },
     /// What the participant asked cannot be done.
     Error {
         /// Why.
@@ -154,6 +181,15 @@ struct Track {
     last_keyframe_request: Option<Instant>,
     /// Simulcast layers, lowest first as the publisher listed them; empty without simulcast.
     layers: Vec<Rid>,
+    /// Measured bitrate of each layer (one without simulcast), as received.
+    rates: Vec<RateMeter>,
+}
+
+impl Track {
+    fn new(owner: ConnId, mid: Mid, kind: MediaKind, layers: Vec<Rid>) -> Track {
+        let rates = vec![RateMeter::default(); layers.len().max(1)];
+        Track { owner, mid, kind, subscribers: Vec::new(), last_keyframe_request: None, layers, rates }
+    }
 }
 
 /// One track going out to one subscriber.
@@ -166,13 +202,13 @@ struct Leg {
     ssrc: Option<Ssrc>,
     /// Payload types, sequence numbers, timestamps and simulcast layer.
     rewrite: LegRewrite,
-    /// Whether the subscriber chose the layer (else bandwidth does).
-    manual: bool,
+    /// The layer the subscriber chose (the most it gets; else bandwidth alone chooses).
+    manual: Option<Rid>,
 }
 
 impl Leg {
     fn new(track: TrackId, mid: Mid, kind: MediaKind, layers: &[Rid]) -> Leg {
-        Leg { track, mid, kind, ssrc: None, rewrite: LegRewrite::new(layers.first().copied(), !layers.is_empty()), manual: false }
+        Leg { track, mid, kind, ssrc: None, rewrite: LegRewrite::new(layers.first().copied(), !layers.is_empty()), manual: None }
     }
 }
 
@@ -198,6 +234,12 @@ struct Participant {
     stale_mids: Vec<Mid>,
     channel: Option<ChannelId>,
     stats: ParticipantStats,
+    /// The most bits per second it is sent ([`SfuConfig::max_subscriber_bps`] unless changed).
+    max_bps: Option<u64>,
+    /// When its bandwidth was last allocated.
+    allocated_at: Option<Instant>,
+    /// The egress bitrate str0m was last told to probe for.
+    desired_bps: u64,
 }
 
 /// The selective forwarding unit.
@@ -232,7 +274,7 @@ impl Sfu {
         let cert = crypto.dtls_provider.generate_certificate().expect("the crypto provider makes DTLS certificates");
         let rtc_config = RtcConfig::new().set_crypto_provider(crypto).set_dtls_cert(cert).set_ice_lite(true)
             .set_rtp_mode(true)
-            .enable_bwe(Some(Bitrate::kbps(800)))
+            .enable_bwe(Some(Bitrate::bps(INITIAL_BWE_BPS)))
             .set_stats_interval(Some(Duration::from_secs(1)));
         Sfu {
             config,

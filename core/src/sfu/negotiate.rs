@@ -44,6 +44,9 @@ impl Sfu {
             stale_mids: Vec::new(),
             channel: None,
             stats: ParticipantStats::default(),
+            max_bps: self.config.max_subscriber_bps,
+            allocated_at: None,
+            desired_bps: 0,
         };
         self.participants.insert(conn, p);
         self.drive(now, conn);
@@ -171,6 +174,9 @@ impl Sfu {
             let Some(s) = self.participants.get_mut(&sub) else { continue };
             let Some(i) = s.legs.iter().position(|l| l.track == tid) else { continue };
             let leg = s.legs.remove(i);
+            // What it took is free for the others.
+            self.allocate(now, sub);
+            let Some(s) = self.participants.get_mut(&sub) else { continue };
             if s.pending.is_some() {
                 // An offer is out: stop the m-line with the next one.
                 s.stale_mids.push(leg.mid);
@@ -239,6 +245,8 @@ impl Sfu {
             p.pending = Some(pending);
             self.signal(conn, SfuMessage::Offer { sdp: offer.to_sdp_string() });
         }
+        // The new legs share its bandwidth.
+        self.allocate(now, conn);
         self.drive(now, conn);
     }
 }

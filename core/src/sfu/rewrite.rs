@@ -8,7 +8,10 @@
 //! publisher's payload types to the subscriber's, and for a simulcast track
 //! forwards one layer, switching to the wanted one only at a keyframe of that
 //! layer, with the sequence number continuing by one and the timestamp a
-//! frame later ([`SWITCH_TS_STEP`]). No allocation.
+//! frame later ([`SWITCH_TS_STEP`]). A leg may be paused (bandwidth): it
+//! forwards nothing, and resumes at a keyframe with the sequence number
+//! continuing by one (the timestamp runs on if it resumes the same layer,
+//! else it moves one frame as at a switch). No allocation.
 
 use str0m::media::{Pt, Rid};
 
@@ -49,7 +52,7 @@ pub enum Decision {
         seq: u64,
         /// The leg's RTP timestamp.
         ts: u32,
-        /// Whether this packet switched the leg to another layer.
+        /// Whether this packet switched the leg to another layer (not: resumed the same one).
         switched: bool,
     },
 }
@@ -71,6 +74,10 @@ pub struct LegRewrite {
     layer: Option<Rid>,
     /// The layer wanted.
     target: Option<Rid>,
+    /// Whether nothing is forwarded (the subscriber's bandwidth does not allow it).
+    paused: bool,
+    /// Whether the next packet forwarded must be a keyframe (resuming after a pause).
+    resuming: bool,
 }
 
 impl LegRewrite {
@@ -107,18 +114,37 @@ impl LegRewrite {
         self.target = rid;
     }
 
-    /// Whether a layer is wanted that is not the one forwarded.
+    /// Whether a keyframe is awaited: a layer is wanted that is not the one
+    /// forwarded, or the leg resumes after a pause.
     pub fn wants_switch(&self) -> bool {
-        self.target.is_some() && self.target != self.layer
+        !self.paused && (self.resuming || (self.target.is_some() && self.target != self.layer))
+    }
+
+    /// Whether the leg is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Pauses the leg (it forwards nothing), or resumes it from the next keyframe on.
+    pub fn set_paused(&mut self, paused: bool) {
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        // Resuming waits for a keyframe (if anything was ever sent; before that, the first packet waits anyway).
+        self.resuming = !paused && self.last_out.is_some();
     }
 
     /// Decides what to do with packet `p` on this leg, and updates the leg.
     /// A packet that is skipped changes nothing.
     pub fn rewrite(&mut self, p: &Incoming) -> Decision {
-        let switch = self.simulcast && self.layer != p.rid;
+        if self.paused {
+            return Decision::Skip;
+        }
+        let switch = (self.simulcast && self.layer != p.rid) || self.resuming;
         if switch {
-            // Another layer: switch to it only if it is the one wanted and this packet starts a keyframe.
-            if self.target != p.rid {
+            // Another layer (or resuming): only the one wanted, and from a keyframe on.
+            if self.simulcast && self.target != p.rid {
                 return Decision::Skip;
             }
             if !p.keyframe {
@@ -127,14 +153,19 @@ impl LegRewrite {
         }
         let Some(Some(pt)) = self.mapped_pt(p.pt) else { return Decision::Skip };
         let seq_in = i64::try_from(p.seq).unwrap_or(i64::MAX);
+        // Resuming the layer it had: the same clock, so the timestamp runs on with the time paused.
+        let same_layer = self.layer == p.rid;
         if switch {
             self.layer = p.rid;
+            self.resuming = false;
             match self.last_out {
                 Some((seq, ts)) => {
                     // Continuous toward the subscriber: next sequence number, a frame later.
                     let next = i64::try_from(seq).unwrap_or(i64::MAX).saturating_add(1);
                     self.seq_offset = Some(next.saturating_sub(seq_in));
-                    self.ts_offset = ts.wrapping_add(SWITCH_TS_STEP).wrapping_sub(p.ts);
+                    if !same_layer {
+                        self.ts_offset = ts.wrapping_add(SWITCH_TS_STEP).wrapping_sub(p.ts);
+                    }
                 }
                 None => self.seq_offset = None,
             }
@@ -147,7 +178,7 @@ impl LegRewrite {
         if self.last_out.is_none_or(|(last, _)| seq > last) {
             self.last_out = Some((seq, ts));
         }
-        Decision::Write { pt, seq, ts, switched: switch }
+        Decision::Write { pt, seq, ts, switched: switch && !same_layer }
     }
 }
 
@@ -239,6 +270,33 @@ mod tests {
         assert_eq!(written(l.rewrite(&layer(503, 99_000, "h", false))), (SUB_VP8, 1004, 24_000, false));
         // "l" is no longer forwarded.
         assert_eq!(l.rewrite(&layer(104, 21_000, "l", true)), Decision::Skip);
+    }
+
+    #[test]
+    fn a_paused_leg_sends_nothing_and_resumes_at_a_keyframe_without_a_gap() {
+        let mut l = leg();
+        assert_eq!(written(l.rewrite(&pkt(500, 3000))).1, 1000);
+        l.set_paused(true);
+        assert!(l.is_paused() && !l.wants_switch());
+        assert_eq!(l.rewrite(&Incoming { keyframe: true, ..pkt(501, 6000) }), Decision::Skip);
+        assert_eq!(l.rewrite(&pkt(502, 9000)), Decision::Skip);
+        l.set_paused(false);
+        assert!(l.wants_switch(), "resuming asks for a keyframe");
+        assert_eq!(l.rewrite(&pkt(600, 300_000)), Decision::AwaitKeyframe);
+        // The keyframe: the next sequence number, the publisher's time (same stream, same clock).
+        assert_eq!(written(l.rewrite(&Incoming { keyframe: true, ..pkt(601, 303_000) })), (SUB_VP8, 1001, 303_000, false));
+        assert_eq!(written(l.rewrite(&pkt(602, 306_000))), (SUB_VP8, 1002, 306_000, false));
+        assert!(!l.wants_switch());
+        // A simulcast leg that resumes on another layer moves one frame, as at a switch.
+        let mut s = LegRewrite::new(Some(Rid::from("l")), true);
+        s.learn_pt(VP8, Some(SUB_VP8));
+        written(s.rewrite(&layer(1, 9000, "l", true)));
+        s.set_paused(true);
+        s.set_target(Some(Rid::from("h")));
+        assert_eq!(s.rewrite(&layer(50, 500_000, "h", true)), Decision::Skip);
+        s.set_paused(false);
+        assert_eq!(s.rewrite(&layer(2, 12_000, "l", true)), Decision::Skip, "not the wanted layer");
+        assert_eq!(written(s.rewrite(&layer(51, 503_000, "h", true))), (SUB_VP8, 1001, 9000 + SWITCH_TS_STEP, true));
     }
 
     #[test]

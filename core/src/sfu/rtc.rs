@@ -9,8 +9,7 @@ use str0m::bwe::BweKind;
 use str0m::media::Direction;
 use str0m::Event;
 
-use super::simulcast::choose_layers;
-use super::{Sfu, SfuOutput, Track, TrackId};
+use super::{Sfu, SfuOutput, Track, TrackId, ALLOCATION_INTERVAL};
 use crate::ids::ConnId;
 
 /// Times one drive re-runs str0m's timers for work due now, before deferring it.
@@ -24,9 +23,9 @@ impl Sfu {
     /// Drains one participant's Rtc: transmits, events, and its next deadline.
     pub(super) fn drive(&mut self, now: Instant, conn: ConnId) {
         let mut new_tracks = false;
-        let mut want_keyframes: Vec<TrackId> = Vec::new();
         let mut ended_tracks: Vec<TrackId> = Vec::new();
         let mut refeeds = 0;
+        let mut reallocate = false;
         loop {
             let Some(p) = self.participants.get_mut(&conn) else { return };
             let out = match p.rtc.poll_output() {
@@ -67,8 +66,7 @@ impl Sfu {
                         self.next_track += 1;
                         p.published.push(tid);
                         let layers = m.simulcast.map(|s| s.recv.into_iter().map(|l| l.rid).collect()).unwrap_or_default();
-                        let track = Track { owner: conn, mid: m.mid, kind: m.kind, subscribers: Vec::new(), last_keyframe_request: None, layers };
-                        self.tracks.insert(tid, track);
+                        self.tracks.insert(tid, Track::new(conn, m.mid, m.kind, layers));
                         new_tracks = true;
                     }
                     Event::MediaChanged(m)
@@ -90,8 +88,7 @@ impl Sfu {
                     }
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
                         p.stats.bwe_bps = Some(estimate.as_u64());
-                        choose_layers(&mut p.legs, estimate.as_u64(), &self.tracks);
-                        want_keyframes.extend(p.legs.iter().filter(|l| l.rewrite.wants_switch()).map(|l| l.track));
+                        reallocate = true;
                     }
                     Event::ChannelOpen(id, _) => p.channel = Some(id),
                     Event::ChannelClose(_) => p.channel = None,
@@ -100,8 +97,10 @@ impl Sfu {
                 },
             }
         }
-        for t in want_keyframes {
-            self.request_keyframe(now, t);
+        // At a new estimate, and every so often as the layers' rates change.
+        let due = self.participants.get(&conn).is_some_and(|p| p.allocated_at.is_none_or(|at| now >= at + ALLOCATION_INTERVAL));
+        if reallocate || due {
+            self.allocate(now, conn);
         }
         for t in ended_tracks {
             self.remove_track(now, t);

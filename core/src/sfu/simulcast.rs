@@ -1,29 +1,29 @@
-//! Simulcast and keyframes: which layer each subscriber wants (chosen by the
-//! subscriber, or by its bandwidth estimate), detecting keyframes in the
-//! codecs browsers send, and asking publishers for keyframes, throttled per
-//! track.
+//! Simulcast, bandwidth and keyframes: which layer of each video a subscriber
+//! gets, or whether it is paused (chosen by the subscriber up to a layer, and
+//! by [`super::allocate`] from its egress estimate, capped), detecting
+//! keyframes in the codecs browsers send, and asking publishers for
+//! keyframes, throttled per track.
 
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 
-use super::{Leg, Sfu, SfuError, Track, TrackId};
-use crate::hash::Map;
+use str0m::bwe::Bitrate;
+
+use super::allocate::{allocate, Allocation, VideoLeg, UP_MARGIN_PCT};
+use super::{Sfu, SfuError, SfuMessage, TrackId, INITIAL_BWE_BPS};
 use crate::ids::ConnId;
 
 /// The least time between two keyframe requests forwarded to one publisher's track.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Egress bandwidth per simulcast leg from which the middle layer is chosen.
-const MIDDLE_LAYER_BPS: u64 = 500_000;
-/// Egress bandwidth per simulcast leg from which the top layer is chosen.
-const TOP_LAYER_BPS: u64 = 1_500_000;
 
 impl Sfu {
     /// Participant `conn` wants simulcast layer `rid` of the video that
     /// `publisher` (in its room) sends, or `"auto"`: back to the layer its
-    /// bandwidth estimate picks.
+    /// bandwidth picks. A chosen layer is the most it gets (less if its
+    /// bandwidth does not allow it), and its legs come first in the allocation.
     pub fn set_layer(&mut self, now: Instant, conn: ConnId, publisher: ConnId, rid: &str) {
         let now = self.time.advance(now);
         let same_room = |a: ConnId, b: ConnId| match (self.participants.get(&a), self.participants.get(&b)) {
@@ -35,30 +35,111 @@ impl Sfu {
         }
         let owned: Vec<TrackId> = self.participants.get(&publisher).map(|o| o.published.clone()).unwrap_or_default();
         if rid == "auto" {
-            // Back to bandwidth-driven choice at the next estimate.
+            // Back to bandwidth-driven choice.
             if let Some(p) = self.participants.get_mut(&conn) {
-                p.legs.iter_mut().filter(|l| owned.contains(&l.track)).for_each(|l| l.manual = false);
+                p.legs.iter_mut().filter(|l| owned.contains(&l.track)).for_each(|l| l.manual = None);
             }
-            return;
+            return self.allocate(now, conn);
         }
         let rid = Rid::from(rid);
-        let mut changed = Vec::new();
+        if !owned.iter().any(|t| self.tracks.get(t).is_some_and(|t| t.layers.contains(&rid))) {
+            return self.error(conn, SfuError::NoSuchLayer, "that peer publishes no such simulcast layer");
+        }
         if let Some(p) = self.participants.get_mut(&conn) {
             for leg in p.legs.iter_mut().filter(|l| owned.contains(&l.track)) {
                 if self.tracks.get(&leg.track).is_some_and(|t| t.layers.contains(&rid)) {
-                    leg.manual = true;
-                    if leg.rewrite.target() != Some(rid) {
-                        leg.rewrite.set_target(Some(rid));
-                        changed.push(leg.track);
-                    }
+                    leg.manual = Some(rid);
                 }
             }
         }
-        if changed.is_empty() && !owned.iter().any(|t| self.tracks.get(t).is_some_and(|t| t.layers.contains(&rid))) {
-            return self.error(conn, SfuError::NoSuchLayer, "that peer publishes no such simulcast layer");
+        self.allocate(now, conn);
+    }
+
+    /// Caps what participant `conn` is sent at `max_bps` bits per second
+    /// (`None`: no cap), in place of [`super::SfuConfig::max_subscriber_bps`],
+    /// and allocates its bandwidth again.
+    pub fn set_max_bitrate(&mut self, now: Instant, conn: ConnId, max_bps: Option<u64>) {
+        let now = self.time.advance(now);
+        let Some(p) = self.participants.get_mut(&conn) else { return };
+        p.max_bps = max_bps;
+        self.allocate(now, conn);
+        self.drive(now, conn);
+    }
+
+    /// Allocates participant `conn`'s bandwidth (its egress estimate, capped)
+    /// among the videos it receives, with [`allocate`]: audio first and always,
+    /// then legs whose layer it chose by hand, then publishers in join order.
+    /// Legs that change layer or resume wait for a keyframe, asked of the
+    /// publisher; the participant is told of each video paused or resumed.
+    pub(super) fn allocate(&mut self, now: Instant, conn: ConnId) {
+        let Some(p) = self.participants.get_mut(&conn) else { return };
+        p.allocated_at = Some(now);
+        let available = p.stats.bwe_bps.unwrap_or(INITIAL_BWE_BPS).min(p.max_bps.unwrap_or(u64::MAX));
+        let members = self.rooms.get(&p.room).map(Vec::as_slice).unwrap_or_default();
+        let mut audio = 0u64;
+        let mut video: Vec<(Priority, Vec<u64>, Allocation)> = Vec::new();
+        for (i, leg) in p.legs.iter().enumerate() {
+            let Some(t) = self.tracks.get(&leg.track) else { continue };
+            if t.kind != MediaKind::Video {
+                audio = audio.saturating_add(t.rates.iter().map(|r| r.bps(now)).sum());
+                continue;
+            }
+            let mut rates: Vec<u64> = t.rates.iter().map(|r| r.bps(now)).collect();
+            if let Some(top) = leg.manual.and_then(|m| t.layers.iter().position(|l| *l == m)) {
+                rates.truncate(top + 1);
+            }
+            let current = if leg.rewrite.is_paused() {
+                Allocation::Paused
+            } else {
+                Allocation::Layer(leg.rewrite.target().and_then(|r| t.layers.iter().position(|l| *l == r)).unwrap_or(0))
+            };
+            let order = members.iter().position(|c| *c == t.owner).unwrap_or(usize::MAX);
+            video.push(((leg.manual.is_none(), order, i), rates, current));
         }
-        for t in changed {
+        video.sort_by_key(|v| v.0);
+        let legs: Vec<VideoLeg> = video.iter().map(|(_, rates, current)| VideoLeg { layers: rates, current: *current }).collect();
+        let chosen = allocate(available, audio, &legs);
+        // Let str0m probe for what every video at its best layer would need (with the headroom to go up), up to the cap.
+        let wanted = legs.iter().fold(audio, |sum, l| sum.saturating_add(l.layers.iter().copied().max().unwrap_or(0)));
+        let desired = (wanted.saturating_mul(UP_MARGIN_PCT) / 100).min(p.max_bps.unwrap_or(u64::MAX)).max(INITIAL_BWE_BPS);
+        let reconfigured = p.desired_bps != desired;
+        if reconfigured {
+            p.desired_bps = desired;
+            p.rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
+        }
+        let mut keyframes = Vec::new();
+        let mut told = Vec::new();
+        for ((key, _, _), a) in video.iter().zip(chosen) {
+            let Some(leg) = p.legs.get_mut(key.2) else { continue };
+            let Some(t) = self.tracks.get(&leg.track) else { continue };
+            let was_paused = leg.rewrite.is_paused();
+            match a {
+                Allocation::Paused => leg.rewrite.set_paused(true),
+                Allocation::Layer(l) => {
+                    leg.rewrite.set_paused(false);
+                    if let Some(rid) = t.layers.get(l) {
+                        leg.rewrite.set_target(Some(*rid));
+                    }
+                }
+            }
+            if leg.rewrite.wants_switch() && leg.ssrc.is_some() {
+                keyframes.push(leg.track);
+            }
+            if was_paused != leg.rewrite.is_paused() {
+                told.push((t.owner, leg.rewrite.is_paused()));
+            }
+        }
+        for (owner, paused) in told {
+            if let Some(peer) = self.participants.get(&owner).map(|o| o.label.clone()) {
+                self.signal(conn, SfuMessage::Paused { peer, paused });
+            }
+        }
+        for t in keyframes {
             self.request_keyframe(now, t);
+        }
+        if reconfigured {
+            // str0m re-armed its timers: drain it for the new deadline (this allocation is not due again).
+            self.drive(now, conn);
         }
     }
 
@@ -97,6 +178,11 @@ impl Sfu {
     }
 }
 
+/// A video leg's place in the allocation, least first: not chosen by hand
+/// (false first), its publisher's place in the room's join order, and the
+/// leg's index among the subscriber's legs.
+type Priority = (bool, usize, usize);
+
 /// Whether an RTP payload starts a keyframe, for the codecs browsers send.
 pub(super) fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
     match codec {
@@ -105,21 +191,5 @@ pub(super) fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
         Codec::Vp9 => str0m::format::detect_vp9_keyframe(payload),
         Codec::Av1 => str0m::format::detect_av1_keyframe(payload),
         _ => false,
-    }
-}
-
-/// Picks each bandwidth-driven simulcast leg's layer from the egress estimate,
-/// shared equally among the participant's simulcast video legs.
-pub(super) fn choose_layers(legs: &mut [Leg], estimate_bps: u64, tracks: &Map<TrackId, Track>) {
-    let n = legs.iter().filter(|l| tracks.get(&l.track).is_some_and(|t| !t.layers.is_empty())).count().max(1) as u64;
-    let budget = estimate_bps / n;
-    for leg in legs.iter_mut().filter(|l| !l.manual) {
-        let Some(t) = tracks.get(&leg.track) else { continue };
-        if t.layers.is_empty() {
-            continue;
-        }
-        // Typical browser layers: quarter, half and full resolution.
-        let idx = if budget >= TOP_LAYER_BPS { 2 } else if budget >= MIDDLE_LAYER_BPS { 1 } else { 0 };
-        leg.rewrite.set_target(t.layers.get(idx.min(t.layers.len() - 1)).copied());
     }
 }

@@ -31,6 +31,8 @@ pub struct ParticipantStats {
     pub bwe_bps: Option<u64>,
     /// The simulcast layer it receives of each simulcast track, as `peer-id:rid`.
     pub layers: Vec<String>,
+    /// Publishers (peer ids) whose video is paused for it: its bandwidth does not allow it.
+    pub paused: Vec<String>,
 }
 
 impl Eq for ParticipantStats {}
@@ -100,6 +102,13 @@ impl Sfu {
                 Some(format!("{owner}:{}", l.rewrite.layer().map_or("-".to_string(), |r| r.to_string())))
             })
             .collect();
+        s.paused = p
+            .legs
+            .iter()
+            .filter(|l| l.rewrite.is_paused())
+            .filter_map(|l| Some(self.participants.get(&self.tracks.get(&l.track)?.owner)?.label.clone()))
+            .collect();
+        s.paused.dedup();
         Some(s)
     }
 }

@@ -1,6 +1,6 @@
 //! The SFU with bots, wired in memory through the whole engine (signaling
 //! included), on simulated time: routing, late joiners, leaving, keyframe
-//! throttling, renegotiation.
+//! throttling, renegotiation, bandwidth allocation.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -259,6 +259,7 @@ mod random {
 /// Delivery in a room of `n` bots after `settle` of simulated time, measured over `window`:
 /// (min audio, min video, mean audio, mean video) of received / (published × subscribers),
 /// per subscriber and publisher pair.
+#[allow(clippy::needless_range_loop, reason = "s and p index the bots, their counters and the snapshots alike")]
 fn room_delivery(n: u8, settle: Duration, window: Duration) -> (f64, f64, f64, f64) {
     let mut net = Lab::new(crate::time::test_start());
     for i in 0..n {
@@ -311,3 +312,80 @@ fn room_delivery_sweep() {
     }
 }
 
+
+
+/// Four publishers; one listener capped (at runtime) to its audio plus two and a half videos, one not.
+/// The capped one keeps every audio and the two first publishers' video, and is told the other two
+/// are paused; the uncapped one receives everything. Lifting the cap resumes them.
+#[test]
+fn a_capped_subscriber_keeps_audio_and_pauses_the_least_important_videos() {
+    let mut net = Lab::new(crate::time::test_start());
+    for i in 0..4 {
+        net.add_bot(i);
+    }
+    for i in 4..6 {
+        let bot = Bot::new(net.now, Lab::addr(i), "room", *b"listen-0").listen_only();
+        net.add(i, bot);
+    }
+    net.run(Duration::from_secs(3));
+    let capped = net.bots[4].conn;
+    let now = net.now;
+    let sfu = net.sb.sfu_mut().unwrap();
+    // What the tracks measure, per kind.
+    let rate = |kind: MediaKind| sfu.tracks.values().filter(|t| t.kind == kind).map(|t| t.rates[0].bps(now)).collect::<Vec<_>>();
+    let (audio, video) = (rate(MediaKind::Audio), rate(MediaKind::Video));
+    assert_eq!((audio.len(), video.len()), (4, 4));
+    let per_video = *video.iter().max().unwrap();
+    assert!(video.iter().all(|v| *v > per_video * 9 / 10), "videos measured alike: {video:?}");
+    let cap = audio.iter().sum::<u64>() + per_video * 5 / 2;
+    sfu.set_max_bitrate(now, capped, Some(cap));
+    net.settle();
+    net.run(Duration::from_secs(2));
+    let window = |net: &mut Lab, d: Duration| {
+        let sent0: Vec<(u64, u64)> = (0..4).map(|i| net.bots[i].bot.sent()).collect();
+        let recv0: Vec<_> = (4..6).map(|i| net.received(i).clone()).collect();
+        net.run(d);
+        // Per listener, per publisher: (audio, video) received / published.
+        (4..6)
+            .map(|s| {
+                (0..4)
+                    .map(|p| {
+                        let tag = net.bots[p].bot.tag();
+                        let sent = net.bots[p].bot.sent();
+                        let (pa, pv) = (sent.0 - sent0[p].0, sent.1 - sent0[p].1);
+                        let was = recv0[s - 4].get(&tag).copied().unwrap_or_default();
+                        let got = net.received(s).get(&tag).copied().unwrap_or_default();
+                        ((got.0 - was.0) as f64 / pa.max(1) as f64, (got.1 - was.1) as f64 / pv.max(1) as f64)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let got = window(&mut net, Duration::from_secs(3));
+    let (c, u) = (&got[0], &got[1]);
+    assert!(c.iter().all(|(a, _)| *a >= 0.99), "the capped listener keeps every audio: {c:?}");
+    assert!(c[0].1 >= 0.99 && c[1].1 >= 0.99, "the first two videos flow: {c:?}");
+    assert!(c[2].1 == 0.0 && c[3].1 == 0.0, "the last two are paused: {c:?}");
+    assert!(u.iter().all(|(a, v)| *a >= 0.99 && *v >= 0.99), "the uncapped listener receives everything: {u:?}");
+    let ids: Vec<String> = (0..4).map(|i| net.bots[4].bot.peer_id(&format!("bot-000{i}")).unwrap().to_string()).collect();
+    let told = net.bots[4].bot.paused_messages().to_vec();
+    assert_eq!(told, vec![(ids[2].clone(), true), (ids[3].clone(), true)]);
+    assert!(net.bots[5].bot.paused_messages().is_empty());
+    let rooms = net.sb.sfu_rooms();
+    let stats = |id: &str| rooms[0].participants.iter().find(|p| p.id == id).unwrap().clone();
+    let listeners: Vec<String> = (4..6).map(|i| net.sb.sfu().unwrap().participants[&net.bots[i].conn].label.clone()).collect();
+    assert_eq!(stats(&listeners[0]).paused, vec![ids[2].clone(), ids[3].clone()]);
+    assert!(stats(&listeners[1]).paused.is_empty());
+    // The cap lifted: both resume, and are told so.
+    let now = net.now;
+    net.sb.sfu_mut().unwrap().set_max_bitrate(now, capped, None);
+    net.settle();
+    net.run(Duration::from_secs(1));
+    let told = &net.bots[4].bot.paused_messages()[2..];
+    assert_eq!(told, [(ids[2].clone(), false), (ids[3].clone(), false)]);
+    let got = window(&mut net, Duration::from_secs(2));
+    assert!(got.iter().flatten().all(|(a, v)| *a >= 0.99 && *v >= 0.99), "everything flows again: {got:?}");
+    let seen = &net.bots[4].bot.video_seen()[&net.bots[3].bot.tag()];
+    assert_eq!(seen.max_seq_jump, 1, "no gap in sequence numbers across the pause: {seen:?}");
+    assert!(!seen.ts_backwards);
+}

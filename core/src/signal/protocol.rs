@@ -217,6 +217,16 @@ pub enum ServerMsg<'a> {
         #[serde(rename = "sdpMLineIndex")]
         sdp_mline_index: u32,
     },
+    /// SFU rooms: the video of peer `peer` is paused for you because your
+    /// bandwidth (the server's estimate of it, or its cap per subscriber) does
+    /// not allow it (`paused: true`), or flows again (`paused: false`). Audio
+    /// is never paused. `{"type":"paused","peer":ID,"paused":true}`
+    Paused {
+        /// The publisher's id.
+        peer: &'a str,
+        /// Whether its video is paused now.
+        paused: bool,
+    },
     /// Your last message was refused; the connection stays open.
     Error {
         /// A stable code (see [`ErrorCode`]).

@@ -152,6 +152,10 @@ serve_settings! {
     /// delays media instead of dropping it. The kernel caps it at net.core.rmem_max/wmem_max [default: 0].
     #[arg(long, value_name = "BYTES")]
     udp_buffer: usize = 0;
+    /// Most bits per second the SFU sends one subscriber: its bandwidth estimate is capped by this, and
+    /// the videos that do not fit go to lower simulcast layers, then pause (audio is always sent) [default: no cap].
+    #[arg(long, value_name = "BPS")]
+    sfu_max_subscriber_bitrate: u64;
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
@@ -197,6 +201,7 @@ impl std::fmt::Debug for Settings {
             .field("udp_buffer", &self.udp_buffer)
             .field("turn", &self.turn)
             .field("signal", &self.signal)
+            .field("sfu", &self.sfu)
             .finish_non_exhaustive()
     }
 }
@@ -274,6 +279,9 @@ impl ServeArgs {
         if a.sfu_room_capacity == 0 {
             return Err(ConfigError("--sfu-room-capacity must be at least 1".into()));
         }
+        if a.sfu_max_subscriber_bitrate == Some(0) {
+            return Err(ConfigError("--sfu-max-subscriber-bitrate must be at least 1 (leave it out for no cap)".into()));
+        }
         let media_public = advertised(a.media_listen, a.external_ip);
         let signal = SignalConfig {
             p2p_capacity: a.room_capacity,
@@ -286,7 +294,7 @@ impl ServeArgs {
             turn_listen: a.turn_listen,
             http_listen: a.http_listen,
             media_listen: a.media_listen,
-            sfu: SfuConfig { media_addr: media_public },
+            sfu: SfuConfig { max_subscriber_bps: a.sfu_max_subscriber_bitrate, ..SfuConfig::new(media_public) },
             relay_ips,
             ports,
             udp_buffer: a.udp_buffer,
@@ -345,6 +353,9 @@ mod tests {
         assert!(s.generated_secret);
         assert!(!s.turn.peer_policy.allow_loopback);
         assert_eq!(s.turn.static_auth_secret.as_ref().unwrap().len(), 32);
+        assert_eq!(s.sfu.max_subscriber_bps, None, "no cap on a subscriber's bitrate");
+        let s = parse(&["--sfu-max-subscriber-bitrate", "1500000"]).resolve().unwrap();
+        assert_eq!(s.sfu.max_subscriber_bps, Some(1_500_000));
     }
 
     #[test]
@@ -373,6 +384,8 @@ mod tests {
         assert!(parse(&["--user", "nocolon"]).resolve().is_err());
         assert!(parse(&["--min-port", "6000", "--max-port", "5000"]).resolve().is_err());
         assert!(Cli::try_parse_from(["switchboard", "serve", "--denied-peer-ip", "10.0.0.0/99"]).is_err());
+        assert!(parse(&["--sfu-max-subscriber-bitrate", "0"]).resolve().is_err());
+        assert!(Cli::try_parse_from(["switchboard", "serve", "--sfu-max-subscriber-bitrate", "-5"]).is_err());
     }
 
     /// One value for every setting, as a flag and as a file key.
@@ -396,6 +409,7 @@ mod tests {
         ("media-listen", "127.0.0.2:7000", "\"127.0.0.2:7000\""),
         ("sfu-room-capacity", "7", "7"),
         ("udp-buffer", "65536", "65536"),
+        ("sfu-max-subscriber-bitrate", "1500000", "1500000"),
     ];
 
     /// Everything a resolved [`Settings`] holds, secrets included, for comparing.
