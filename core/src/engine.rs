@@ -116,7 +116,10 @@ pub enum Input<'a> {
         /// The connection.
         conn: ConnId,
     },
-    /// A datagram on the SFU's media socket.
+    /// A datagram on the SFU's media socket. Unlike other inputs, a batch of
+    /// these may be fed before draining (what they decide is owned, never a
+    /// borrow of the buffer): the SFU then drains each participant it wrote
+    /// to once per batch rather than once per datagram.
     MediaDatagram {
         /// The sender.
         remote: SocketAddr,
@@ -238,7 +241,8 @@ struct StreamRoute {
 ///    [`Output::Timeout`], acting on each output before asking for the next.
 ///    It only hands out what was decided. An [`Output::ToPeer`] borrows the
 ///    stream's reassembly buffer, which is not compacted until those outputs
-///    have been handed out, so drain before the next input.
+///    have been handed out, so drain before the next input (a batch of
+///    [`Input::MediaDatagram`]s is the exception: drain after the batch).
 /// 3. When the time in `Output::Timeout` comes, feed [`Input::Timeout`]. It is
 ///    fine to feed it early, late or twice; time that goes backwards is ignored.
 ///

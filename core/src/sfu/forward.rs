@@ -83,9 +83,10 @@ impl Sfu {
                 tx.write_rtp(w);
                 s.stats.packets_out += 1;
                 s.stats.bytes_out += pkt.payload.len() as u64;
+                s.egress.record(now, pkt.payload.len() as u64);
                 self.stats.forwarded_packets += 1;
             }
-            self.drive(now, sub);
+            self.drive_later(sub);
         }
         if let Some(t) = self.tracks.get_mut(&tid) {
             // Subscribers added while forwarding (none today) are kept.
@@ -99,7 +100,7 @@ impl Sfu {
     }
 
     /// What a participant sends on its data channel goes to everyone else in the room.
-    pub(super) fn relay_data(&mut self, now: Instant, from: ConnId, binary: bool, data: &[u8]) {
+    pub(super) fn relay_data(&mut self, from: ConnId, binary: bool, data: &[u8]) {
         let Some(room) = self.participants.get(&from).map(|p| p.room.clone()) else { return };
         let members = self.rooms.get(&room).cloned().unwrap_or_default();
         for m in members.into_iter().filter(|m| *m != from) {
@@ -111,7 +112,7 @@ impl Sfu {
                     }
                 }
             }
-            self.drive(now, m);
+            self.drive_later(m);
         }
     }
 }

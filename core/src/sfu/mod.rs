@@ -29,6 +29,7 @@
 //! per participant) and `stats`.
 
 pub mod allocate;
+pub mod estimate;
 mod forward;
 mod negotiate;
 pub mod rewrite;
@@ -44,7 +45,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::bwe::Bitrate;
 use str0m::change::SdpPendingOffer;
 use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid, Rid};
@@ -59,6 +59,7 @@ use crate::stun::view::{attr, method, StunView};
 use crate::time::Monotonic;
 
 use allocate::RateMeter;
+use estimate::EgressEstimate;
 use rewrite::LegRewrite;
 pub use simulcast::KEYFRAME_INTERVAL;
 pub use stats::{ParticipantStats, RoomStats, SfuStats};
@@ -81,9 +82,6 @@ impl SfuConfig {
         SfuConfig { media_addr, max_subscriber_bps: None }
     }
 }
-
-/// The egress estimate str0m starts from, and the allocator's until the first estimate.
-const INITIAL_BWE_BPS: u64 = 800_000;
 
 /// How often each subscriber's bandwidth is allocated again (the layers' rates
 /// change), besides at every new estimate and track change.
@@ -233,13 +231,17 @@ struct Participant {
     /// m-lines of ended tracks to stop at the next negotiation.
     stale_mids: Vec<Mid>,
     channel: Option<ChannelId>,
+    /// Whether it waits in [`Sfu::to_drive`].
+    drive_queued: bool,
     stats: ParticipantStats,
     /// The most bits per second it is sent ([`SfuConfig::max_subscriber_bps`] unless changed).
     max_bps: Option<u64>,
     /// When its bandwidth was last allocated.
     allocated_at: Option<Instant>,
-    /// The egress bitrate str0m was last told to probe for.
-    desired_bps: u64,
+    /// What can reach it, from its loss reports.
+    estimate: EgressEstimate,
+    /// What it is sent (RTP payload bytes, the unit of the layers' rates).
+    egress: RateMeter,
 }
 
 /// The selective forwarding unit.
@@ -256,6 +258,10 @@ pub struct Sfu {
     tracks: Map<TrackId, Track>,
     next_track: TrackId,
     deadlines: Deadlines,
+    /// Participants written to (forwarded RTP, data, keyframe requests) and
+    /// not drained yet: each is drained once, before the next output is handed
+    /// out, however many packets it was given in between.
+    to_drive: Vec<ConnId>,
     out: VecDeque<SfuOutput>,
     stats: SfuStats,
 }
@@ -274,7 +280,7 @@ impl Sfu {
         let cert = crypto.dtls_provider.generate_certificate().expect("the crypto provider makes DTLS certificates");
         let rtc_config = RtcConfig::new().set_crypto_provider(crypto).set_dtls_cert(cert).set_ice_lite(true)
             .set_rtp_mode(true)
-            .enable_bwe(Some(Bitrate::bps(INITIAL_BWE_BPS)))
+            // No str0m estimator (and so no pacer): see `estimate`.
             .set_stats_interval(Some(Duration::from_secs(1)));
         Sfu {
             config,
@@ -288,6 +294,7 @@ impl Sfu {
             tracks: Map::with_hasher(hash::hasher(seed)),
             next_track: 0,
             deadlines: Deadlines::new(seed),
+            to_drive: Vec::new(),
             out: VecDeque::new(),
             stats: SfuStats::default(),
         }
@@ -298,15 +305,54 @@ impl Sfu {
         &self.config
     }
 
-    /// The next output, if any. Drain after every call that takes `now`.
+    /// The next output, if any. Drain after every call that takes `now` (or
+    /// after a batch of them: participants written to are drained here, once
+    /// per batch rather than once per packet).
     pub fn poll_output(&mut self) -> Option<SfuOutput> {
+        if self.out.is_empty() {
+            self.drive_queued();
+        }
         self.out.pop_front()
     }
 
     /// When [`Sfu::handle_timeout`] is due next. O(1): the earliest of one
-    /// deadline per participant, kept in a keyed queue.
+    /// deadline per participant, kept in a keyed queue (or now, while
+    /// participants wait to be drained by [`Sfu::poll_output`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.to_drive.is_empty() {
+            return Some(self.time.now());
+        }
         self.deadlines.first().map(|(at, _)| at)
+    }
+
+    /// Queues `conn` to be drained before the next output: what was written
+    /// to its `Rtc` (RTP, data, keyframe requests) goes out in one drain.
+    fn drive_later(&mut self, conn: ConnId) {
+        if let Some(p) = self.participants.get_mut(&conn) {
+            if !p.drive_queued {
+                p.drive_queued = true;
+                self.to_drive.push(conn);
+            }
+        }
+    }
+
+    /// Drains every participant queued by [`Sfu::drive_later`]. A drain may
+    /// queue others (a subscriber's keyframe request reaches its publisher,
+    /// whose packets reach subscribers); each round only drains what str0m
+    /// already holds, so this ends.
+    fn drive_queued(&mut self) {
+        let now = self.time.now();
+        while !self.to_drive.is_empty() {
+            for conn in std::mem::take(&mut self.to_drive) {
+                if let Some(p) = self.participants.get_mut(&conn) {
+                    p.drive_queued = false;
+                    self.drive(now, conn);
+                }
+            }
+            if !self.out.is_empty() {
+                return;
+            }
+        }
     }
 
     /// Drives every participant whose deadline is due.

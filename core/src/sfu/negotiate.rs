@@ -9,6 +9,8 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, IceCreds};
 
+use super::allocate::RateMeter;
+use super::estimate::EgressEstimate;
 use super::{Leg, Participant, ParticipantStats, Sfu, SfuError, SfuMessage, TrackId};
 use crate::ids::ConnId;
 
@@ -43,10 +45,12 @@ impl Sfu {
             negotiated: false,
             stale_mids: Vec::new(),
             channel: None,
+            drive_queued: false,
             stats: ParticipantStats::default(),
             max_bps: self.config.max_subscriber_bps,
             allocated_at: None,
-            desired_bps: 0,
+            estimate: EgressEstimate::default(),
+            egress: RateMeter::default(),
         };
         self.participants.insert(conn, p);
         self.drive(now, conn);

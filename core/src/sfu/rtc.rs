@@ -85,14 +85,18 @@ impl Sfu {
                     Event::PeerStats(st) => {
                         p.stats.rtt_ms = st.rtt.map(|d| d.as_millis() as u64);
                         p.stats.loss = st.ingress_loss_fraction;
+                        p.stats.egress_loss = st.egress_loss_fraction;
+                        if let Some(loss) = st.egress_loss_fraction {
+                            reallocate |= p.estimate.on_loss(now, loss, p.egress.bps(now));
+                        }
                     }
+                    // Only REMB reaches here: str0m's own estimator is off (see `estimate`).
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
-                        p.stats.bwe_bps = Some(estimate.as_u64());
-                        reallocate = true;
+                        reallocate |= p.estimate.on_remb(estimate.as_u64());
                     }
                     Event::ChannelOpen(id, _) => p.channel = Some(id),
                     Event::ChannelClose(_) => p.channel = None,
-                    Event::ChannelData(d) => self.relay_data(now, conn, d.binary, &d.data),
+                    Event::ChannelData(d) => self.relay_data(conn, d.binary, &d.data),
                     _ => {}
                 },
             }

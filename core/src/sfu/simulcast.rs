@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 
-use str0m::bwe::Bitrate;
-
-use super::allocate::{allocate, Allocation, VideoLeg, UP_MARGIN_PCT};
-use super::{Sfu, SfuError, SfuMessage, TrackId, INITIAL_BWE_BPS};
+use super::allocate::{allocate, Allocation, VideoLeg};
+use super::{Sfu, SfuError, SfuMessage, TrackId};
 use crate::ids::ConnId;
 
 /// The least time between two keyframe requests forwarded to one publisher's track.
@@ -74,7 +72,8 @@ impl Sfu {
     pub(super) fn allocate(&mut self, now: Instant, conn: ConnId) {
         let Some(p) = self.participants.get_mut(&conn) else { return };
         p.allocated_at = Some(now);
-        let available = p.stats.bwe_bps.unwrap_or(INITIAL_BWE_BPS).min(p.max_bps.unwrap_or(u64::MAX));
+        let available = p.estimate.bps().min(p.max_bps.unwrap_or(u64::MAX));
+        p.stats.bwe_bps = Some(p.estimate.bps());
         let members = self.rooms.get(&p.room).map(Vec::as_slice).unwrap_or_default();
         let mut audio = 0u64;
         let mut video: Vec<(Priority, Vec<u64>, Allocation)> = Vec::new();
@@ -99,14 +98,6 @@ impl Sfu {
         video.sort_by_key(|v| v.0);
         let legs: Vec<VideoLeg> = video.iter().map(|(_, rates, current)| VideoLeg { layers: rates, current: *current }).collect();
         let chosen = allocate(available, audio, &legs);
-        // Let str0m probe for what every video at its best layer would need (with the headroom to go up), up to the cap.
-        let wanted = legs.iter().fold(audio, |sum, l| sum.saturating_add(l.layers.iter().copied().max().unwrap_or(0)));
-        let desired = (wanted.saturating_mul(UP_MARGIN_PCT) / 100).min(p.max_bps.unwrap_or(u64::MAX)).max(INITIAL_BWE_BPS);
-        let reconfigured = p.desired_bps != desired;
-        if reconfigured {
-            p.desired_bps = desired;
-            p.rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
-        }
         let mut keyframes = Vec::new();
         let mut told = Vec::new();
         for ((key, _, _), a) in video.iter().zip(chosen) {
@@ -136,10 +127,6 @@ impl Sfu {
         }
         for t in keyframes {
             self.request_keyframe(now, t);
-        }
-        if reconfigured {
-            // str0m re-armed its timers: drain it for the new deadline (this allocation is not due again).
-            self.drive(now, conn);
         }
     }
 
@@ -174,7 +161,7 @@ impl Sfu {
         if sent {
             self.stats.keyframe_requests += 1;
         }
-        self.drive(now, owner);
+        self.drive_later(owner);
     }
 }
 

@@ -27,7 +27,9 @@ pub struct ParticipantStats {
     pub rtt_ms: Option<u64>,
     /// Fraction of its packets lost on the way in, when known.
     pub loss: Option<f32>,
-    /// Egress bandwidth estimate toward it, bits per second, when known.
+    /// Fraction of what it was sent that it reported lost (TWCC, last second), when known.
+    pub egress_loss: Option<f32>,
+    /// Egress bandwidth estimate toward it, bits per second (see [`super::estimate`]).
     pub bwe_bps: Option<u64>,
     /// The simulcast layer it receives of each simulcast track, as `peer-id:rid`.
     pub layers: Vec<String>,

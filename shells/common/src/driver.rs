@@ -102,21 +102,36 @@ impl Driver {
         local: SocketAddr,
         mut recv: impl FnMut(&mut S, &mut [u8]) -> io::Result<(usize, SocketAddr)>,
     ) -> bool {
+        let mut more = true;
         for _ in 0..BATCH {
             match recv(io, self.recv_buf()) {
-                Ok((n, remote)) => self.datagram(io, local, remote, n),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotFound) => return false,
+                Ok((n, remote)) => self.feed_datagram(io, local, remote, n),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotFound) => {
+                    more = false;
+                    break;
+                }
                 // Such as an ICMP error from an earlier send: the socket still works.
                 Err(e) => debug!(%local, "udp recv: {e}"),
             }
         }
-        true
+        // Media datagrams are drained once per batch: the SFU then drains each
+        // participant it wrote to once, however many packets it was given.
+        self.drain(io);
+        more
     }
 
     /// A datagram of `len` bytes, received into [`Driver::recv_buf`] from
     /// `remote` on the UDP socket bound at `local`: STUN/TURN or media by the
     /// listener table, else it came to a relay.
     pub fn datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
+        self.feed_datagram(io, local, remote, len);
+        self.drain(io);
+    }
+
+    /// [`Driver::datagram`], except that a media datagram's outputs are left
+    /// for the next drain (the engine allows a batch of them; see
+    /// [`Input::MediaDatagram`]). Anything else is drained at once.
+    fn feed_datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
         let payload = RELAY_HEADROOM..RELAY_HEADROOM + len;
         let input = match self.listeners.udp_kind_at(local) {
             Some(ListenerKind::Media) => Input::MediaDatagram { remote, data: &self.buf[payload] },
@@ -124,9 +139,12 @@ impl Driver {
             // The only other UDP sockets a shell reads are the relays it was given.
             None => Input::RelayDatagram { relay: local, peer: remote, buf: &mut self.buf, payload },
         };
+        let media = matches!(input, Input::MediaDatagram { .. });
         let fwd = self.engine.handle_input(Instant::now(), input);
         self.forward(io, fwd);
-        self.drain(io);
+        if !media {
+            self.drain(io);
+        }
     }
 
     /// A stream connection of `kind` was accepted on the listener at `local`.
@@ -267,9 +285,12 @@ impl Driver {
     }
 
     fn input(&mut self, io: &mut impl Sockets, input: Input<'_>) {
+        let media = matches!(input, Input::MediaDatagram { .. });
         let fwd = self.engine.handle_input(Instant::now(), input);
         self.forward(io, fwd);
-        self.drain(io);
+        if !media {
+            self.drain(io);
+        }
     }
 
     /// Acts on a forwarding decision about the datagram now in `self.buf`.
