@@ -417,6 +417,7 @@ impl Switchboard {
                 RoomEvent::Answer { conn, sdp } => sfu.handle_answer(now, conn, &sdp),
                 RoomEvent::Candidate { conn, candidate } => sfu.handle_candidate(now, conn, &candidate),
                 RoomEvent::Layer { conn, publisher, rid } => sfu.set_layer(now, conn, publisher, &rid),
+                RoomEvent::MaxBitrate { conn, bps } => sfu.set_max_bitrate(now, conn, bps),
             }
         }
     }

@@ -58,6 +58,7 @@ fuzz_target!(|ops: Vec<Op>| {
             // Only connections in sfu rooms reach the media server, and a layer choice names a peer of the room.
             match ev {
                 RoomEvent::Layer { conn, publisher, .. } => assert!(open.contains(&conn) && open.contains(&publisher)),
+                RoomEvent::MaxBitrate { conn, .. } => assert!(open.contains(&conn)),
                 RoomEvent::Join { conn, .. } | RoomEvent::Offer { conn, .. } | RoomEvent::Answer { conn, .. } | RoomEvent::Candidate { conn, .. } => {
                     assert!(open.contains(&conn))
                 }

@@ -12,9 +12,10 @@
 // With "simulcast" ticked, the camera is sent as three layers (rids l, m, h: quarter, half and full size); each
 // tile's selector asks the server for a layer of that participant (or "auto": the server picks by bandwidth).
 // When our bandwidth does not carry a participant's video, the server pauses it (`paused` message) and its tile
-// says "video paused (bandwidth)" until it resumes.
+// says "video paused (bandwidth)" until it resumes. ?maxkbps=N asks the server to send this page at most N kbit/s
+// (a data saver; the server degrades layers, then pauses videos, to fit).
 //
-// URL parameters: ?room=NAME&name=NAME&media=video|audio&mode=p2p|sfu&simulcast=1&relay=1&autojoin=1
+// URL parameters: ?room=NAME&name=NAME&media=video|audio&mode=p2p|sfu&simulcast=1&relay=1&autojoin=1&maxkbps=N
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -141,6 +142,11 @@ function onServerMessage(msg) {
       log(`joined ${msg.room} as ${msg.id}`);
       if (msg.mode === 'sfu') {
         for (const p of msg.peers) state.names[p.id] = p.name;
+        const maxkbps = Number(params.get('maxkbps'));
+        if (maxkbps > 0) {
+          send({ type: 'maxbitrate', bps: Math.round(maxkbps * 1000) });
+          log(`asked the server for at most ${maxkbps} kbit/s`);
+        }
         sfuStart().catch((e) => log(`sfu: ${e.message}`));
         status(`In SFU room ${msg.room} with ${msg.peers.length} other(s).`);
       } else if (msg.peers.length > 0) {

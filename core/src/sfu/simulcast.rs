@@ -53,13 +53,18 @@ impl Sfu {
         self.allocate(now, conn);
     }
 
-    /// Caps what participant `conn` is sent at `max_bps` bits per second
-    /// (`None`: no cap), in place of [`super::SfuConfig::max_subscriber_bps`],
-    /// and allocates its bandwidth again.
+    /// Participant `conn` asks to be sent at most `max_bps` bits per second
+    /// (`None`: no limit of its own). [`super::SfuConfig::max_subscriber_bps`]
+    /// still applies: the lower of the two wins. Its bandwidth is allocated
+    /// again at once.
     pub fn set_max_bitrate(&mut self, now: Instant, conn: ConnId, max_bps: Option<u64>) {
         let now = self.time.advance(now);
+        let server = self.config.max_subscriber_bps;
         let Some(p) = self.participants.get_mut(&conn) else { return };
-        p.max_bps = max_bps;
+        p.max_bps = match (max_bps, server) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.allocate(now, conn);
         self.drive(now, conn);
     }

@@ -167,6 +167,14 @@ pub enum RoomEvent {
         /// The layer, or `auto`.
         rid: String,
     },
+    /// The peer asks to be sent at most `bps` bits per second (`None`: no
+    /// limit of its own).
+    MaxBitrate {
+        /// The signaling connection.
+        conn: ConnId,
+        /// The most bits per second, or none.
+        bps: Option<u64>,
+    },
 }
 
 /// Counters of the signaling server.
@@ -358,7 +366,7 @@ impl Signaling {
         if text.len() > limit {
             return Err(too_large);
         }
-        if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate" | "layer") {
+        if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate" | "layer" | "maxbitrate") {
             return Err(Refusal(ErrorCode::UnknownType, "unknown message type"));
         }
         let msg: ClientMsg = serde_json::from_value(value).map_err(|_| Refusal(ErrorCode::BadMessage, "a field is missing or has the wrong type"))?;
@@ -379,6 +387,10 @@ impl Signaling {
                 let publisher = self.ids.get(&peer).copied().filter(|c| room.members.contains(c));
                 let publisher = publisher.ok_or(Refusal(ErrorCode::NoSuchPeer, "no such peer in your room"))?;
                 self.pass_to_sfu(conn, RoomEvent::Layer { conn, publisher, rid })
+            }
+            ClientMsg::MaxBitrate { bps } => {
+                self.sfu_room(conn)?;
+                self.pass_to_sfu(conn, RoomEvent::MaxBitrate { conn, bps })
             }
             ClientMsg::Candidate { candidate, .. } => {
                 if candidate.is_empty() {

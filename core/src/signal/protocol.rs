@@ -14,6 +14,7 @@
 //! {"type":"answer","sdp":"v=0..."}                          // to the server's offer
 //! {"type":"candidate","candidate":"candidate:...","sdpMid":"0","sdpMLineIndex":0}   // sdpMid, sdpMLineIndex optional
 //! {"type":"layer","peer":"77b0e1d2","rid":"h"}              // simulcast layer of that peer's video, or "auto"
+//! {"type":"maxbitrate","bps":300000}                       // send me at most this (null: no limit of mine)
 //! ```
 //!
 //! Server to client:
@@ -33,6 +34,7 @@
 //! {"type":"offer","sdp":"v=0..."}                           // the tracks it sends you changed
 //! {"type":"answer","sdp":"v=0..."}                          // to your offer
 //! {"type":"candidate","candidate":"candidate:...","sdpMid":"0","sdpMLineIndex":0}
+//! {"type":"paused","peer":"77b0e1d2","paused":true}         // that peer's video is paused for you (bandwidth)
 //! {"type":"error","code":"not-joined","message":"join a room first"}
 //! ```
 //!
@@ -110,6 +112,15 @@ pub enum ClientMsg {
         peer: String,
         /// The layer (one of the rids it publishes).
         rid: String,
+    },
+    /// SFU rooms: send me at most `bps` bits per second (`null`: no limit of
+    /// mine; the server's own cap still applies). Videos that do not fit go
+    /// down a simulcast layer, then pause (told with `paused`); audio is kept.
+    /// `{"type":"maxbitrate","bps":300000}`
+    MaxBitrate {
+        /// The most bits per second, or none.
+        #[serde(default)]
+        bps: Option<u64>,
     },
 }
 

@@ -267,6 +267,15 @@ fn sfu_rooms_emit_room_events_with_peers_resolved_to_connections() {
     let out = h.say(2, r#"{"type":"layer","peer":"nobody","rid":"h"}"#);
     assert_eq!(error_code(&out, 2).as_deref(), Some("no-such-peer"));
     assert_eq!(h.s.poll_room_event(), None);
+    // A peer's own bandwidth limit goes to the media server; null lifts it.
+    let out = h.say(2, r#"{"type":"maxbitrate","bps":300000}"#);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(h.s.poll_room_event(), Some(RoomEvent::MaxBitrate { conn: ConnId(2), bps: Some(300_000) }));
+    h.say(2, r#"{"type":"maxbitrate","bps":null}"#);
+    assert_eq!(h.s.poll_room_event(), Some(RoomEvent::MaxBitrate { conn: ConnId(2), bps: None }));
+    let out = h.say(2, r#"{"type":"maxbitrate","bps":-1}"#);
+    assert_eq!(error_code(&out, 2).as_deref(), Some("bad-message"));
+    assert_eq!(h.s.poll_room_event(), None);
     // What the media server says is encoded and counted here; nothing goes to a closed connection.
     let before = h.s.stats();
     h.s.send_sfu(ConnId(1), &ServerMsg::Answer { sdp: "v=0" });
