@@ -33,6 +33,51 @@ pub struct Member {
     pub bot: Bot,
     /// Whether it is still connected.
     pub live: bool,
+    /// Its downlink, if limited ([`Lab::limit_downlink`]).
+    pub downlink: Option<Link>,
+}
+
+/// A bot's limited downlink: a token-bucket policer in datagram bytes, with
+/// [`LINK_BURST`] of burst; what does not fit is dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Capacity, bits per second.
+    pub bps: u64,
+    /// Bits that may pass now.
+    tokens: u64,
+    /// When `tokens` was last filled.
+    filled: Instant,
+    /// Datagrams offered to the link, and bytes.
+    pub offered: (u64, u64),
+    /// Datagrams dropped, and bytes.
+    pub dropped: (u64, u64),
+}
+
+/// How much of a burst a limited downlink carries: this much time at its capacity.
+pub const LINK_BURST: Duration = Duration::from_millis(100);
+
+impl Link {
+    fn depth(&self) -> u64 {
+        self.bps * LINK_BURST.as_millis() as u64 / 1000
+    }
+
+    /// Whether a datagram of `len` bytes at `now` passes.
+    fn pass(&mut self, now: Instant, len: usize) -> bool {
+        let elapsed = now.saturating_duration_since(self.filled);
+        self.filled = now;
+        self.tokens = (self.tokens + (self.bps as u128 * elapsed.as_nanos() / 1_000_000_000) as u64).min(self.depth());
+        let bits = len as u64 * 8;
+        self.offered.0 += 1;
+        self.offered.1 += len as u64;
+        if self.tokens >= bits {
+            self.tokens -= bits;
+            true
+        } else {
+            self.dropped.0 += 1;
+            self.dropped.1 += len as u64;
+            false
+        }
+    }
 }
 
 /// The engine and its bots.
@@ -49,10 +94,9 @@ pub struct Lab {
     pub sent_to: Vec<(Instant, SocketAddr)>,
     /// Whether to deliver the SFU's datagrams to the bots (benchmarks turn it off).
     pub deliver: bool,
-    /// How far [`Lab::run`] moves time at each step: 1 ms by default. Coarser
-    /// steps bunch packets into bursts that str0m's delay-based bandwidth
-    /// estimator reads as queueing (at 5 ms it stalls near what is sent, and
-    /// the bandwidth allocation then pauses videos a real link would carry).
+    /// How far [`Lab::run`] moves time at each step: 1 ms by default, finer
+    /// than the bots' packet intervals, so that packets are not bunched into
+    /// bursts a real network would not make.
     pub step: Duration,
     media: SocketAddr,
 }
@@ -83,8 +127,15 @@ impl Lab {
     pub fn add(&mut self, i: u8, bot: Bot) {
         let conn = ConnId(100 + u64::from(i));
         let _ = self.sb.handle_input(self.now, Input::SignalOpened { conn });
-        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true });
+        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true, downlink: None });
         self.settle();
+    }
+
+    /// Limits bot `index`'s downlink (what the SFU sends it) to `bps`, from now.
+    pub fn limit_downlink(&mut self, index: usize, bps: u64) {
+        let mut link = Link { bps, tokens: 0, filled: self.now, offered: (0, 0), dropped: (0, 0) };
+        link.tokens = link.depth();
+        self.bots[index].downlink = Some(link);
     }
 
     /// The address of bot number `i`.
@@ -146,7 +197,9 @@ impl Lab {
                         continue;
                     }
                     if let Some(b) = self.bots.iter_mut().find(|b| b.addr == to && b.live) {
-                        b.bot.handle_datagram(self.now, self.media, to, &data);
+                        if b.downlink.as_mut().is_none_or(|l| l.pass(self.now, data.len())) {
+                            b.bot.handle_datagram(self.now, self.media, to, &data);
+                        }
                     }
                 }
                 Output::Timeout(at) => {

@@ -43,7 +43,7 @@ pub const LOW_LOSS: f32 = 0.02;
 /// Growth per second of light loss, in percent.
 pub const GROWTH_PER_SEC: u64 = 8;
 /// The wait before growing again after a cut, the first time.
-pub const HOLD: Duration = Duration::from_secs(2);
+pub const HOLD: Duration = Duration::from_secs(4);
 /// The longest wait before growing again after repeated cuts.
 pub const MAX_HOLD: Duration = Duration::from_secs(64);
 /// A cut this long after the last one starts the hold from [`HOLD`] again.
@@ -149,9 +149,10 @@ mod tests {
         // Moderate loss holds; light loss during the hold holds.
         assert!(!e.on_loss(t0 + Duration::from_secs(1), 0.05, 950_000));
         assert!(!e.on_loss(t0 + Duration::from_secs(1), 0.0, 950_000));
-        // After the hold, light loss grows it 8% a second.
-        assert!(e.on_loss(t0 + Duration::from_secs(3), 0.0, 950_000));
-        assert_eq!(e.bps(), 950_000 + 950_000 * 8 * 2 / 100);
+        // After the hold, light loss grows it 8% a second (of the time since the last report).
+        assert!(!e.on_loss(t0 + HOLD - Duration::from_millis(1), 0.0, 950_000));
+        assert!(e.on_loss(t0 + HOLD + Duration::from_millis(999), 0.0, 950_000));
+        assert_eq!(e.bps(), 950_000 + 950_000 * 8 / 100);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! included), on simulated time: routing, late joiners, leaving, keyframe
 //! throttling, renegotiation, bandwidth allocation.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -388,4 +389,83 @@ fn a_capped_subscriber_keeps_audio_and_pauses_the_least_important_videos() {
     let seen = &net.bots[4].bot.video_seen()[&net.bots[3].bot.tag()];
     assert_eq!(seen.max_seq_jump, 1, "no gap in sequence numbers across the pause: {seen:?}");
     assert!(!seen.ts_backwards);
+}
+
+/// A listener whose downlink carries its audio and about two and a half of four videos (a policer in the lab,
+/// dropping what does not fit), beside one whose link is free. From the loss it reports, the SFU's estimate
+/// for it drops to what gets through and the allocation pauses the least important videos: audio intact,
+/// the first videos flowing, told which are paused, and of what is forwarded to it, at least 99% arrives.
+/// Nothing here is configured: the SFU learns the limit from the listener's own feedback.
+#[test]
+fn a_subscriber_behind_a_slow_link_gets_what_fits_and_loses_almost_nothing() {
+    let mut net = Lab::new(crate::time::test_start());
+    // Videos of 200 packets/s (~320 kbit/s of payload) beside 50 audio packets/s (64 kbit/s).
+    for i in 0..4u8 {
+        let tag = *b"bot-000\0";
+        let mut tag = tag;
+        tag[7] = b'0' + i;
+        let bot = Bot::new(net.now, Lab::addr(i), "room", tag).with_video_interval(Duration::from_millis(5));
+        net.add(i, bot);
+    }
+    for i in 4..6 {
+        let bot = Bot::new(net.now, Lab::addr(i), "room", *b"listen-0").listen_only();
+        net.add(i, bot);
+    }
+    // 2 ms steps: finer than any packet interval here, and half the time of the default.
+    net.step = Duration::from_millis(2);
+    net.run(Duration::from_secs(2));
+    // Datagrams carry ~50 bytes of headers beside a 160-byte payload: audio ~84 kbit/s, a video ~336 kbit/s.
+    let link = 4 * 84_000 + 336_000 * 5 / 2;
+    net.limit_downlink(4, link);
+    // Converge: the first loss report cuts the estimate, the allocation follows; the first probes for more
+    // (each a second of loss, then a hold twice as long as the last) fall in this time.
+    net.run(Duration::from_secs(30));
+    let sent0: Vec<(u64, u64)> = (0..4).map(|i| net.bots[i].bot.sent()).collect();
+    let recv0: Vec<_> = (4..6).map(|i| net.received(i).clone()).collect();
+    let link0 = net.bots[4].downlink.unwrap();
+    net.run(Duration::from_secs(40));
+    let l = net.bots[4].downlink.unwrap();
+    let (offered, dropped) = (l.offered.0 - link0.offered.0, l.dropped.0 - link0.dropped.0);
+    let ratio = |s: usize, p: usize| {
+        let tag = net.bots[p].bot.tag();
+        let sent = net.bots[p].bot.sent();
+        let (pa, pv) = (sent.0 - sent0[p].0, sent.1 - sent0[p].1);
+        let was = recv0[s - 4].get(&tag).copied().unwrap_or_default();
+        let got = net.received(s).get(&tag).copied().unwrap_or_default();
+        ((got.0 - was.0) as f64 / pa.max(1) as f64, (got.1 - was.1) as f64 / pv.max(1) as f64)
+    };
+    let slow: Vec<(f64, f64)> = (0..4).map(|p| ratio(4, p)).collect();
+    let free: Vec<(f64, f64)> = (0..4).map(|p| ratio(5, p)).collect();
+    let est = net.sb.sfu_rooms()[0].participants.iter().map(|p| (p.id.clone(), p.bwe_bps, p.egress_loss, p.paused.clone())).collect::<Vec<_>>();
+    let detail = format!("slow {slow:?}\nfree {free:?}\nlink: {dropped} of {offered} dropped\nestimates {est:?}");
+    assert!(slow.iter().all(|(a, _)| *a >= 0.99), "audio intact behind the slow link:\n{detail}");
+    assert!(slow[0].1 >= 0.95 && slow[1].1 >= 0.95, "the two most important videos flow:\n{detail}");
+    assert!(slow[3].1 <= 0.05, "the least important video is paused:\n{detail}");
+    assert!((dropped as f64) <= 0.01 * offered as f64, "at least 99% of what is forwarded arrives:\n{detail}");
+    assert!(free.iter().all(|(a, v)| *a >= 0.99 && *v >= 0.99), "the free listener gets everything:\n{detail}");
+    let ids: Vec<String> = (0..4).map(|i| net.bots[4].bot.peer_id(&format!("bot-000{i}")).unwrap().to_string()).collect();
+    let told = net.bots[4].bot.paused_messages();
+    assert!(told.contains(&(ids[3].clone(), true)), "told of the pause: {told:?}");
+    assert!(net.bots[5].bot.paused_messages().is_empty());
+    // The link recovers: the videos resume (after the estimate's hold and growth), and are told so.
+    net.bots[4].downlink = None;
+    net.run(Duration::from_secs(40));
+    let last: BTreeMap<&String, bool> = told_last(net.bots[4].bot.paused_messages());
+    assert!(last.values().all(|p| !p), "every video resumed once the link recovered: {last:?}");
+    let sent0: Vec<(u64, u64)> = (0..4).map(|i| net.bots[i].bot.sent()).collect();
+    let recv0: Vec<_> = (4..6).map(|i| net.received(i).clone()).collect();
+    net.run(Duration::from_secs(3));
+    let ratio = |p: usize| {
+        let tag = net.bots[p].bot.tag();
+        let sent = net.bots[p].bot.sent();
+        let got = net.received(4).get(&tag).copied().unwrap_or_default();
+        let was = recv0[0].get(&tag).copied().unwrap_or_default();
+        (got.1 - was.1) as f64 / (sent.1 - sent0[p].1).max(1) as f64
+    };
+    assert!((0..4).all(|p| ratio(p) >= 0.99), "all four videos flow again: {:?}", (0..4).map(ratio).collect::<Vec<_>>());
+}
+
+/// The last paused/resumed state told per publisher.
+fn told_last(told: &[(String, bool)]) -> BTreeMap<&String, bool> {
+    told.iter().map(|(p, v)| (p, *v)).collect()
 }
