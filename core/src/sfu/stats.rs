@@ -11,7 +11,7 @@ pub struct ParticipantStats {
     pub id: String,
     /// Tracks it publishes.
     pub tracks_published: u64,
-    /// Tracks it receives.
+    /// Tracks it receives (offered and answered; an offer still unanswered does not count).
     pub tracks_subscribed: u64,
     /// RTP packets received from it.
     pub packets_in: u64,
@@ -94,7 +94,8 @@ impl Sfu {
         let mut s = p.stats.clone();
         s.id = p.label.clone();
         s.tracks_published = p.published.len() as u64;
-        s.tracks_subscribed = p.legs.len() as u64;
+        // Legs the participant answered for (an offered one has no send stream yet).
+        s.tracks_subscribed = p.legs.iter().filter(|l| l.ssrc.is_some()).count() as u64;
         s.layers = p
             .legs
             .iter()
