@@ -71,11 +71,14 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-printf '%-8s %8s %10s %10s %12s %9s %9s %12s %12s %12s\n' room tracks delivery% worst% fwd_pps p50_ms p99_ms srv_cpu_s us/packet gen_cpu_s
+fmt='%-8s %7s %9s %8s %9s %8s %8s %9s %9s %7s %7s %11s %9s\n'
+printf "$fmt" room tracks delivery% worst% fwd_pps p50_ms p99_ms srv_cpu_s us/packet user sys tracks/core gen_cpu_s
 for p in $SIZES; do
     col() { median $(printf '%s' "${res[$p]}" | grep . | field "$1"); }
-    printf '%-8s %8s %10s %10s %12s %9s %9s %12s %12s %12s\n' "${ROOMS}x$p" "$(col subscriber_tracks)" "$(col delivery_pct)" \
+    printf "$fmt" "${ROOMS}x$p" "$(col subscriber_tracks)" "$(col delivery_pct)" \
         "$(col min_bot_delivery_pct)" "$(col forwarded_pps)" "$(col latency_p50_ms)" "$(col latency_p99_ms)" \
-        "$(col server_cpu_s)" "$(col server_cpu_us_per_forwarded)" "$(col loadgen_cpu_s)"
+        "$(col server_cpu_s)" "$(col server_cpu_us_per_forwarded)" "$(col server_user_us_per_forwarded)" \
+        "$(col server_sys_us_per_forwarded)" "$(col subscriber_tracks_per_core)" "$(col loadgen_cpu_s)"
 done
+echo "(tracks/core: subscriber-tracks per core of server CPU, only where delivery >= 99.9%; null otherwise)"
 echo "(medians over $ROUNDS round(s) of ${WINDOW} s windows after ${WARMUP} s warm-up; ${VIDEO_PPS} video + 50 audio packets/s per bot)"

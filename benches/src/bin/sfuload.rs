@@ -396,17 +396,23 @@ fn worker(
     Ok(())
 }
 
-/// utime + stime of a process (or `self`), in seconds, from /proc/PID/stat.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+/// utime and stime of a process (or `self`), in seconds, from /proc/PID/stat.
+fn cpu_times(pid: &str) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces), which ends at the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the state (field 3).
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let (user, sys): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Some((user as f64 / hz, sys as f64 / hz))
+}
+
+/// utime + stime of a process (or `self`), in seconds.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    cpu_times(pid).map(|(u, s)| u + s)
 }
 
 /// UDP counters of the whole host (/proc/net/snmp): RcvbufErrors, SndbufErrors.
@@ -506,6 +512,9 @@ struct Report {
     server_pid: Option<u32>,
     server_cpu_s: Option<f64>,
     server_cpu_us_per_forwarded: Option<f64>,
+    server_user_us_per_forwarded: Option<f64>,
+    server_sys_us_per_forwarded: Option<f64>,
+    subscriber_tracks_per_core: Option<f64>,
     loadgen_cpu_s: f64,
     udp_rcvbuf_errors: u64,
     udp_sndbuf_errors: u64,
@@ -525,7 +534,7 @@ impl Report {
                 "\"published\":{},\"expected\":{},\"received\":{},\"delivery_pct\":{:.3},\"min_bot_delivery_pct\":{:.3},",
                 "\"forwarded_pps\":{:.0},\"latency_samples\":{},\"latency_p50_ms\":{:.3},\"latency_p90_ms\":{:.3},\"latency_p99_ms\":{:.3},\"latency_p999_ms\":{:.3},\"latency_max_ms\":{:.3},",
                 "\"loadgen_wake_late_p99_ms\":{:.3},\"loadgen_wake_late_max_ms\":{:.3},",
-                "\"server_pid\":{},\"server_cpu_s\":{},\"server_cpu_us_per_forwarded\":{},\"loadgen_cpu_s\":{:.2},",
+                "\"server_pid\":{},\"server_cpu_s\":{},\"server_cpu_us_per_forwarded\":{},\"server_user_us_per_forwarded\":{},\"server_sys_us_per_forwarded\":{},\"subscriber_tracks_per_core\":{},\"loadgen_cpu_s\":{:.2},",
                 "\"udp_rcvbuf_errors\":{},\"udp_sndbuf_errors\":{},\"server_udp_drops\":{},\"loadgen_udp_drops\":{},\"ws_errors\":{},\"send_errors\":{}}}"
             ),
             self.rooms,
@@ -556,6 +565,9 @@ impl Report {
             self.server_pid.map_or("null".to_string(), |p| p.to_string()),
             opt(self.server_cpu_s, 2),
             opt(self.server_cpu_us_per_forwarded, 2),
+            opt(self.server_user_us_per_forwarded, 2),
+            opt(self.server_sys_us_per_forwarded, 2),
+            opt(self.subscriber_tracks_per_core, 0),
             self.loadgen_cpu_s,
             self.udp_rcvbuf_errors,
             self.udp_sndbuf_errors,
@@ -646,13 +658,13 @@ fn main() {
 
     // The window: CPU and host UDP counters read at its edges.
     thread::sleep(start.saturating_duration_since(Instant::now()));
-    let cpu0 = server_pid.and_then(|p| cpu_seconds(&p.to_string()));
+    let cpu0 = server_pid.and_then(|p| cpu_times(&p.to_string()));
     let self0 = cpu_seconds("self").unwrap_or(0.0);
     let udp0 = udp_errors();
     let drops0 = (server_pid.map(|p| udp_drops(&p.to_string())), udp_drops("self"));
     let t0 = Instant::now();
     thread::sleep(end.saturating_duration_since(Instant::now()));
-    let cpu1 = server_pid.and_then(|p| cpu_seconds(&p.to_string()));
+    let cpu1 = server_pid.and_then(|p| cpu_times(&p.to_string()));
     let self1 = cpu_seconds("self").unwrap_or(0.0);
     let udp1 = udp_errors();
     let drops1 = (server_pid.map(|p| udp_drops(&p.to_string())), udp_drops("self"));
@@ -722,8 +734,15 @@ fn main() {
     r.loadgen_wake_late_p99_ms = ms(wake_late.quantile(0.99));
     r.loadgen_wake_late_max_ms = ms(wake_late.max());
     r.server_pid = server_pid;
-    r.server_cpu_s = cpu0.zip(cpu1).map(|(a, b)| b - a);
-    r.server_cpu_us_per_forwarded = r.server_cpu_s.filter(|_| r.received > 0).map(|s| s * 1e6 / r.received as f64);
+    let per = |s: f64| (r.received > 0).then(|| s * 1e6 / r.received as f64);
+    let cpu = cpu0.zip(cpu1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+    r.server_cpu_s = cpu.map(|(u, s)| u + s);
+    r.server_cpu_us_per_forwarded = r.server_cpu_s.and_then(per);
+    r.server_user_us_per_forwarded = cpu.and_then(|(u, _)| per(u));
+    r.server_sys_us_per_forwarded = cpu.and_then(|(_, s)| per(s));
+    // Subscriber-tracks one core of server CPU serves, counted only when under 0.1% was lost.
+    r.subscriber_tracks_per_core =
+        r.server_cpu_s.filter(|s| *s > 0.0 && r.delivery_pct >= 99.9).map(|s| r.subscriber_tracks as f64 / (s / window_s));
     r.loadgen_cpu_s = self1 - self0;
     r.udp_rcvbuf_errors = udp1.0.saturating_sub(udp0.0);
     r.udp_sndbuf_errors = udp1.1.saturating_sub(udp0.1);
@@ -757,11 +776,13 @@ fn main() {
     );
     match (r.server_cpu_s, r.server_cpu_us_per_forwarded) {
         (Some(s), Some(us)) => eprintln!(
-            "  server (pid {}) CPU {:.2} s = {:.0}% of a core, {:.1} us per forwarded packet; load generator CPU {:.2} s = {:.0}% of a core",
+            "  server (pid {}) CPU {:.2} s = {:.0}% of a core, {:.1} us per forwarded packet ({:.1} user, {:.1} kernel); load generator CPU {:.2} s = {:.0}% of a core",
             server_pid.unwrap_or(0),
             s,
             100.0 * s / window_s,
             us,
+            r.server_user_us_per_forwarded.unwrap_or(0.0),
+            r.server_sys_us_per_forwarded.unwrap_or(0.0),
             r.loadgen_cpu_s,
             100.0 * r.loadgen_cpu_s / window_s
         ),
