@@ -35,6 +35,8 @@ pub struct Member {
     pub live: bool,
     /// Its downlink, if limited ([`Lab::limit_downlink`]).
     pub downlink: Option<Link>,
+    /// How many of the server's next SDP offers to it are lost on the way.
+    pub lose_offers: u32,
 }
 
 /// A bot's limited downlink: a token-bucket policer in datagram bytes, with
@@ -127,7 +129,7 @@ impl Lab {
     pub fn add(&mut self, i: u8, bot: Bot) {
         let conn = ConnId(100 + u64::from(i));
         let _ = self.sb.handle_input(self.now, Input::SignalOpened { conn });
-        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true, downlink: None });
+        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true, downlink: None, lose_offers: 0 });
         self.settle();
     }
 
@@ -187,6 +189,10 @@ impl Lab {
                 Output::SignalSend(m) => {
                     moved = true;
                     if let Some(b) = self.bots.iter_mut().find(|b| b.conn == m.conn && b.live) {
+                        if b.lose_offers > 0 && m.text.starts_with(r#"{"type":"offer""#) {
+                            b.lose_offers -= 1;
+                            continue;
+                        }
                         b.bot.handle_signal(self.now, &m.text);
                     }
                 }

@@ -210,6 +210,27 @@ impl Leg {
     }
 }
 
+/// An offer of the server that awaits the participant's answer.
+struct Pending {
+    offer: SdpPendingOffer,
+    /// Its SDP, to send again if no answer comes.
+    sdp: String,
+    /// When it was last sent.
+    sent_at: Instant,
+    /// How many times it was sent again.
+    resent: u32,
+}
+
+/// How long an offer waits for its answer before it is sent again (signaling
+/// is reliable, but a page may drop a message, e.g. while busy with its own
+/// offer): without an answer, the participant would never again be offered
+/// the room's new tracks.
+pub const OFFER_RETRY: Duration = Duration::from_secs(10);
+
+/// How many times an unanswered offer is sent again before the SFU gives up
+/// on it (and counts it in [`SfuStats::offers_unanswered`]).
+pub const OFFER_RETRIES: u32 = 3;
+
 /// One participant: its connection and what is routed through it.
 struct Participant {
     /// Its stream label (signaling's peer id): the msid stream id of its tracks.
@@ -223,7 +244,8 @@ struct Participant {
     ssrc_tracks: Vec<(Ssrc, Option<TrackId>, Option<Rid>)>,
     published: Vec<TrackId>,
     legs: Vec<Leg>,
-    pending: Option<SdpPendingOffer>,
+    /// The server's offer awaiting its answer.
+    pending: Option<Pending>,
     /// Legs to add or remove at the next negotiation.
     dirty: bool,
     /// Whether a first offer from the client was accepted.
@@ -367,6 +389,7 @@ impl Sfu {
             match self.participants.get_mut(&conn) {
                 Some(p) => {
                     let _ = p.rtc.handle_input(str0m::Input::Timeout(now));
+                    self.retry_offer(now, conn);
                     self.drive(now, conn);
                     if self.deadlines.get(conn).is_some_and(|at| at <= now) {
                         self.deadlines.remove(conn);
@@ -399,6 +422,31 @@ impl Sfu {
             self.stats.unrouted_datagrams += 1;
         }
         self.drive(now, conn);
+    }
+
+    /// Sends participant `conn` the server's pending offer again if it went
+    /// unanswered for [`OFFER_RETRY`], at most [`OFFER_RETRIES`] times.
+    fn retry_offer(&mut self, now: Instant, conn: ConnId) {
+        let Some(p) = self.participants.get_mut(&conn) else { return };
+        let Some(pending) = p.pending.as_mut() else { return };
+        if now < pending.sent_at + OFFER_RETRY || pending.resent > OFFER_RETRIES {
+            return;
+        }
+        pending.resent += 1;
+        pending.sent_at = now;
+        if pending.resent > OFFER_RETRIES {
+            self.stats.offers_unanswered += 1;
+            return;
+        }
+        let sdp = pending.sdp.clone();
+        self.stats.offers_resent += 1;
+        self.signal(conn, SfuMessage::Offer { sdp });
+    }
+
+    /// When participant `conn`'s pending offer is due to be sent again, if it is.
+    fn offer_retry_at(&self, conn: ConnId) -> Option<Instant> {
+        let pending = self.participants.get(&conn)?.pending.as_ref()?;
+        (pending.resent <= OFFER_RETRIES).then_some(pending.sent_at + OFFER_RETRY)
     }
 
     /// Tells participant `conn` that what it asked cannot be done.

@@ -11,7 +11,7 @@ use str0m::{Candidate, IceCreds};
 
 use super::allocate::RateMeter;
 use super::estimate::EgressEstimate;
-use super::{Leg, Participant, ParticipantStats, Sfu, SfuError, SfuMessage, TrackId};
+use super::{Leg, Participant, Pending, ParticipantStats, Sfu, SfuError, SfuMessage, TrackId};
 use crate::ids::ConnId;
 
 impl Sfu {
@@ -131,7 +131,7 @@ impl Sfu {
         let Ok(answer) = SdpAnswer::from_sdp_string(sdp) else {
             return self.error(conn, SfuError::BadAnswer, "not an SDP answer");
         };
-        let Some(pending) = p.pending.take() else {
+        let Some(pending) = p.pending.take().map(|x| x.offer) else {
             return self.error(conn, SfuError::BadAnswer, "no offer of the server is pending");
         };
         if p.rtc.sdp_api().accept_answer(pending, answer).is_err() {
@@ -190,8 +190,9 @@ impl Sfu {
             let mut api = s.rtc.sdp_api();
             api.stop_media(leg.mid);
             if let Some((offer, pending)) = api.apply() {
-                s.pending = Some(pending);
-                self.signal(sub, SfuMessage::Offer { sdp: offer.to_sdp_string() });
+                let sdp = offer.to_sdp_string();
+                s.pending = Some(Pending { offer: pending, sdp: sdp.clone(), sent_at: now, resent: 0 });
+                self.signal(sub, SfuMessage::Offer { sdp });
             }
             self.drive(now, sub);
         }
@@ -246,8 +247,9 @@ impl Sfu {
         }
         // `api` borrows the Rtc only; the legs above are the participant's other field.
         if let Some((offer, pending)) = api.apply() {
-            p.pending = Some(pending);
-            self.signal(conn, SfuMessage::Offer { sdp: offer.to_sdp_string() });
+            let sdp = offer.to_sdp_string();
+            p.pending = Some(Pending { offer: pending, sdp: sdp.clone(), sent_at: now, resent: 0 });
+            self.signal(conn, SfuMessage::Offer { sdp });
         }
         // The new legs share its bandwidth.
         self.allocate(now, conn);

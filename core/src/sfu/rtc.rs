@@ -44,6 +44,8 @@ impl Sfu {
                         let _ = p.rtc.handle_input(str0m::Input::Timeout(now));
                         continue;
                     }
+                    // The earlier of str0m's timeout and an unanswered offer's retry.
+                    let at = self.offer_retry_at(conn).map_or(at, |r| r.min(at));
                     self.deadlines.set(conn, at.max(now + MIN_WAIT));
                     break;
                 }

@@ -65,6 +65,10 @@ pub struct SfuStats {
     pub layer_switches: u64,
     /// Data channel messages not relayed to a participant because its channel's buffer was full.
     pub datachannel_dropped: u64,
+    /// Offers of the server sent again because no answer came within [`super::OFFER_RETRY`].
+    pub offers_resent: u64,
+    /// Offers given up on after [`super::OFFER_RETRIES`] resends without an answer.
+    pub offers_unanswered: u64,
 }
 
 impl Sfu {

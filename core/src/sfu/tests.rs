@@ -469,3 +469,43 @@ fn a_subscriber_behind_a_slow_link_gets_what_fits_and_loses_almost_nothing() {
 fn told_last(told: &[(String, bool)]) -> BTreeMap<&String, bool> {
     told.iter().map(|(p, v)| (p, *v)).collect()
 }
+
+/// The server's offer to a participant is lost (a page may drop a message): after [`OFFER_RETRY`] it is
+/// sent again, the participant answers, and it receives the newcomer's tracks. Without the resend it
+/// would never again be offered anything.
+#[test]
+fn an_unanswered_offer_is_sent_again() {
+    let mut net = Lab::new(crate::time::test_start());
+    net.add_bot(0);
+    net.add_bot(1);
+    net.run(Duration::from_secs(2));
+    net.bots[0].lose_offers = 1;
+    net.add_bot(2);
+    let tag = net.bots[2].bot.tag();
+    net.run(OFFER_RETRY - Duration::from_secs(1));
+    assert_eq!(net.bots[0].lose_offers, 0, "the offer for the newcomer's tracks was lost");
+    assert!(!net.received(0).contains_key(&tag), "nothing of the newcomer arrives before the resend");
+    assert!(net.received(1).contains_key(&tag));
+    net.run(Duration::from_secs(3));
+    let got = net.received(0).get(&tag).copied().unwrap_or_default();
+    assert!(got.0 > 0 && got.1 > 0, "after the resend, its audio and video arrive: {got:?}");
+    let st = net.sb.stats().sfu;
+    assert_eq!((st.offers_resent, st.offers_unanswered), (1, 0));
+}
+
+/// A participant that never answers is sent the offer [`OFFER_RETRIES`] more times, then given up on
+/// (and counted); the others are not held up.
+#[test]
+fn a_participant_that_never_answers_is_given_up_on() {
+    let mut net = Lab::new(crate::time::test_start());
+    net.add_bot(0);
+    net.add_bot(1);
+    net.run(Duration::from_secs(2));
+    net.bots[0].lose_offers = u32::MAX;
+    net.add_bot(2);
+    net.run(OFFER_RETRY * (OFFER_RETRIES + 2));
+    let st = net.sb.stats().sfu;
+    assert_eq!((st.offers_resent, st.offers_unanswered), (u64::from(OFFER_RETRIES), 1));
+    assert!(net.received(1).contains_key(&net.bots[2].bot.tag()));
+    assert!(net.received(2).contains_key(&net.bots[1].bot.tag()));
+}
