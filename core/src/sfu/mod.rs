@@ -284,6 +284,8 @@ pub struct Sfu {
     /// not drained yet: each is drained once, before the next output is handed
     /// out, however many packets it was given in between.
     to_drive: Vec<ConnId>,
+    /// The batch being drained (kept for its capacity).
+    driving: Vec<ConnId>,
     out: VecDeque<SfuOutput>,
     stats: SfuStats,
 }
@@ -317,6 +319,7 @@ impl Sfu {
             next_track: 0,
             deadlines: Deadlines::new(seed),
             to_drive: Vec::new(),
+            driving: Vec::new(),
             out: VecDeque::new(),
             stats: SfuStats::default(),
         }
@@ -365,12 +368,16 @@ impl Sfu {
     fn drive_queued(&mut self) {
         let now = self.time.now();
         while !self.to_drive.is_empty() {
-            for conn in std::mem::take(&mut self.to_drive) {
+            // The two lists trade places, so neither is reallocated per batch.
+            let mut batch = std::mem::take(&mut self.driving);
+            std::mem::swap(&mut batch, &mut self.to_drive);
+            for conn in batch.drain(..) {
                 if let Some(p) = self.participants.get_mut(&conn) {
                     p.drive_queued = false;
                     self.drive(now, conn);
                 }
             }
+            self.driving = batch;
             if !self.out.is_empty() {
                 return;
             }
