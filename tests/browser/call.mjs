@@ -435,14 +435,11 @@ async function alone() {
 
 let failed = false;
 try {
-  await directCall();
-  await relayedCall();
-  await roomLife();
-  await voiceCallAndScreenShare();
-  await sfuRoom();
-  await simulcast();
-  await sixPagesAndALimitedOne();
-  await alone();
+  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, alone]) {
+    const t0 = Date.now();
+    await checks();
+    console.log(`     (${checks.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  }
 } catch (e) {
   failed = true;
   console.log(`error: ${e.stack || e}`);
