@@ -12,6 +12,10 @@
 //!    every participant, and when one leaves its tracks end on the others;
 //! 7. simulcast: a page publishes three layers; the subscriber switches layers from its tile (the `layer`
 //!    message); after each switch frames keep being decoded, at that layer's resolution;
+//! 8. six pages in one SFU room all decode each other (video and audio); then one leaves and a page that asks for
+//!    at most 32 kbit/s (`?maxkbps=32`, less than the others' audio alone) joins: its five tiles show "video paused
+//!    (bandwidth)", `/stats` lists the five as paused for it and nothing paused for the others, it keeps receiving
+//!    everyone's audio, decodes no paused video, and is never told a video resumed;
 //! 4. negative control: one page alone decodes nothing.
 
 use std::path::Path;
