@@ -481,6 +481,11 @@ impl Bot {
 
     fn publish(&mut self, now: Instant) {
         for i in 0..self.senders.len() {
+            // After a stall (its process or the network frozen), a publisher sends on from now,
+            // as an encoder does, not a burst of everything it missed.
+            if now.saturating_duration_since(self.senders[i].next) > Duration::from_millis(500) {
+                self.senders[i].next = now;
+            }
             while self.senders[i].next <= now {
                 let s = &mut self.senders[i];
                 s.next += s.interval;

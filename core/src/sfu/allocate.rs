@@ -45,7 +45,17 @@ pub struct VideoLeg<'a> {
     pub layers: &'a [u64],
     /// What it gets now.
     pub current: Allocation,
+    /// Whether a paused leg may resume now (false during the hold after a
+    /// pause, see [`RESUME_HOLD`]): if not, it stays paused and takes nothing.
+    pub may_resume: bool,
 }
+
+/// How long a video the allocator paused stays paused before it may resume,
+/// unless what the subscriber may receive grew by the margin to go up since
+/// (a cap lifted, an estimate recovered). Each resume costs a keyframe, and a
+/// keyframe raises the publisher's measured rate: without a hold, a rate near
+/// the edge flapped every 1-2 s in Chromium.
+pub const RESUME_HOLD: Duration = Duration::from_secs(5);
 
 /// How much headroom a step up needs, in percent of the new total: 115 means
 /// the new total must fit within budget / 1.15.
@@ -78,8 +88,11 @@ pub fn allocate(available_bps: u64, audio_bps: u64, legs: &[VideoLeg<'_>]) -> Ve
     let mut used: u64 = 0;
     // 1. The lowest layer of each leg in priority order, while it fits.
     for (i, leg) in legs.iter().enumerate() {
-        // A leg with no layer (nothing known of it) gets nothing, and takes nothing.
+        // A leg with no layer (nothing known of it) gets nothing, and takes nothing; so does one held paused.
         let Some(&cost) = leg.layers.first() else { continue };
+        if leg.current == Allocation::Paused && !leg.may_resume {
+            continue;
+        }
         let total = used.saturating_add(cost);
         if !fits(total, budget, is_up(leg.current, 0)) {
             break;
@@ -112,13 +125,20 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// The bitrate of one stream: the bytes recorded over the last full window
 /// of about [`RATE_WINDOW`], divided by its length. No allocation, no clock
-/// read: time is the `now` given. A stream silent for two windows measures 0.
+/// read: time is the `now` given. A stream silent for two windows measures 0
+/// ([`RateMeter::bps`]: whether it is sent now), but what it costs when it
+/// is sent ([`RateMeter::cost`]) is kept: the windows' rates smoothed (half
+/// the last window, half the cost before), so that a keyframe's window does
+/// not double it and a publisher's silence (a stall, a frozen tab) does not
+/// make its video look free.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateMeter {
     /// Where the current window started, and the bytes in it so far.
     window: Option<(Instant, u64)>,
     /// The last full window's rate, bits per second.
     bps: u64,
+    /// The smoothed rate of the windows that had packets, bits per second.
+    cost: u64,
 }
 
 impl RateMeter {
@@ -129,6 +149,10 @@ impl RateMeter {
         if elapsed >= RATE_WINDOW {
             let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
             self.bps = u64::try_from(u128::from(*total) * 8 * 1_000_000_000 / u128::from(nanos)).unwrap_or(u64::MAX);
+            // A window stretched by a silence (the stream stalled, then came back) says nothing of its cost.
+            if self.bps > 0 && elapsed < 2 * RATE_WINDOW {
+                self.cost = if self.cost == 0 { self.bps } else { self.cost / 2 + self.bps / 2 };
+            }
             *start = now;
             *total = 0;
         }
@@ -141,6 +165,13 @@ impl RateMeter {
             Some((start, _)) if now.saturating_duration_since(start) < 2 * RATE_WINDOW => self.bps,
             _ => 0,
         }
+    }
+
+    /// What the stream costs when it is sent, bits per second: the smoothed
+    /// rate of its windows with packets, kept through silence; 0 before the
+    /// first full window.
+    pub fn cost(&self) -> u64 {
+        self.cost
     }
 }
 
@@ -155,7 +186,7 @@ mod tests {
 
     /// Runs the allocator on `n` simulcast legs from `current`, feeding its output back each time.
     fn step(available: u64, current: &mut [Allocation]) {
-        let legs: Vec<VideoLeg> = current.iter().map(|c| VideoLeg { layers: SIM, current: *c }).collect();
+        let legs: Vec<VideoLeg> = current.iter().map(|c| VideoLeg { layers: SIM, current: *c, may_resume: true }).collect();
         let out = allocate(available, AUDIO, &legs);
         current.copy_from_slice(&out);
     }
@@ -210,7 +241,7 @@ mod tests {
         step(0, &mut a);
         assert_eq!(a, [Paused; 2]);
         // Audio alone over the estimate: still no panic, still paused.
-        assert_eq!(allocate(10, 1_000_000, &[VideoLeg { layers: SIM, current: Layer(0) }]), vec![Paused]);
+        assert_eq!(allocate(10, 1_000_000, &[VideoLeg { layers: SIM, current: Layer(0), may_resume: true }]), vec![Paused]);
     }
 
     #[test]
@@ -260,7 +291,7 @@ mod tests {
         for i in 0..40u64 {
             let wobble = if i % 2 == 0 { 0 } else { 4_000 };
             let layers = [100_000 + wobble, 300_000, 1_000_000];
-            let legs: Vec<VideoLeg> = c.iter().map(|x| VideoLeg { layers: &layers, current: *x }).collect();
+            let legs: Vec<VideoLeg> = c.iter().map(|x| VideoLeg { layers: &layers, current: *x, may_resume: true }).collect();
             let out = allocate(AUDIO + 206_000, AUDIO, &legs);
             changes += usize::from(out != c);
             c.copy_from_slice(&out);
@@ -268,11 +299,52 @@ mod tests {
         assert_eq!((changes, c), (1, [Layer(0), Paused, Paused]));
         // Layer switches: at 1.1x of what [1, 0] needs, a leg at 1 stays, a leg at 0 does not go up.
         let need = 300_000 + 100_000;
-        let legs = [VideoLeg { layers: SIM, current: Layer(1) }, VideoLeg { layers: SIM, current: Layer(0) }];
+        let legs = [VideoLeg { layers: SIM, current: Layer(1), may_resume: true }, VideoLeg { layers: SIM, current: Layer(0), may_resume: true }];
         assert_eq!(allocate(AUDIO + need * 110 / 100, AUDIO, &legs), vec![Layer(1), Layer(0)]);
-        let legs = [VideoLeg { layers: SIM, current: Layer(0) }, VideoLeg { layers: SIM, current: Layer(0) }];
+        let legs = [VideoLeg { layers: SIM, current: Layer(0), may_resume: true }, VideoLeg { layers: SIM, current: Layer(0), may_resume: true }];
         assert_eq!(allocate(AUDIO + need * 110 / 100, AUDIO, &legs), vec![Layer(0), Layer(0)]);
         assert_eq!(allocate(AUDIO + need * 116 / 100, AUDIO, &legs), vec![Layer(1), Layer(0)]);
+    }
+
+    #[test]
+    fn a_leg_held_paused_stays_paused_and_takes_nothing() {
+        // Plenty for both, but the first is in its hold: it stays paused, the second gets everything.
+        let legs = [VideoLeg { layers: SIM, current: Paused, may_resume: false }, VideoLeg { layers: SIM, current: Paused, may_resume: true }];
+        assert_eq!(allocate(10_000_000, AUDIO, &legs), vec![Paused, Layer(2)]);
+        // A held leg does not stop the legs after it from getting their lowest layers.
+        let legs = [VideoLeg { layers: SIM, current: Paused, may_resume: false }, VideoLeg { layers: SIM, current: Layer(0), may_resume: true }];
+        assert_eq!(allocate(AUDIO + 150_000, AUDIO, &legs), vec![Paused, Layer(0)]);
+    }
+
+    #[test]
+    fn the_cost_survives_silence_and_smooths_a_keyframe() {
+        let t0 = crate::time::test_start();
+        let mut m = RateMeter::default();
+        assert_eq!(m.cost(), 0);
+        // 100 kbps for 3 s (125 bytes every 10 ms)...
+        let mut t = t0;
+        for _ in 0..300 {
+            m.record(t, 125);
+            t += Duration::from_millis(10);
+        }
+        assert!((99_000..=101_000).contains(&m.cost()), "{}", m.cost());
+        // ...then a window with a 25 kB keyframe in it (300 kbps): the cost goes halfway, not threefold.
+        m.record(t, 25_000);
+        for _ in 0..100 {
+            t += Duration::from_millis(10);
+            m.record(t, 125);
+        }
+        assert!(m.cost() < 220_000 && m.cost() > 150_000, "{}", m.cost());
+        // Silent for 5 s: it is not sent now, but it still costs what it did.
+        t += Duration::from_secs(5);
+        assert_eq!(m.bps(t), 0);
+        let before = m.cost();
+        assert!(before > 150_000);
+        // It comes back: the window stretched over the silence does not lower the cost.
+        m.record(t, 125);
+        t += Duration::from_millis(10);
+        m.record(t, 125);
+        assert_eq!(m.cost(), before);
     }
 
     #[test]
@@ -280,14 +352,14 @@ mod tests {
         // A non-simulcast leg has one layer; a simulcast layer measured at 0 is not sent and not chosen.
         let one = [400_000];
         let no_top = [100_000, 300_000, 0];
-        let legs = [VideoLeg { layers: &one, current: Paused }, VideoLeg { layers: &no_top, current: Paused }];
+        let legs = [VideoLeg { layers: &one, current: Paused, may_resume: true }, VideoLeg { layers: &no_top, current: Paused, may_resume: true }];
         assert_eq!(allocate(10_000_000, 0, &legs), vec![Layer(0), Layer(1)]);
         // Nothing measured yet: the lowest layer, nothing paused.
         let unknown = [0, 0, 0];
-        let legs = [VideoLeg { layers: &unknown, current: Paused }; 4];
+        let legs = [VideoLeg { layers: &unknown, current: Paused, may_resume: true }; 4];
         assert_eq!(allocate(AUDIO, AUDIO, &legs), vec![Layer(0); 4]);
         // A leg with no layer at all is paused; the others go on.
-        let legs = [VideoLeg { layers: &[], current: Layer(0) }, VideoLeg { layers: &one, current: Layer(0) }];
+        let legs = [VideoLeg { layers: &[], current: Layer(0), may_resume: true }, VideoLeg { layers: &one, current: Layer(0), may_resume: true }];
         assert_eq!(allocate(10_000_000, 0, &legs), vec![Paused, Layer(0)]);
     }
 }

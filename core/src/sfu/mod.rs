@@ -202,11 +202,13 @@ struct Leg {
     rewrite: LegRewrite,
     /// The layer the subscriber chose (the most it gets; else bandwidth alone chooses).
     manual: Option<Rid>,
+    /// When the allocation paused it, and what the subscriber could receive then.
+    held: Option<(Instant, u64)>,
 }
 
 impl Leg {
     fn new(track: TrackId, mid: Mid, kind: MediaKind, layers: &[Rid]) -> Leg {
-        Leg { track, mid, kind, ssrc: None, rewrite: LegRewrite::new(layers.first().copied(), !layers.is_empty()), manual: None }
+        Leg { track, mid, kind, ssrc: None, rewrite: LegRewrite::new(layers.first().copied(), !layers.is_empty()), manual: None, held: None }
     }
 }
 

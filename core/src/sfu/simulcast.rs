@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 
-use super::allocate::{allocate, Allocation, VideoLeg};
+use super::allocate::{allocate, Allocation, VideoLeg, RESUME_HOLD, UP_MARGIN_PCT};
 use super::{Sfu, SfuError, SfuMessage, TrackId};
 use crate::ids::ConnId;
 
@@ -81,14 +81,15 @@ impl Sfu {
         p.stats.bwe_bps = Some(p.estimate.bps());
         let members = self.rooms.get(&p.room).map(Vec::as_slice).unwrap_or_default();
         let mut audio = 0u64;
-        let mut video: Vec<(Priority, Vec<u64>, Allocation)> = Vec::new();
+        let mut video: Vec<(Priority, Vec<u64>, Allocation, bool)> = Vec::new();
         for (i, leg) in p.legs.iter().enumerate() {
             let Some(t) = self.tracks.get(&leg.track) else { continue };
             if t.kind != MediaKind::Video {
-                audio = audio.saturating_add(t.rates.iter().map(|r| r.bps(now)).sum());
+                audio = audio.saturating_add(t.rates.iter().map(|r| r.cost()).sum());
                 continue;
             }
-            let mut rates: Vec<u64> = t.rates.iter().map(|r| r.bps(now)).collect();
+            // What each layer costs; a layer above the lowest that is not sent now is not offered (0).
+            let mut rates: Vec<u64> = t.rates.iter().enumerate().map(|(l, r)| if l == 0 || r.bps(now) > 0 { r.cost() } else { 0 }).collect();
             if let Some(top) = leg.manual.and_then(|m| t.layers.iter().position(|l| *l == m)) {
                 rates.truncate(top + 1);
             }
@@ -98,20 +99,31 @@ impl Sfu {
                 Allocation::Layer(leg.rewrite.target().and_then(|r| t.layers.iter().position(|l| *l == r)).unwrap_or(0))
             };
             let order = members.iter().position(|c| *c == t.owner).unwrap_or(usize::MAX);
-            video.push(((leg.manual.is_none(), order, i), rates, current));
+            // Held paused for a while after a pause, unless what it may receive grew enough to go up since.
+            let may_resume = leg.held.is_none_or(|(at, then)| {
+                now >= at + RESUME_HOLD || u128::from(available) * 100 >= u128::from(then) * u128::from(UP_MARGIN_PCT)
+            });
+            video.push(((leg.manual.is_none(), order, i), rates, current, may_resume));
         }
         video.sort_by_key(|v| v.0);
-        let legs: Vec<VideoLeg> = video.iter().map(|(_, rates, current)| VideoLeg { layers: rates, current: *current }).collect();
+        let legs: Vec<VideoLeg> =
+            video.iter().map(|(_, rates, current, may_resume)| VideoLeg { layers: rates, current: *current, may_resume: *may_resume }).collect();
         let chosen = allocate(available, audio, &legs);
         let mut keyframes = Vec::new();
         let mut told = Vec::new();
-        for ((key, _, _), a) in video.iter().zip(chosen) {
+        for ((key, _, _, _), a) in video.iter().zip(chosen) {
             let Some(leg) = p.legs.get_mut(key.2) else { continue };
             let Some(t) = self.tracks.get(&leg.track) else { continue };
             let was_paused = leg.rewrite.is_paused();
             match a {
-                Allocation::Paused => leg.rewrite.set_paused(true),
+                Allocation::Paused => {
+                    if !was_paused {
+                        leg.held = Some((now, available));
+                    }
+                    leg.rewrite.set_paused(true);
+                }
                 Allocation::Layer(l) => {
+                    leg.held = None;
                     leg.rewrite.set_paused(false);
                     if let Some(rid) = t.layers.get(l) {
                         leg.rewrite.set_target(Some(*rid));

@@ -377,6 +377,11 @@ fn a_capped_subscriber_keeps_audio_and_pauses_the_least_important_videos() {
     let listeners: Vec<String> = (4..6).map(|i| net.sb.sfu().unwrap().participants[&net.bots[i].conn].label.clone()).collect();
     assert_eq!(stats(&listeners[0]).paused, vec![ids[2].clone(), ids[3].clone()]);
     assert!(stats(&listeners[1]).paused.is_empty());
+    // The server stalls for 2.5 s (a frozen process, or publishers gone quiet): their rates go silent, but a
+    // silent video is not a free one; nothing paused resumes.
+    net.now += Duration::from_millis(2500);
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.bots[4].bot.paused_messages(), &told[..], "nothing resumed after the stall");
     // The cap lifted: both resume, and are told so.
     let now = net.now;
     net.sb.sfu_mut().unwrap().set_max_bitrate(now, capped, None);
