@@ -12,7 +12,10 @@
 //!
 //! Every payload starts with the publisher's 8-byte tag, so a receiver knows
 //! whose packet it got without trusting any header. Video payloads have one
-//! VP8 descriptor byte (0x10) before the tag. After the tag come the simulcast
+//! VP8 descriptor byte (0x10) before the tag, so the tag's first byte is
+//! where a VP8 payload header starts: with it even (bit 0, the inverse key
+//! frame flag, clear), as in `bot-0000`, every video packet is a keyframe to
+//! the SFU; with it odd, none is. After the tag come the simulcast
 //! layer byte (`l`, `m`, `h`, or `-`) and the send time: nanoseconds since the
 //! bot's epoch ([`Bot::with_epoch`]) as a big-endian u64, from which a
 //! receiver sharing that epoch records publisher-to-subscriber latency
@@ -178,6 +181,8 @@ struct Sender {
     next: Instant,
     interval: Duration,
     frame: u32,
+    /// RTP clock ticks per packet.
+    clock: u32,
 }
 
 /// The send time written into payloads: nanoseconds from `epoch` to `now`.
@@ -201,6 +206,8 @@ pub struct Bot {
     video: BTreeMap<[u8; 8], VideoSeen>,
     sent: (u64, u64),
     simulcast: bool,
+    /// Whether the lower simulcast layers send fewer packets (see [`Bot::with_scaled_layers`]).
+    scaled_layers: bool,
     listen_only: bool,
     /// Interval between video packets (per simulcast layer).
     video_interval: Duration,
@@ -248,6 +255,7 @@ impl Bot {
             video: BTreeMap::new(),
             sent: (0, 0),
             simulcast: false,
+            scaled_layers: false,
             listen_only: false,
             video_interval: VIDEO_INTERVAL,
             video_clock: VIDEO_CLOCK_DEFAULT,
@@ -266,6 +274,15 @@ impl Bot {
     /// Publishes video as three simulcast layers, rids `l`, `m`, `h` (call before it joins).
     pub fn with_simulcast(mut self) -> Self {
         self.simulcast = true;
+        self
+    }
+
+    /// Publishes simulcast layers at different rates, as browsers do: `l` a
+    /// quarter and `m` half as many packets as `h` (which sends one every
+    /// video interval). Implies [`Bot::with_simulcast`].
+    pub fn with_scaled_layers(mut self) -> Self {
+        self.simulcast = true;
+        self.scaled_layers = true;
         self
     }
 
@@ -414,10 +431,18 @@ impl Bot {
                     self.pending = Some(pending);
                     self.signal_out.push_back(json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string());
                 }
-                self.senders.push(Sender { mid: audio, rid: None, kind: MediaKind::Audio, ssrc: None, pt: None, seq: 1, next: now, interval: AUDIO_INTERVAL, frame: 0 });
+                self.senders.push(Sender { mid: audio, rid: None, kind: MediaKind::Audio, ssrc: None, pt: None, seq: 1, next: now, interval: AUDIO_INTERVAL, frame: 0, clock: 48_000 / 50 });
                 let rids: Vec<Option<Rid>> = if layers.is_empty() { vec![None] } else { layers.iter().map(|r| Some(Rid::from(*r))).collect() };
                 for rid in rids {
-                    self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval: self.video_interval, frame: 0 });
+                    // With scaled layers: l every 4th, m every 2nd interval, each frame advancing the clock as much.
+                    let scale: u32 = match rid.as_deref() {
+                        Some("l") if self.scaled_layers => 4,
+                        Some("m") if self.scaled_layers => 2,
+                        _ => 1,
+                    };
+                    let interval = self.video_interval * scale;
+                    let clock = self.video_clock.saturating_mul(scale);
+                    self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval, frame: 0, clock });
                 }
             }
             Some("paused") => {
@@ -511,7 +536,7 @@ impl Bot {
                 payload.push(s.rid.map_or(b'-', |r| r.as_bytes().first().copied().unwrap_or(b'?')));
                 payload.extend_from_slice(&send_time(self.epoch, now).to_be_bytes());
                 payload.resize(160, 0xA5);
-                let clock = if s.kind == MediaKind::Audio { 48_000 / 50 } else { self.video_clock };
+                let clock = s.clock;
                 s.frame += 1;
                 let time = s.frame.wrapping_mul(clock);
                 let seq = s.seq;

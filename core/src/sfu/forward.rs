@@ -35,7 +35,7 @@ impl Sfu {
         let Some(tid) = track else { return };
         let pub_params = p.rtc.codec_config().find(|c| c.pt() == pkt.header.payload_type).copied();
         let Some(t) = self.tracks.get_mut(&tid) else { return };
-        // The layer's rate, in the unit of str0m's egress estimate: RTP payload bytes.
+        // The layer's rate, in the unit of the egress estimate (see `estimate`): RTP payload bytes.
         let layer = rid.and_then(|r| t.layers.iter().position(|l| *l == r)).unwrap_or(0);
         if let Some(m) = t.rates.get_mut(layer) {
             m.record(now, pkt.payload.len() as u64);

@@ -515,3 +515,72 @@ fn a_participant_that_never_answers_is_given_up_on() {
     assert!(net.received(1).contains_key(&net.bots[2].bot.tag()));
     assert!(net.received(2).contains_key(&net.bots[1].bot.tag()));
 }
+
+/// Simulcast publishers whose layers cost what browsers' do (l a quarter of h, m a half), and a listener
+/// whose cap comes down in steps: first each video goes down a layer, then to its lowest, and only then does
+/// the least important pause; audio is whole throughout; an uncapped listener keeps the top layers.
+#[test]
+fn a_capped_subscriber_gets_lower_layers_before_any_video_pauses() {
+    let mut net = Lab::new(crate::time::test_start());
+    net.step = Duration::from_millis(2);
+    for i in 0..2u8 {
+        // The tag follows the VP8 descriptor: an even first byte makes every packet a keyframe (see `Bot`).
+        let mut tag = *b"botsim-0";
+        tag[7] = b'0' + i;
+        net.add(i, Bot::new(net.now, Lab::addr(i), "room", tag).with_scaled_layers().with_video_interval(Duration::from_millis(5)));
+    }
+    for i in 2..4 {
+        net.add(i, Bot::new(net.now, Lab::addr(i), "room", *b"listen-0").listen_only());
+    }
+    net.run(Duration::from_secs(4));
+    let capped = net.bots[2].conn;
+    let sfu = net.sb.sfu().unwrap();
+    let video = |rid: &str| {
+        let costs: Vec<u64> = sfu.tracks.values().filter(|t| t.kind == MediaKind::Video).map(|t| {
+            let i = t.layers.iter().position(|l| l.to_string() == rid).unwrap();
+            t.rates[i].cost()
+        }).collect();
+        *costs.iter().max().unwrap()
+    };
+    let audio: u64 = sfu.tracks.values().filter(|t| t.kind == MediaKind::Audio).map(|t| t.rates[0].cost()).sum();
+    let (l, m, h) = (video("l"), video("m"), video("h"));
+    assert!(l * 3 < h && m * 3 / 2 < h, "layers cost like a browser's: l {l}, m {m}, h {h}");
+    // Which layer each of the two publishers' videos reaches listener `s` with over the next 2 s, by packets.
+    let layers_seen = |net: &mut Lab, s: usize| {
+        let before: Vec<BTreeMap<u8, u64>> = (0..2).map(|p| net.bots[s].bot.video_seen().get(&net.bots[p].bot.tag()).map(|v| v.per_layer.clone()).unwrap_or_default()).collect();
+        net.run(Duration::from_secs(2));
+        (0..2)
+            .map(|p| {
+                let now = net.bots[s].bot.video_seen().get(&net.bots[p].bot.tag()).map(|v| v.per_layer.clone()).unwrap_or_default();
+                let got: Vec<(u8, u64)> = now.iter().map(|(k, v)| (*k, v - before[p].get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
+                match got.as_slice() {
+                    [] => '-',
+                    [(k, _)] => *k as char,
+                    _ => '*',
+                }
+            })
+            .collect::<String>()
+    };
+    let step = |net: &mut Lab, cap: u64| {
+        let now = net.now;
+        net.sb.sfu_mut().unwrap().set_max_bitrate(now, capped, Some(cap));
+        net.settle();
+        net.run(Duration::from_secs(1));
+        (layers_seen(net, 2), net.bots[2].bot.paused_messages().to_vec())
+    };
+    assert_eq!(layers_seen(&mut net, 2), "hh", "uncapped: the top layers");
+    let (seen, told) = step(&mut net, audio + 2 * m + m / 4);
+    assert_eq!((seen.as_str(), told.len()), ("mm", 0), "room for two middle layers: both go down one, nothing pauses");
+    let (seen, told) = step(&mut net, audio + 2 * l + l / 4);
+    assert_eq!((seen.as_str(), told.len()), ("ll", 0), "room for two lowest layers: both at the lowest, nothing pauses");
+    let (seen, told) = step(&mut net, audio + l + l / 2);
+    assert_eq!(seen, "l-", "room for one: the second publisher's video pauses");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(layers_seen(&mut net, 3), "hh", "the uncapped listener keeps the top layers");
+    // Audio reached the capped listener whole all along.
+    for p in 0..2 {
+        let sent = net.bots[p].bot.sent().0;
+        let got = net.received(2)[&net.bots[p].bot.tag()].0;
+        assert!(got as f64 >= 0.98 * sent as f64, "audio of {p}: {got} of {sent}");
+    }
+}
