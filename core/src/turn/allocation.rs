@@ -97,12 +97,7 @@ impl TurnServer {
     pub(super) fn delete_allocation(&mut self, id: AllocationId) {
         let Some(a) = self.allocations.remove(&id) else { return };
         self.by_client.remove(&a.client);
-        if let Some(n) = self.per_user.get_mut(&a.username) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(&a.username);
-            }
-        }
+        self.config.quotas.give_back(&a.username);
         self.stats.allocations -= 1;
         if let Some(relay) = a.relay {
             self.by_relay.remove(&relay);

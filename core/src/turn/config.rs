@@ -23,6 +23,10 @@ pub struct TurnConfig {
     pub user_quota: u32,
     /// Most allocations in total; 0 for no limit.
     pub total_quota: u32,
+    /// Where allocations are counted against the quotas. Servers made from
+    /// clones of one config share it (one engine per worker thread needs
+    /// that); see [`super::quota`].
+    pub quotas: super::QuotaLedger,
     /// Whether relay sockets of each family can be bound (IPv4, IPv6).
     pub relay_families: (bool, bool),
     /// The address to advertise in XOR-RELAYED-ADDRESS instead of the bound
@@ -48,6 +52,7 @@ impl Default for TurnConfig {
             peer_policy: PeerPolicy::default(),
             user_quota: 0,
             total_quota: 0,
+            quotas: super::QuotaLedger::new(),
             relay_families: (true, false),
             external_ip: None,
             software: Some(concat!("switchboard ", env!("CARGO_PKG_VERSION")).into()),

@@ -35,13 +35,14 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod policy;
+pub mod quota;
 pub mod timer;
 
 mod allocation;
 mod data;
 mod requests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
@@ -61,6 +62,7 @@ pub use self::allocation::{CHANNEL_LIFETIME, DEFAULT_LIFETIME, MAX_LIFETIME, PER
 pub use self::config::TurnConfig;
 pub use self::data::{MAX_RELAY_PAYLOAD, RELAY_HEADROOM, RELAY_TAILROOM};
 pub use self::error::ErrorResponse;
+pub use self::quota::QuotaLedger;
 
 /// A control message to send to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,11 +180,19 @@ pub struct TurnServer {
     allocations: Map<AllocationId, Allocation>,
     by_client: Map<Client, AllocationId>,
     by_relay: Map<SocketAddr, AllocationId>,
-    per_user: BTreeMap<String, u32>,
     reservations: Map<u64, Reservation>,
     timers: TimerQueue<Timer>,
     out: VecDeque<Output>,
     stats: TurnStats,
+}
+
+impl Drop for TurnServer {
+    /// What it still holds is given back to a ledger that may outlive it (shared with other workers' servers).
+    fn drop(&mut self) {
+        for a in self.allocations.values() {
+            self.config.quotas.give_back(&a.username);
+        }
+    }
 }
 
 impl TurnServer {
@@ -208,7 +218,6 @@ impl TurnServer {
             allocations: Map::with_hasher(h.clone()),
             by_client: Map::with_hasher(h.clone()),
             by_relay: Map::with_hasher(h.clone()),
-            per_user: BTreeMap::new(),
             reservations: Map::with_hasher(h.clone()),
             hasher: h,
             timers: TimerQueue::default(),

@@ -208,10 +208,8 @@ impl TurnServer {
         if !available {
             return Err(ErrorResponse::AddressFamilyNotSupported);
         }
-        let held = self.per_user.get(&auth.username).copied().unwrap_or(0);
-        if (self.config.user_quota > 0 && held >= self.config.user_quota)
-            || (self.config.total_quota > 0 && self.allocations.len() as u64 >= u64::from(self.config.total_quota))
-        {
+        // Taken here, given back when the allocation ends (`delete_allocation`); nothing below can fail.
+        if !self.config.quotas.try_take(&auth.username, self.config.user_quota, self.config.total_quota) {
             return Err(ErrorResponse::AllocationQuotaReached);
         }
         let lifetime = clamp_lifetime(read::lifetime(v));
@@ -220,7 +218,6 @@ impl TurnServer {
         }
         let id = AllocationId(self.next_id);
         self.next_id += 1;
-        *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         let expires = now + lifetime;
         self.allocations.insert(
             id,

@@ -401,6 +401,38 @@ fn quotas_give_486() {
     h.allocate(client(2), &alice);
 }
 
+/// Two servers made from clones of one config (two workers' engines) share its quota ledger: a user quota
+/// of 3 admits exactly 3 allocations across both, the total quota holds across both, one ending on either
+/// frees a slot on the other, and a server dropped with allocations gives them back.
+#[test]
+fn quotas_hold_across_servers_that_share_a_config() {
+    let cfg = TurnConfig { user_quota: 3, total_quota: 4, ..config() };
+    let mut a = Harness::with_seed(cfg.clone(), [1; 32]);
+    let mut b = Harness::with_seed(cfg.clone(), [2; 32]);
+    let alice = creds("alice", "alicepw");
+    let bob = creds("bob", "bobpw");
+    a.allocate(client(1), &alice);
+    b.allocate(client(2), &alice);
+    a.allocate(client(3), &alice);
+    let alloc = || vec![RequestedTransport::new(17).into()];
+    assert_eq!(b.code_of(client(4), method::ALLOCATE, alloc(), &alice), Some(486), "the 4th of alice's, on the other server");
+    assert_eq!(a.code_of(client(4), method::ALLOCATE, alloc(), &alice), Some(486));
+    b.allocate(client(5), &bob);
+    assert_eq!(a.code_of(client(6), method::ALLOCATE, alloc(), &bob), Some(486), "total quota across both");
+    assert_eq!(cfg.quotas.total(), 4);
+    // Alice's on server A ends: Bob gets the slot on server B.
+    let (req, _) = a.signed(client(1), method::REFRESH, vec![Lifetime::new(Duration::ZERO).unwrap().into()], &alice);
+    let _ = a.s.handle_client(a.now, client(1), &req, 0..req.len());
+    a.outputs();
+    b.allocate(client(6), &bob);
+    // Server B goes away holding three: they are given back.
+    drop(b);
+    assert_eq!((cfg.quotas.total(), cfg.quotas.held("alice"), cfg.quotas.held("bob")), (1, 1, 0));
+    a.allocate(client(7), &alice);
+    a.allocate(client(8), &alice);
+    assert_eq!(a.code_of(client(9), method::ALLOCATE, alloc(), &alice), Some(486));
+}
+
 #[test]
 fn wrong_user_on_an_allocation_gets_441() {
     let mut h = Harness::new(config());
