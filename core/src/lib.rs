@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod directory;
 pub mod engine;
 pub mod framing;
 pub mod hash;

@@ -10,7 +10,7 @@
 //! an allocation is made or ends, never on the data path. A lock, not I/O:
 //! the core stays sans-IO.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Allocation counts per user and in total. Cloning shares it.
@@ -19,7 +19,7 @@ pub struct QuotaLedger(Arc<Mutex<Counts>>);
 
 #[derive(Debug, Default)]
 struct Counts {
-    per_user: HashMap<String, u32>,
+    per_user: BTreeMap<String, u32>,
     total: u64,
 }
 
