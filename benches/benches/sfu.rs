@@ -9,26 +9,12 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchboard_core::lab::{Bot, Lab};
+use switchboard_core::lab::Lab;
 
 fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("sfu_forward");
     for n in [1u8, 10, 100] {
-        let mut lab = Lab::new(Instant::now());
-        lab.add_bot(0);
-        for i in 1..=n {
-            let bot = Bot::new(lab.now, Lab::addr(i), "room", *b"listener").listen_only();
-            lab.add(i, bot);
-        }
-        // Connect everyone (the bots' ICE checks and DTLS handshakes take a few simulated seconds).
-        for _ in 0..20 {
-            lab.run(Duration::from_millis(500));
-            if lab.bots.iter().all(|b| b.bot.is_connected()) {
-                break;
-            }
-        }
-        let connected = lab.bots.iter().filter(|b| b.bot.is_connected()).count();
-        assert_eq!(connected, usize::from(n) + 1, "every bot connects before measuring");
+        let mut lab = Lab::publisher_and_listeners(Instant::now(), n);
         let subscribed = lab.sb.sfu_rooms()[0].participants.iter().filter(|p| p.tracks_subscribed == 2).count();
         assert_eq!(subscribed, usize::from(n), "every listener subscribes to the publisher's two tracks");
         // From here the SFU's output is counted, not delivered.

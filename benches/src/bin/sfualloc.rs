@@ -14,9 +14,9 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use switchboard_core::lab::{Bot, Lab};
+use switchboard_core::lab::Lab;
 
 struct Counting;
 
@@ -55,19 +55,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let listeners: u8 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let datagrams: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
-    let mut lab = Lab::new(Instant::now());
-    lab.add_bot(0);
-    for i in 1..=listeners {
-        let bot = Bot::new(lab.now, Lab::addr(i), "room", *b"listener").listen_only();
-        lab.add(i, bot);
-    }
-    for _ in 0..20 {
-        lab.run(Duration::from_millis(500));
-        if lab.bots.iter().all(|b| b.bot.is_connected()) {
-            break;
-        }
-    }
-    assert!(lab.bots.iter().all(|b| b.bot.is_connected()), "every bot connects");
+    let mut lab = Lab::publisher_and_listeners(Instant::now(), listeners);
     lab.deliver = false;
     let (mut fed, mut out) = (0u64, 0u64);
     let (mut allocs, mut bytes) = (0u64, 0u64);

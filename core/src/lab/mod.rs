@@ -114,6 +114,28 @@ impl Lab {
         Lab { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new(), deliver: true, step: Duration::from_millis(1), media }
     }
 
+    /// An engine with one publishing bot (number 0) and `listeners` listening
+    /// bots (1..=listeners) in room "room", run until every bot is connected
+    /// (the ICE checks and DTLS handshakes take a few simulated seconds): the
+    /// rig of the forward-path benchmarks. Panics if they do not connect.
+    pub fn publisher_and_listeners(now: Instant, listeners: u8) -> Lab {
+        let mut lab = Lab::new(now);
+        lab.add_bot(0);
+        for i in 1..=listeners {
+            let bot = Bot::new(lab.now, Lab::addr(i), "room", *b"listener").listen_only();
+            lab.add(i, bot);
+        }
+        for _ in 0..20 {
+            lab.run(Duration::from_millis(500));
+            if lab.bots.iter().all(|b| b.bot.is_connected()) {
+                break;
+            }
+        }
+        let connected = lab.bots.iter().filter(|b| b.bot.is_connected()).count();
+        assert_eq!(connected, usize::from(listeners) + 1, "every bot connects");
+        lab
+    }
+
     /// Adds bot number `i` (tag `bot-000i`), joining room "room".
     pub fn add_bot(&mut self, i: u8) {
         let addr = Self::addr(i);

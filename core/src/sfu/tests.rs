@@ -315,6 +315,38 @@ fn room_delivery_sweep() {
 
 
 
+/// What the listeners had received and the publishers had sent at one moment, to measure a window from.
+struct Mark {
+    sent: Vec<(u64, u64)>,
+    received: Vec<crate::lab::Received>,
+}
+
+/// Marks the moment for `publishers` (bot indices) and `listeners`.
+fn mark(net: &Lab, publishers: std::ops::Range<usize>, listeners: std::ops::Range<usize>) -> Mark {
+    Mark { sent: publishers.map(|p| net.bots[p].bot.sent()).collect(), received: listeners.map(|s| net.received(s).clone()).collect() }
+}
+
+/// Per listener, per publisher (the ranges given to [`mark`]): (audio, video) received / published since `m`.
+fn delivered_since(net: &Lab, m: &Mark, publishers: std::ops::Range<usize>, listeners: std::ops::Range<usize>) -> Vec<Vec<(f64, f64)>> {
+    listeners
+        .enumerate()
+        .map(|(si, s)| {
+            publishers
+                .clone()
+                .enumerate()
+                .map(|(pi, p)| {
+                    let tag = net.bots[p].bot.tag();
+                    let sent = net.bots[p].bot.sent();
+                    let (pa, pv) = (sent.0 - m.sent[pi].0, sent.1 - m.sent[pi].1);
+                    let was = m.received[si].get(&tag).copied().unwrap_or_default();
+                    let got = net.received(s).get(&tag).copied().unwrap_or_default();
+                    ((got.0 - was.0) as f64 / pa.max(1) as f64, (got.1 - was.1) as f64 / pv.max(1) as f64)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Four publishers; one listener capped (at runtime) to its audio plus two and a half videos, one not.
 /// The capped one keeps every audio and the two first publishers' video, and is told the other two
 /// are paused; the uncapped one receives everything. Lifting the cap resumes them.
@@ -343,24 +375,9 @@ fn a_capped_subscriber_keeps_audio_and_pauses_the_least_important_videos() {
     net.settle();
     net.run(Duration::from_secs(2));
     let window = |net: &mut Lab, d: Duration| {
-        let sent0: Vec<(u64, u64)> = (0..4).map(|i| net.bots[i].bot.sent()).collect();
-        let recv0: Vec<_> = (4..6).map(|i| net.received(i).clone()).collect();
+        let m = mark(net, 0..4, 4..6);
         net.run(d);
-        // Per listener, per publisher: (audio, video) received / published.
-        (4..6)
-            .map(|s| {
-                (0..4)
-                    .map(|p| {
-                        let tag = net.bots[p].bot.tag();
-                        let sent = net.bots[p].bot.sent();
-                        let (pa, pv) = (sent.0 - sent0[p].0, sent.1 - sent0[p].1);
-                        let was = recv0[s - 4].get(&tag).copied().unwrap_or_default();
-                        let got = net.received(s).get(&tag).copied().unwrap_or_default();
-                        ((got.0 - was.0) as f64 / pa.max(1) as f64, (got.1 - was.1) as f64 / pv.max(1) as f64)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
+        delivered_since(net, &m, 0..4, 4..6)
     };
     let got = window(&mut net, Duration::from_secs(3));
     let (c, u) = (&got[0], &got[1]);
@@ -425,22 +442,13 @@ fn a_subscriber_behind_a_slow_link_gets_what_fits_and_loses_almost_nothing() {
     // Converge: the first loss report cuts the estimate, the allocation follows; the first probes for more
     // (each a second of loss, then a hold twice as long as the last) fall in this time.
     net.run(Duration::from_secs(30));
-    let sent0: Vec<(u64, u64)> = (0..4).map(|i| net.bots[i].bot.sent()).collect();
-    let recv0: Vec<_> = (4..6).map(|i| net.received(i).clone()).collect();
+    let m = mark(&net, 0..4, 4..6);
     let link0 = net.bots[4].downlink.unwrap();
     net.run(Duration::from_secs(40));
     let l = net.bots[4].downlink.unwrap();
     let (offered, dropped) = (l.offered.0 - link0.offered.0, l.dropped.0 - link0.dropped.0);
-    let ratio = |s: usize, p: usize| {
-        let tag = net.bots[p].bot.tag();
-        let sent = net.bots[p].bot.sent();
-        let (pa, pv) = (sent.0 - sent0[p].0, sent.1 - sent0[p].1);
-        let was = recv0[s - 4].get(&tag).copied().unwrap_or_default();
-        let got = net.received(s).get(&tag).copied().unwrap_or_default();
-        ((got.0 - was.0) as f64 / pa.max(1) as f64, (got.1 - was.1) as f64 / pv.max(1) as f64)
-    };
-    let slow: Vec<(f64, f64)> = (0..4).map(|p| ratio(4, p)).collect();
-    let free: Vec<(f64, f64)> = (0..4).map(|p| ratio(5, p)).collect();
+    let got = delivered_since(&net, &m, 0..4, 4..6);
+    let (slow, free) = (&got[0], &got[1]);
     let est = net.sb.sfu_rooms()[0].participants.iter().map(|p| (p.id.clone(), p.bwe_bps, p.egress_loss, p.paused.clone())).collect::<Vec<_>>();
     let detail = format!("slow {slow:?}\nfree {free:?}\nlink: {dropped} of {offered} dropped\nestimates {est:?}");
     println!("behind the slow link, over 40 s after 30 s to settle:\n{detail}");
@@ -458,17 +466,10 @@ fn a_subscriber_behind_a_slow_link_gets_what_fits_and_loses_almost_nothing() {
     net.run(Duration::from_secs(40));
     let last: BTreeMap<&String, bool> = told_last(net.bots[4].bot.paused_messages());
     assert!(last.values().all(|p| !p), "every video resumed once the link recovered: {last:?}");
-    let sent0: Vec<(u64, u64)> = (0..4).map(|i| net.bots[i].bot.sent()).collect();
-    let recv0: Vec<_> = (4..6).map(|i| net.received(i).clone()).collect();
+    let m = mark(&net, 0..4, 4..5);
     net.run(Duration::from_secs(3));
-    let ratio = |p: usize| {
-        let tag = net.bots[p].bot.tag();
-        let sent = net.bots[p].bot.sent();
-        let got = net.received(4).get(&tag).copied().unwrap_or_default();
-        let was = recv0[0].get(&tag).copied().unwrap_or_default();
-        (got.1 - was.1) as f64 / (sent.1 - sent0[p].1).max(1) as f64
-    };
-    assert!((0..4).all(|p| ratio(p) >= 0.99), "all four videos flow again: {:?}", (0..4).map(ratio).collect::<Vec<_>>());
+    let got = delivered_since(&net, &m, 0..4, 4..5);
+    assert!(got[0].iter().all(|(_, v)| *v >= 0.99), "all four videos flow again: {got:?}");
 }
 
 /// The last paused/resumed state told per publisher.
