@@ -223,6 +223,13 @@ struct Pending {
     resent: u32,
 }
 
+impl Pending {
+    /// When it is due to be sent again (or given up on), if it still may be.
+    fn retry_at(&self) -> Option<Instant> {
+        (self.resent <= OFFER_RETRIES).then_some(self.sent_at + OFFER_RETRY)
+    }
+}
+
 /// How long an offer waits for its answer before it is sent again (signaling
 /// is reliable, but a page may drop a message, e.g. while busy with its own
 /// offer): without an answer, the participant would never again be offered
@@ -438,7 +445,7 @@ impl Sfu {
     fn retry_offer(&mut self, now: Instant, conn: ConnId) {
         let Some(p) = self.participants.get_mut(&conn) else { return };
         let Some(pending) = p.pending.as_mut() else { return };
-        if now < pending.sent_at + OFFER_RETRY || pending.resent > OFFER_RETRIES {
+        if pending.retry_at().is_none_or(|at| now < at) {
             return;
         }
         pending.resent += 1;
@@ -450,12 +457,6 @@ impl Sfu {
         let sdp = pending.sdp.clone();
         self.stats.offers_resent += 1;
         self.signal(conn, SfuMessage::Offer { sdp });
-    }
-
-    /// When participant `conn`'s pending offer is due to be sent again, if it is.
-    fn offer_retry_at(&self, conn: ConnId) -> Option<Instant> {
-        let pending = self.participants.get(&conn)?.pending.as_ref()?;
-        (pending.resent <= OFFER_RETRIES).then_some(pending.sent_at + OFFER_RETRY)
     }
 
     /// Tells participant `conn` that what it asked cannot be done.

@@ -9,7 +9,7 @@ use str0m::bwe::BweKind;
 use str0m::media::Direction;
 use str0m::Event;
 
-use super::{Sfu, SfuOutput, Track, TrackId, ALLOCATION_INTERVAL};
+use super::{Pending, Sfu, SfuOutput, Track, TrackId, ALLOCATION_INTERVAL};
 use crate::ids::ConnId;
 
 /// Times one drive re-runs str0m's timers for work due now, before deferring it.
@@ -45,7 +45,9 @@ impl Sfu {
                         continue;
                     }
                     // The earlier of str0m's timeout and an unanswered offer's retry.
-                    let at = self.offer_retry_at(conn).map_or(at, |r| r.min(at));
+                    let at = p.pending.as_ref().and_then(Pending::retry_at).map_or(at, |r| r.min(at));
+                    // Every so often the layers' rates have changed: allocate again.
+                    reallocate |= p.allocated_at.is_none_or(|t| now >= t + ALLOCATION_INTERVAL);
                     self.deadlines.set(conn, at.max(now + MIN_WAIT));
                     break;
                 }
@@ -104,8 +106,7 @@ impl Sfu {
             }
         }
         // At a new estimate, and every so often as the layers' rates change.
-        let due = self.participants.get(&conn).is_some_and(|p| p.allocated_at.is_none_or(|at| now >= at + ALLOCATION_INTERVAL));
-        if reallocate || due {
+        if reallocate {
             self.allocate(now, conn);
         }
         for t in ended_tracks {
