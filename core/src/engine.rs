@@ -14,14 +14,17 @@ use std::time::Instant;
 
 use crate::hash::{self, Map};
 
+#[cfg(feature = "sfu")]
+use crate::directory::{LocalDirectory, RoomDirectory};
+use crate::directory::WorkerId;
 use crate::framing::{StreamFramer, MAX_FRAME};
 use crate::ids::{AllocationId, Client, ConnId, Family, Via};
 use crate::rng::Seed;
 #[cfg(feature = "sfu")]
 use crate::sfu::{RoomStats, Sfu, SfuConfig, SfuError, SfuMessage, SfuOutput, SfuStats};
 #[cfg(feature = "sfu")]
-use crate::signal::{ErrorCode, RoomEvent, ServerMsg};
-use crate::signal::{self, SignalConfig, SignalStats, Signaling};
+use crate::signal::{ErrorCode, ServerMsg};
+use crate::signal::{self, RoomEvent, SignalConfig, SignalStats, Signaling};
 use crate::time::Monotonic;
 use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnServer, TurnStats};
 
@@ -36,6 +39,29 @@ pub struct Config {
     /// The SFU, if media is served (then `sfu` rooms can be joined).
     #[cfg(feature = "sfu")]
     pub sfu: Option<SfuConfig>,
+    /// Which of the process's engines this is, when it runs one per worker thread.
+    pub placement: Placement,
+}
+
+/// Where an engine stands among the engines of one process (one per worker
+/// thread). Worker 0 hosts signaling (the shell gives it the HTTP listener)
+/// and decides where each SFU room lives, with a [`LocalDirectory`]: a room
+/// placed on another worker is handed there as [`Output::ToWorker`], and
+/// that worker's SFU answers its participants through
+/// [`Output::ToSignaling`]. One engine alone is worker 0 of 1 and does
+/// everything itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// This engine's worker.
+    pub worker: WorkerId,
+    /// How many workers the process runs (at least 1).
+    pub workers: usize,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement { worker: WorkerId(0), workers: 1 }
+    }
 }
 
 /// One input to the engine. Every variant is handled by [`Switchboard::handle_input`].
@@ -126,6 +152,17 @@ pub enum Input<'a> {
         /// The datagram.
         data: &'a [u8],
     },
+    /// A room event that worker 0 placed on this worker ([`Output::ToWorker`]).
+    RoomEvent(RoomEvent),
+    /// What another worker's SFU says to a participant ([`Output::ToSignaling`]),
+    /// for signaling on worker 0 to send.
+    #[cfg(feature = "sfu")]
+    SfuMessage {
+        /// The participant's signaling connection.
+        conn: ConnId,
+        /// The message.
+        msg: SfuMessage,
+    },
     /// Time passed; expire whatever is due.
     Timeout,
 }
@@ -187,6 +224,23 @@ pub enum Output<'a> {
         to: SocketAddr,
         /// The datagram.
         data: Vec<u8>,
+    },
+    /// Hand this event to worker `worker`'s engine as [`Input::RoomEvent`]:
+    /// its SFU hosts the room. Events of one connection keep their order.
+    ToWorker {
+        /// The worker hosting the room.
+        worker: WorkerId,
+        /// The event.
+        event: RoomEvent,
+    },
+    /// Hand this message to worker 0's engine as [`Input::SfuMessage`]: it
+    /// holds the participant's signaling connection.
+    #[cfg(feature = "sfu")]
+    ToSignaling {
+        /// The participant's signaling connection.
+        conn: ConnId,
+        /// The message.
+        msg: SfuMessage,
     },
     /// Nothing more to do now: call again after the next input, or at this
     /// instant with [`Input::Timeout`] (`None`: no timer is pending).
@@ -264,6 +318,15 @@ pub struct Switchboard {
     closing: VecDeque<ConnId>,
     time: Monotonic,
     stats: Stats,
+    placement: Placement,
+    /// On worker 0 of several: where each SFU room lives.
+    #[cfg(feature = "sfu")]
+    directory: Option<LocalDirectory>,
+    /// On worker 0 of several: each SFU participant's worker and room.
+    #[cfg(feature = "sfu")]
+    placed: Map<ConnId, (WorkerId, String)>,
+    /// Room events for other workers, in order.
+    mail: VecDeque<(WorkerId, RoomEvent)>,
 }
 
 impl Switchboard {
@@ -292,7 +355,19 @@ impl Switchboard {
             closing: VecDeque::new(),
             time: Monotonic::new(now),
             stats: Stats::default(),
+            placement: config.placement,
+            #[cfg(feature = "sfu")]
+            directory: (config.placement.worker == WorkerId(0) && config.placement.workers > 1)
+                .then(|| LocalDirectory::new(config.placement.workers)),
+            #[cfg(feature = "sfu")]
+            placed: Map::with_hasher(hash::hasher(seed)),
+            mail: VecDeque::new(),
         }
+    }
+
+    /// Which worker this engine is.
+    pub fn placement(&self) -> Placement {
+        self.placement
     }
 
     /// The TURN server inside.
@@ -394,6 +469,18 @@ impl Switchboard {
                 let _ = (remote, data);
                 Forward::None
             }
+            Input::RoomEvent(ev) => {
+                #[cfg(feature = "sfu")]
+                self.apply_room_event(now, ev);
+                #[cfg(not(feature = "sfu"))]
+                let _ = ev;
+                Forward::None
+            }
+            #[cfg(feature = "sfu")]
+            Input::SfuMessage { conn, msg } => {
+                self.signal.send_sfu(conn, &to_wire(&msg));
+                Forward::None
+            }
             Input::Timeout => {
                 #[cfg(feature = "sfu")]
                 if let Some(sfu) = &mut self.sfu {
@@ -405,20 +492,52 @@ impl Switchboard {
         }
     }
 
-    /// Hands what signaling decided for SFU rooms to the SFU.
+    /// Hands what signaling decided for SFU rooms to the SFU: this engine's,
+    /// or the one of the worker hosting the room.
     #[cfg(feature = "sfu")]
     fn pump_sfu(&mut self, now: Instant) {
         while let Some(ev) = self.signal.poll_room_event() {
-            let Some(sfu) = &mut self.sfu else { continue };
-            match ev {
-                RoomEvent::Join { conn, room, id } => sfu.join(now, conn, room, id),
-                RoomEvent::Leave { conn } => sfu.leave(now, conn),
-                RoomEvent::Offer { conn, sdp } => sfu.handle_offer(now, conn, &sdp),
-                RoomEvent::Answer { conn, sdp } => sfu.handle_answer(now, conn, &sdp),
-                RoomEvent::Candidate { conn, candidate } => sfu.handle_candidate(now, conn, &candidate),
-                RoomEvent::Layer { conn, publisher, rid } => sfu.set_layer(now, conn, publisher, &rid),
-                RoomEvent::MaxBitrate { conn, bps } => sfu.set_max_bitrate(now, conn, bps),
+            match self.place(&ev) {
+                Some(worker) if worker != self.placement.worker => self.mail.push_back((worker, ev)),
+                _ => self.apply_room_event(now, ev),
             }
+        }
+    }
+
+    /// The worker whose SFU gets `ev`, with several workers (`None`: this one).
+    /// A join places its room if it has none; a room is forgotten with its last leave.
+    #[cfg(feature = "sfu")]
+    fn place(&mut self, ev: &RoomEvent) -> Option<WorkerId> {
+        let directory = self.directory.as_mut()?;
+        match ev {
+            RoomEvent::Join { conn, room, .. } => {
+                let worker = directory.join(room);
+                // A join on a connection already placed (signaling allows one room) replaces it.
+                if let Some((_, old)) = self.placed.insert(*conn, (worker, room.clone())) {
+                    directory.leave(&old);
+                }
+                Some(worker)
+            }
+            RoomEvent::Leave { conn } => {
+                let (worker, room) = self.placed.remove(conn)?;
+                directory.leave(&room);
+                Some(worker)
+            }
+            ev => self.placed.get(&ev.conn()).map(|(w, _)| *w),
+        }
+    }
+
+    #[cfg(feature = "sfu")]
+    fn apply_room_event(&mut self, now: Instant, ev: RoomEvent) {
+        let Some(sfu) = &mut self.sfu else { return };
+        match ev {
+            RoomEvent::Join { conn, room, id } => sfu.join(now, conn, room, id),
+            RoomEvent::Leave { conn } => sfu.leave(now, conn),
+            RoomEvent::Offer { conn, sdp } => sfu.handle_offer(now, conn, &sdp),
+            RoomEvent::Answer { conn, sdp } => sfu.handle_answer(now, conn, &sdp),
+            RoomEvent::Candidate { conn, candidate } => sfu.handle_candidate(now, conn, &candidate),
+            RoomEvent::Layer { conn, publisher, rid } => sfu.set_layer(now, conn, publisher, &rid),
+            RoomEvent::MaxBitrate { conn, bps } => sfu.set_max_bitrate(now, conn, bps),
         }
     }
 
@@ -497,9 +616,16 @@ impl Switchboard {
         if let Some(m) = self.signal.poll_output() {
             return Output::SignalSend(m);
         }
+        if let Some((worker, event)) = self.mail.pop_front() {
+            return Output::ToWorker { worker, event };
+        }
         #[cfg(feature = "sfu")]
         while let Some(o) = self.sfu.as_mut().and_then(Sfu::poll_output) {
             match o {
+                // Signaling lives on worker 0.
+                SfuOutput::Signal { conn, msg } if self.placement.worker != WorkerId(0) => {
+                    return Output::ToSignaling { conn, msg };
+                }
                 // Signaling encodes and counts it, and hands it out next.
                 SfuOutput::Signal { conn, msg } => {
                     self.signal.send_sfu(conn, &to_wire(&msg));

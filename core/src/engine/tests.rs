@@ -115,3 +115,78 @@ fn the_sfu_paused_message_on_the_wire() {
     let msg = SfuMessage::Paused { peer: "p7".into(), paused: false };
     assert_eq!(serde_json::to_value(to_wire(&msg)).unwrap()["paused"], false);
 }
+
+/// Worker `w` of two, with an SFU.
+#[cfg(feature = "sfu")]
+fn worker(w: usize, now: Instant) -> Switchboard {
+    let config = Config {
+        sfu: Some(SfuConfig::new(SocketAddr::from(([127, 0, 0, 1], 7882 + w as u16)))),
+        placement: Placement { worker: WorkerId(w), workers: 2 },
+        ..Config::default()
+    };
+    Switchboard::new(config, now, 1_700_000_000, &[w as u8; 32])
+}
+
+/// Drains an engine, handing room events and SFU messages to the other as
+/// a shell's channels would; returns the signaling text sent per connection.
+#[cfg(feature = "sfu")]
+fn deliver(from: &mut Switchboard, to: &mut Switchboard, now: Instant) -> Vec<(ConnId, String)> {
+    let mut mail = Vec::new();
+    let mut texts = Vec::new();
+    loop {
+        match from.poll_output() {
+            Output::Timeout(_) => break,
+            Output::ToWorker { worker, event } => {
+                assert_eq!(worker, to.placement().worker);
+                mail.push(Input::RoomEvent(event));
+            }
+            Output::ToSignaling { conn, msg } => mail.push(Input::SfuMessage { conn, msg }),
+            Output::SignalSend(m) => texts.push((m.conn, m.text.to_string())),
+            _ => {}
+        }
+    }
+    for input in mail {
+        assert_eq!(to.handle_input(now, input), Forward::None);
+    }
+    texts
+}
+
+#[cfg(feature = "sfu")]
+#[test]
+fn sfu_rooms_are_placed_on_workers_and_answer_through_signaling_on_worker_0() {
+    let now = Instant::now();
+    let (mut w0, mut w1) = (worker(0, now), worker(1, now));
+    let (a, b, c) = (ConnId(1), ConnId(2), ConnId(3));
+    for conn in 1..=4 {
+        let _ = w0.handle_input(now, Input::SignalOpened { conn: ConnId(conn) });
+    }
+    let say = |sb: &mut Switchboard, conn, text: &str| {
+        let _ = sb.handle_input(now, Input::SignalText { conn, text });
+    };
+    // The first room goes to the idle worker 0, the second to worker 1; a room's second participant follows it.
+    say(&mut w0, a, r#"{"type":"join","room":"one","mode":"sfu"}"#);
+    say(&mut w0, b, r#"{"type":"join","room":"two","mode":"sfu"}"#);
+    say(&mut w0, c, r#"{"type":"join","room":"two","mode":"sfu"}"#);
+    let joined = deliver(&mut w0, &mut w1, now);
+    assert_eq!(joined.iter().filter(|(_, t)| t.contains(r#""type":"joined""#)).count(), 3, "{joined:?}");
+    assert_eq!(w0.sfu().unwrap().stats().participants, 1, "room one on worker 0");
+    assert_eq!(w1.sfu().unwrap().stats().participants, 2, "room two, both participants, on worker 1");
+    // An offer the SFU refuses: answered by the worker hosting the room, sent by signaling on worker 0.
+    say(&mut w0, c, r#"{"type":"offer","sdp":"not sdp"}"#);
+    let passed = deliver(&mut w0, &mut w1, now);
+    assert!(passed.is_empty(), "worker 0 only passed it on: {passed:?}");
+    assert!(deliver(&mut w1, &mut w0, now).is_empty(), "worker 1 does not signal itself");
+    let sent = deliver(&mut w0, &mut w1, now);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, c);
+    assert!(sent[0].1.contains(r#""type":"error""#), "{sent:?}");
+    // Leaving (here by disconnecting) reaches the room's worker; the emptied room is forgotten, so
+    // the next room goes to the worker with fewer participants (worker 1 now has none).
+    let _ = w0.handle_input(now, Input::SignalClosed { conn: b });
+    let _ = w0.handle_input(now, Input::SignalClosed { conn: c });
+    deliver(&mut w0, &mut w1, now);
+    assert_eq!(w1.sfu().unwrap().stats().participants, 0);
+    say(&mut w0, ConnId(4), r#"{"type":"join","room":"three","mode":"sfu"}"#);
+    deliver(&mut w0, &mut w1, now);
+    assert_eq!(w1.sfu().unwrap().stats().participants, 1, "room three placed on the emptied worker 1");
+}

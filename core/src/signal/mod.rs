@@ -177,6 +177,21 @@ pub enum RoomEvent {
     },
 }
 
+impl RoomEvent {
+    /// The signaling connection it is about.
+    pub fn conn(&self) -> ConnId {
+        match self {
+            RoomEvent::Join { conn, .. }
+            | RoomEvent::Leave { conn }
+            | RoomEvent::Offer { conn, .. }
+            | RoomEvent::Answer { conn, .. }
+            | RoomEvent::Candidate { conn, .. }
+            | RoomEvent::Layer { conn, .. }
+            | RoomEvent::MaxBitrate { conn, .. } => *conn,
+        }
+    }
+}
+
 /// Counters of the signaling server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SignalStats {
