@@ -37,6 +37,6 @@ pub mod stun;
 pub mod time;
 pub mod turn;
 
-pub use engine::{Config, Forward, Input, Output, Stats, Switchboard};
+pub use engine::{Config, Forward, Input, Output, Placement, Stats, Switchboard};
 pub use ids::{AllocationId, Client, ConnId, Family, Via};
 pub use rng::Seed;

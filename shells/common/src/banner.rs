@@ -22,7 +22,14 @@ pub fn banner(binary: &str, s: &Settings, unix_now: u64) -> String {
     let ips: Vec<String> = s.relay_ips.iter().map(|i| i.to_string()).collect();
     let _ = writeln!(out, "  relays     udp {} ports {}-{}", ips.join(", "), s.ports.0, s.ports.1);
     let _ = writeln!(out, "  web        http://{}/   (signaling at /ws, /healthz, /stats)", s.http_listen);
-    let _ = writeln!(out, "  SFU media  udp {}", s.media_listen);
+    let m = s.media_listen;
+    match (s.workers, m.port()) {
+        (1, _) => writeln!(out, "  SFU media  udp {m}"),
+        (_, 0) => writeln!(out, "  SFU media  udp {}, a port per worker", m.ip()),
+        (n, p) => writeln!(out, "  SFU media  udp {}:{p}-{}   (a port per worker)", m.ip(), p as usize + n - 1),
+    }
+    .ok();
+    let _ = writeln!(out, "  workers    {}   (threads, each with its own engine and sockets)", s.workers);
     let _ = writeln!(out, "Open the web page in two browser tabs and join the same room to make a call.");
     let _ = writeln!(out, "Try it (coturn's clients, Debian package coturn):");
     let _ = writeln!(out, "  turnutils_stunclient -p {port} {host}");

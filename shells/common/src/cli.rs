@@ -148,10 +148,16 @@ serve_settings! {
     #[arg(long, value_name = "N")]
     sfu_room_capacity: usize = 16;
     /// Receive and send buffer asked for each UDP listener (STUN/TURN, SFU media), bytes; 0 keeps
-    /// the kernel's default. A burst that fits is not lost, but a server that falls behind then
-    /// delays media instead of dropping it. The kernel caps it at net.core.rmem_max/wmem_max [default: 0].
+    /// the kernel's default. A burst that fits is not lost (about 3,500 full-size packets at the
+    /// default). The kernel caps it at net.core.rmem_max/wmem_max, and says so in the log [default: 4194304].
     #[arg(long, value_name = "BYTES")]
-    udp_buffer: usize = 0;
+    udp_buffer: usize = 4 << 20;
+    /// Worker threads, each with its own engine and sockets: TURN clients are spread over them by the
+    /// kernel (SO_REUSEPORT), SFU rooms placed whole on one; 0 for one per available core. coturn's
+    /// `relay-threads` is the same setting [default: 0].
+    #[arg(long, value_name = "N", alias = "relay-threads")]
+    #[serde(alias = "relay-threads")]
+    workers: usize = 0;
     /// Most bits per second the SFU sends one subscriber: its bandwidth estimate is capped by this, and
     /// the videos that do not fit go to lower simulcast layers, then pause (audio is always sent) [default: no cap].
     #[arg(long, value_name = "BPS")]
@@ -180,6 +186,8 @@ pub struct Settings {
     pub ports: (u16, u16),
     /// Receive and send buffer size asked for each UDP listener, in bytes.
     pub udp_buffer: usize,
+    /// Worker threads (at least 1).
+    pub workers: usize,
     /// Log filter.
     pub log_level: String,
     /// Whether the REST secret was generated at start (none was configured).
@@ -199,6 +207,7 @@ impl std::fmt::Debug for Settings {
             .field("relay_ips", &self.relay_ips)
             .field("ports", &self.ports)
             .field("udp_buffer", &self.udp_buffer)
+            .field("workers", &self.workers)
             .field("turn", &self.turn)
             .field("signal", &self.signal)
             .field("sfu", &self.sfu)
@@ -298,6 +307,10 @@ impl ServeArgs {
             relay_ips,
             ports,
             udp_buffer: a.udp_buffer,
+            workers: match a.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             log_level: a.log_level,
             generated_secret,
             turn,
@@ -320,7 +333,12 @@ fn advertised(listen: SocketAddr, external_ip: Option<IpAddr>) -> SocketAddr {
 impl Settings {
     /// The engine configuration for the core.
     pub fn engine_config(&self) -> switchboard_core::Config {
-        switchboard_core::Config { turn: self.turn.clone(), signal: self.signal.clone(), sfu: Some(self.sfu.clone()) }
+        switchboard_core::Config {
+            turn: self.turn.clone(),
+            signal: self.signal.clone(),
+            sfu: Some(self.sfu.clone()),
+            ..Default::default()
+        }
     }
 }
 
@@ -410,6 +428,7 @@ mod tests {
         ("sfu-room-capacity", "7", "7"),
         ("udp-buffer", "65536", "65536"),
         ("sfu-max-subscriber-bitrate", "1500000", "1500000"),
+        ("workers", "7", "7"),
     ];
 
     /// Everything a resolved [`Settings`] holds, secrets included, for comparing.
@@ -447,6 +466,15 @@ mod tests {
             assert_eq!(by_flag, by_file, "{key}");
             assert_ne!(by_flag, defaults, "{key} changes nothing");
         }
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_take_coturns_name() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(parse(&[]).resolve().unwrap().workers, cores);
+        assert_eq!(parse(&["--relay-threads", "3"]).resolve().unwrap().workers, 3);
+        let path = config_file("relay-threads", "relay-threads = 5\n");
+        assert_eq!(parse(&["--config", path.to_str().unwrap()]).resolve().unwrap().workers, 5);
     }
 
     #[test]

@@ -15,14 +15,16 @@ use std::time::Instant;
 
 use switchboard_core::hash::Map;
 use switchboard_core::turn::{PortRequest, RELAY_HEADROOM, RELAY_TAILROOM};
-use switchboard_core::{AllocationId, ConnId, Family, Forward, Input, Output, Switchboard};
-use tracing::{debug, info, warn};
+use switchboard_core::directory::WorkerId;
+use switchboard_core::{AllocationId, ConnId, Family, Forward, Input, Output, Placement, Switchboard};
+use tracing::{debug, warn};
 
 use crate::http::router::{self, Reply};
 use crate::http::{Event, HttpConn};
 use crate::listen::{ConnKind, ListenerKind, Listeners};
 use crate::relay::RelayPorts;
 use crate::sockets::{Sockets, BATCH};
+use crate::workers::{Mail, StopReport, Worker, PUBLISH_EVERY};
 use crate::Settings;
 
 const BUF_LEN: usize = RELAY_HEADROOM + 65536 + RELAY_TAILROOM;
@@ -50,14 +52,38 @@ pub struct Driver {
     conns: Map<ConnId, Conn>,
     /// WebSocket clients whose out-queue overflowed, closed after this drain.
     slow: Vec<ConnId>,
+    worker: Worker,
+    /// Something happened since the counters were last published (workers 1..).
+    dirty: bool,
+    published_at: Instant,
+}
+
+/// `/stats` on worker 0: its own engine live, the others as last published.
+struct AllWorkers<'a> {
+    engine: &'a Switchboard,
+    worker: &'a Worker,
+}
+
+impl router::StatsView for AllWorkers<'_> {
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        let mut v = vec![router::snapshot(self.engine)];
+        v.extend((1..self.worker.count()).map(|i| self.worker.board.get(WorkerId(i))));
+        v
+    }
 }
 
 impl Driver {
-    /// A driver for an engine configured by `settings`, seeded from the OS,
-    /// serving the (bound) `listeners`.
-    pub fn new(settings: &Settings, listeners: Listeners) -> Self {
+    /// A driver for the engine of `worker` configured by `settings`, seeded
+    /// from the OS, serving the (bound) `listeners`. The SFU's candidate names
+    /// this worker's media port.
+    pub fn new(settings: &Settings, listeners: Listeners, worker: Worker) -> Self {
         let seed = crate::os_seed();
-        let engine = Switchboard::new(settings.engine_config(), Instant::now(), crate::unix_now(), &seed);
+        let mut config = settings.engine_config();
+        config.placement = Placement { worker: worker.id, workers: worker.count() };
+        if let (Some(sfu), Some(media)) = (&mut config.sfu, listeners.addr_of(ListenerKind::Media)) {
+            sfu.media_addr.set_port(media.port());
+        }
+        let engine = Switchboard::new(config, Instant::now(), crate::unix_now(), &seed);
         Driver {
             engine,
             listeners,
@@ -68,7 +94,34 @@ impl Driver {
             buf: vec![0; BUF_LEN],
             conns: crate::new_map(),
             slow: Vec::new(),
+            worker,
+            dirty: false,
+            published_at: Instant::now(),
         }
+    }
+
+    /// This driver's worker.
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    /// Handles the mail other workers sent; true if asked to stop (then call
+    /// [`Driver::shutdown`]).
+    pub fn mail(&mut self, io: &mut impl Sockets) -> bool {
+        let mut stop = false;
+        // Bounded by what is there now: mail that keeps coming waits for the next wake.
+        for _ in 0..4 * BATCH {
+            match self.worker.try_recv() {
+                Some(Mail::Room(ev)) => self.input(io, Input::RoomEvent(ev)),
+                Some(Mail::Sfu { conn, msg }) => self.input(io, Input::SfuMessage { conn, msg }),
+                Some(Mail::Stop) => stop = true,
+                Some(Mail::Wake) => {}
+                None => return stop,
+            }
+        }
+        // More is waiting: wake again rather than starve the sockets.
+        self.worker.post.send(self.worker.id, Mail::Wake);
+        stop
     }
 
     /// The engine, for its counters.
@@ -83,7 +136,15 @@ impl Driver {
 
     /// When [`Driver::on_timer`] is due next (`None`: nothing pending).
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match self.publish_at() {
+            Some(p) => Some(self.deadline.map_or(p, |d| d.min(p))),
+            None => self.deadline,
+        }
+    }
+
+    /// When the counters are to be published next (workers 1.., after a change).
+    fn publish_at(&self) -> Option<Instant> {
+        (self.dirty && self.worker.id.0 > 0).then(|| self.published_at + PUBLISH_EVERY)
     }
 
     /// Where to receive the next datagram; then call [`Driver::datagram`] with its length.
@@ -209,7 +270,7 @@ impl Driver {
             let mut more = Vec::new();
             match ev {
                 Event::Request(req) => {
-                    let reply = router::route(req, &self.engine);
+                    let reply = router::route(req, &AllWorkers { engine: &self.engine, worker: &self.worker });
                     let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
                     match reply {
                         Reply::Signaling(key) => {
@@ -256,8 +317,14 @@ impl Driver {
     /// Call when the deadline may have passed. Timers wake late or early, so
     /// this checks the clock and does nothing when it is not yet time.
     pub fn on_timer(&mut self, io: &mut impl Sockets) {
-        if self.deadline.is_some_and(|d| d <= Instant::now()) {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| d <= now) {
             self.input(io, Input::Timeout);
+        }
+        if self.publish_at().is_some_and(|p| p <= now) {
+            self.worker.board.publish(self.worker.id, router::snapshot(&self.engine));
+            self.dirty = false;
+            self.published_at = now;
         }
     }
 
@@ -267,8 +334,8 @@ impl Driver {
     }
 
     /// Graceful stop: ends every allocation and stream, releases the relays,
-    /// closes every connection, and logs what was done.
-    pub fn shutdown(&mut self, io: &mut impl Sockets) {
+    /// closes every connection, and reports what was done.
+    pub fn shutdown(&mut self, io: &mut impl Sockets) -> StopReport {
         let allocations = self.engine.turn().allocation_count();
         self.engine.shutdown(Instant::now());
         self.drain(io);
@@ -276,12 +343,14 @@ impl Driver {
             io.close_stream(conn);
         }
         let stats = self.engine.stats();
-        info!(
-            allocations_released = allocations,
-            relays_open = self.relays.len(),
-            relayed_packets = stats.turn.to_peer_packets + stats.turn.to_client_packets,
-            "stopped"
-        );
+        let report = StopReport {
+            allocations_released: allocations,
+            relays_open: self.relays.len(),
+            relayed_packets: stats.turn.to_peer_packets + stats.turn.to_client_packets,
+            forwarded_packets: stats.sfu.forwarded_packets,
+        };
+        debug!(worker = self.worker.id.0, ?report, "worker stopped");
+        report
     }
 
     fn input(&mut self, io: &mut impl Sockets, input: Input<'_>) {
@@ -333,8 +402,11 @@ impl Driver {
                             }
                         }
                     }
+                    Output::ToWorker { worker, event } => self.worker.post.send(worker, Mail::Room(event)),
+                    Output::ToSignaling { conn, msg } => self.worker.post.send(WorkerId(0), Mail::Sfu { conn, msg }),
                     Output::Timeout(at) => {
                         self.deadline = at;
+                        self.dirty = true;
                         break;
                     }
                     _ => {}
@@ -424,7 +496,7 @@ mod tests {
         table.push(ListenerKind::TurnUdp, addr("127.0.0.1:3478"));
         table.push(ListenerKind::TurnUdp, addr("127.0.0.2:3478"));
         table.push(ListenerKind::Media, addr("127.0.0.1:7882"));
-        Driver::new(&settings, table)
+        Driver::new(&settings, table, Worker::alone())
     }
 
     fn receive(d: &mut Driver, io: &mut Recorder, local: &str, remote: &str, data: &[u8]) {

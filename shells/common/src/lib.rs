@@ -20,6 +20,7 @@ pub mod http;
 pub mod listen;
 pub mod relay;
 pub mod sockets;
+pub mod workers;
 
 pub use cli::{Cli, Command, ServeArgs, Settings};
 

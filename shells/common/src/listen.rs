@@ -78,6 +78,8 @@ pub struct Listeners {
     entries: Vec<Listener>,
     /// Receive and send buffer to ask for each UDP listener, bytes (0: the kernel's default).
     udp_buffer: usize,
+    /// Whether the STUN/TURN listeners are shared with other workers (SO_REUSEPORT).
+    shared: bool,
 }
 
 impl Listeners {
@@ -90,6 +92,37 @@ impl Listeners {
         t.push(ListenerKind::Http, settings.http_listen);
         t.push(ListenerKind::Media, settings.media_listen);
         t
+    }
+
+    /// The listeners of worker `worker` of `workers`, once worker 0's are
+    /// bound (`first`, with its ports resolved): the same STUN/TURN
+    /// addresses, shared (SO_REUSEPORT, so the kernel spreads clients over
+    /// the workers and keeps each on one), and a media port of its own, the
+    /// first worker's port + `worker` (or any free port if that one was 0).
+    /// HTTP stays on worker 0, with signaling. For worker 0, the configured
+    /// table, shared when there are several workers.
+    pub fn for_worker(settings: &Settings, worker: usize, first: Option<&Listeners>) -> io::Result<Self> {
+        let shared = settings.workers > 1;
+        let Some(first) = first.filter(|_| worker > 0) else {
+            return Ok(Listeners { shared, ..Listeners::configured(settings) });
+        };
+        let mut t = Listeners { udp_buffer: settings.udp_buffer, shared, ..Listeners::default() };
+        for l in first.iter() {
+            match l.kind {
+                ListenerKind::TurnUdp | ListenerKind::TurnTcp => t.push(l.kind, l.addr),
+                ListenerKind::Media => {
+                    let port = match settings.media_listen.port() {
+                        0 => 0,
+                        p => p.checked_add(worker as u16).filter(|_| worker < 1 << 16).ok_or_else(|| {
+                            io::Error::new(io::ErrorKind::InvalidInput, "--media-listen port + workers passes 65535")
+                        })?,
+                    };
+                    t.push(l.kind, SocketAddr::new(l.addr.ip(), port));
+                }
+                ListenerKind::Http => {}
+            }
+        }
+        Ok(t)
     }
 
     /// Adds an entry.
@@ -116,18 +149,18 @@ impl Listeners {
     /// Binds every entry, non-blocking. Returns the table with the bound
     /// addresses (a port 0 resolved) and the sockets, in the same order.
     pub fn bind(&self) -> io::Result<(Listeners, Vec<(Listener, Socket)>)> {
-        let mut bound = Listeners { udp_buffer: self.udp_buffer, ..Listeners::default() };
+        let mut bound = Listeners { entries: Vec::new(), ..self.clone() };
         let mut sockets = Vec::with_capacity(self.entries.len());
         for l in self.iter() {
+            let shared = self.shared && matches!(l.kind, ListenerKind::TurnUdp | ListenerKind::TurnTcp);
             let (socket, addr) = match l.kind.conn_kind() {
                 None => {
-                    let s = bind_udp(l.addr, self.udp_buffer)?;
+                    let s = bind_udp(l.addr, self.udp_buffer, shared)?;
                     let addr = s.local_addr()?;
                     (Socket::Udp(s), addr)
                 }
                 Some(kind) => {
-                    let s = TcpListener::bind(l.addr)?;
-                    s.set_nonblocking(true)?;
+                    let s = bind_tcp(l.addr, shared)?;
                     let addr = s.local_addr()?;
                     (Socket::Tcp(s, kind), addr)
                 }
@@ -143,8 +176,12 @@ impl Listeners {
 /// of `buffer` bytes asked for (0: the kernel's default). Where the kernel
 /// grants less, a warning names the sysctl to raise: a burst larger than the
 /// receive buffer is lost before the server sees it.
-fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+/// `shared`: SO_REUSEPORT, so every worker binds the same address (a
+/// worker's STUN/TURN listener).
+fn bind_udp(addr: SocketAddr, buffer: usize, shared: bool) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket as RawSocket, Type};
+    // Said once per process, not once per worker and socket.
+    static CAPPED: std::sync::Once = std::sync::Once::new();
     let s = RawSocket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if buffer > 0 {
         // Linux reports twice what it grants (the doubling covers its bookkeeping).
@@ -152,16 +189,50 @@ fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
         let _ = s.set_recv_buffer_size(buffer);
         let _ = s.set_send_buffer_size(buffer);
         let (rcv, snd) = (s.recv_buffer_size().map(granted)?, s.send_buffer_size().map(granted)?);
-        if rcv < buffer {
-            warn!(%addr, asked = buffer, granted = rcv, "UDP receive buffer capped by the kernel: raise net.core.rmem_max");
+        if rcv < buffer || snd < buffer {
+            CAPPED.call_once(|| {
+                warn!(
+                    asked = buffer,
+                    receive = rcv,
+                    send = snd,
+                    "UDP socket buffers capped by the kernel: bursts beyond them are lost; raise net.core.rmem_max \
+                     and net.core.wmem_max (sysctl -w net.core.rmem_max={buffer} net.core.wmem_max={buffer})"
+                )
+            });
         }
-        if snd < buffer {
-            warn!(%addr, asked = buffer, granted = snd, "UDP send buffer capped by the kernel: raise net.core.wmem_max");
-        }
+    }
+    if shared {
+        reuse_port(&s)?;
     }
     s.bind(&addr.into())?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// A non-blocking TCP listener at `addr`; `shared` as for [`bind_udp`].
+fn bind_tcp(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket as RawSocket, Type};
+    let s = RawSocket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std's TcpListener::bind: a restarted server is not kept off its port by old connections.
+    #[cfg(unix)]
+    s.set_reuse_address(true)?;
+    if shared {
+        reuse_port(&s)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+#[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
+fn reuse_port(s: &socket2::Socket) -> io::Result<()> {
+    s.set_reuse_port(true)
+}
+
+#[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin")))))]
+fn reuse_port(_: &socket2::Socket) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "several workers need SO_REUSEPORT; run with --workers 1"))
 }
 
 #[cfg(test)]
@@ -174,13 +245,13 @@ mod tests {
         let read_max = |f: &str| std::fs::read_to_string(f).ok().and_then(|v| v.trim().parse::<usize>().ok());
         let (rmax, wmax) = (read_max("/proc/sys/net/core/rmem_max"), read_max("/proc/sys/net/core/wmem_max"));
         let asked = 1 << 20;
-        let s = socket2::Socket::from(bind_udp(addr, asked).unwrap());
+        let s = socket2::Socket::from(bind_udp(addr, asked, false).unwrap());
         // Linux reports twice what it grants; it grants up to the sysctl cap.
         let want = |max: Option<usize>| 2 * max.map_or(asked, |m| asked.min(m));
         assert!(s.recv_buffer_size().unwrap() >= want(rmax), "{:?}", s.recv_buffer_size());
         assert!(s.send_buffer_size().unwrap() >= want(wmax), "{:?}", s.send_buffer_size());
         // 0 leaves the kernel's default, which is smaller.
-        let d = socket2::Socket::from(bind_udp(addr, 0).unwrap());
+        let d = socket2::Socket::from(bind_udp(addr, 0, false).unwrap());
         assert!(d.recv_buffer_size().unwrap() < 2 * asked);
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Everything protocol lives in `switchboard-core`, the order of calls and
 //! the dispatch by listener in `switchboard_common::driver`; this file only
-//! waits for readiness and moves bytes. One thread, edge-triggered readiness,
-//! reads in bounded batches so that one busy socket cannot starve the others.
+//! waits for readiness and moves bytes. One event loop per worker thread
+//! (see `switchboard_common::workers`), edge-triggered readiness, reads in
+//! bounded batches so that one busy socket cannot starve the others.
 //! Every UDP socket (listener or relay) is read by [`Io::read_udp`], every TCP
 //! listener accepted on by [`Io::accept`].
 
@@ -18,14 +19,17 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_common::driver::Driver;
-use switchboard_common::listen::{ConnKind, Listeners, Socket};
+use switchboard_common::listen::{ConnKind, Socket};
 use switchboard_common::sockets::{OutQueue, Sockets, BATCH, STREAM_CHUNK};
+use switchboard_common::workers::{self, Setup, StopReport};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
 use switchboard_core::ConnId;
 use tracing::{debug, info, warn};
 
 const SIGNALS: Token = Token(0);
+/// Mail from another worker.
+const MAIL: Token = Token(1);
 const FIRST_DYNAMIC: usize = 16;
 
 struct Conn {
@@ -56,9 +60,21 @@ struct Io {
     next_token: usize,
 }
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Runs the server until SIGINT or SIGTERM: worker 0 on this thread (it
+/// also watches the signals), the others on threads of their own.
 pub fn run(settings: Settings) -> io::Result<()> {
-    let (listeners, sockets) = Listeners::configured(&settings).bind()?;
+    let setups = workers::prepare(&settings)?;
+    let signals = Signals::new([SIGINT, SIGTERM])?;
+    print!("{}", switchboard_common::banner::banner("switchboard", &settings, switchboard_common::unix_now()));
+    info!(workers = setups.len(), listeners = ?setups[0].listeners, relay_ips = ?settings.relay_ips, "serving");
+    let (first, others) = workers::start_others(setups, |s| serve(s, None))?;
+    let report = serve(first, Some(signals));
+    others.stop(report)
+}
+
+/// One worker's event loop, until a signal (worker 0) or [`workers::Mail::Stop`].
+fn serve(setup: Setup, mut signals: Option<Signals>) -> io::Result<StopReport> {
+    let Setup { settings, listeners, sockets, worker } = setup;
     let mut io = Io {
         poll: Poll::new()?,
         slots: switchboard_common::new_map(),
@@ -77,12 +93,19 @@ pub fn run(settings: Settings) -> io::Result<()> {
             }
         }
     }
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    io.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let mut driver = Driver::new(&settings, listeners);
-    print!("{}", switchboard_common::banner::banner("switchboard", &settings, switchboard_common::unix_now()));
-    info!(listeners = ?driver.listeners(), relay_ips = ?settings.relay_ips, "serving");
+    if let Some(signals) = &mut signals {
+        io.poll.registry().register(signals, SIGNALS, Interest::READABLE)?;
+    }
+    let waker = std::sync::Arc::new(mio::Waker::new(io.poll.registry(), MAIL)?);
+    worker.on_mail(move || {
+        let _ = waker.wake();
+    });
+    let mut driver = Driver::new(&settings, listeners, worker);
     driver.start(&mut io);
+    // Mail sent before the waker was installed.
+    if driver.mail(&mut io) {
+        return Ok(driver.shutdown(&mut io));
+    }
     // Sockets with data left unread after a batch (readiness is edge-triggered).
     let mut backlog: VecDeque<Token> = VecDeque::new();
     let mut events = Events::with_capacity(1024);
@@ -98,12 +121,20 @@ pub fn run(settings: Settings) -> io::Result<()> {
             Err(e) => return Err(e),
         }
         for ev in events.iter() {
-            if ev.token() == SIGNALS {
-                if signals.pending().next().is_some() {
-                    driver.shutdown(&mut io);
-                    return Ok(());
+            match ev.token() {
+                SIGNALS => {
+                    if signals.as_mut().is_some_and(|s| s.pending().next().is_some()) {
+                        return Ok(driver.shutdown(&mut io));
+                    }
+                    continue;
                 }
-                continue;
+                MAIL => {
+                    if driver.mail(&mut io) {
+                        return Ok(driver.shutdown(&mut io));
+                    }
+                    continue;
+                }
+                _ => {}
             }
             if ev.is_writable() {
                 io.flush(ev.token());

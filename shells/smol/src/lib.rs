@@ -11,9 +11,12 @@
 //! # }
 //! ```
 //!
-//! The future is `!Send`: the server is single-threaded (its tasks share
-//! the engine through an `Rc<RefCell<_>>` on a `LocalExecutor` of its own),
-//! so run it with `block_on` on a thread of its own or on a local executor.
+//! The server runs `settings.workers` workers (see
+//! `switchboard_common::workers`): worker 0 in the future `serve` returns,
+//! the others each on a thread of its own with its own executor. The future
+//! is `!Send`: a worker's tasks share its engine through an `Rc<RefCell<_>>`
+//! on a `LocalExecutor` of its own, so run it with `block_on` on a thread of
+//! its own or on a local executor.
 //!
 //! Like the mio shell, this file only waits for readiness and moves bytes:
 //! protocol is in `switchboard-core`, the drive loop and the dispatch by
@@ -35,8 +38,9 @@ use smol::future::{self, FutureExt};
 use smol::io::AsyncReadExt;
 use smol::{Async, LocalExecutor, Task, Timer};
 use switchboard_common::driver::Driver;
-use switchboard_common::listen::{ConnKind, Listeners, Socket};
+use switchboard_common::listen::{ConnKind, Socket};
 use switchboard_common::sockets::{OutQueue, Sockets, STREAM_CHUNK};
+use switchboard_common::workers::{self, Setup, StopReport};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
 use switchboard_core::ConnId;
@@ -100,14 +104,30 @@ pub fn stop_signals() -> io::Result<impl Future<Output = ()>> {
 
 /// Serves everything `settings` configure (STUN/TURN over UDP and TCP, the
 /// web client and WebSocket signaling over HTTP, SFU media) until `shutdown`
-/// resolves, then stops gracefully (allocations released, sockets closed).
+/// resolves, then stops gracefully (allocations released, sockets closed),
+/// every worker.
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-    let (listeners, sockets) = Listeners::configured(&settings).bind()?;
+    let setups = workers::prepare(&settings)?;
+    print!("{}", switchboard_common::banner::banner("switchboard-smol", &settings, switchboard_common::unix_now()));
+    info!(workers = setups.len(), listeners = ?setups[0].listeners, relay_ips = ?settings.relay_ips, "serving");
+    let (first, others) =
+        workers::start_others(setups, |s| smol::block_on(serve_worker(s, future::pending::<()>())))?;
+    let report = serve_worker(first, shutdown).await;
+    others.stop(report)
+}
+
+/// One worker, until `shutdown` resolves or it is told to stop.
+async fn serve_worker(setup: Setup, shutdown: impl Future<Output = ()>) -> io::Result<StopReport> {
+    let Setup { settings, listeners, sockets, worker } = setup;
     let ex = Rc::new(LocalExecutor::new());
     let (wake_timer, timer_rx) = channel::bounded(1);
+    let (mail_tx, mail_rx) = channel::bounded(1);
+    worker.on_mail(move || {
+        let _ = mail_tx.try_send(());
+    });
     let state: State = Rc::new_cyclic(|weak| {
         RefCell::new(Shared {
-            driver: Driver::new(&settings, listeners),
+            driver: Driver::new(&settings, listeners, worker),
             io: Io {
                 ex: ex.clone(),
                 state: weak.clone(),
@@ -120,20 +140,37 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> io
         })
     });
     let weak = Rc::downgrade(&state);
-    let mut tasks = vec![ex.spawn(timer(weak.clone(), timer_rx))];
+    let (stop_tx, stop_rx) = channel::bounded(1);
+    let mut tasks = vec![ex.spawn(timer(weak.clone(), timer_rx)), ex.spawn(mail(weak.clone(), mail_rx, stop_tx))];
     for (l, socket) in sockets {
         match socket {
             Socket::Udp(s) => with(&state, |_, io| io.add_udp_socket(s, l.addr))?,
             Socket::Tcp(s, kind) => tasks.push(ex.spawn(accept(weak.clone(), Async::new(s)?, l.addr, kind))),
         }
     }
-    print!("{}", switchboard_common::banner::banner("switchboard-smol", &settings, switchboard_common::unix_now()));
-    info!(listeners = ?state.borrow().driver.listeners(), relay_ips = ?settings.relay_ips, "serving");
     with(&state, |d, io| d.start(io));
-    ex.run(shutdown).await;
+    let stopped = async {
+        let _ = stop_rx.recv().await;
+    };
+    ex.run(shutdown.or(stopped)).await;
     drop(tasks);
-    with(&state, |d, io| d.shutdown(io));
-    Ok(())
+    Ok(with(&state, |d, io| d.shutdown(io)))
+}
+
+/// Reads the mail from other workers whenever woken (and once at start, for
+/// mail sent before the waker was installed); tells `stop` when asked to.
+async fn mail(state: Weak<RefCell<Shared>>, woken: Receiver<()>, stop: Sender<()>) {
+    loop {
+        let Some(s) = state.upgrade() else { return };
+        if with(&s, |d, io| d.mail(io)) {
+            let _ = stop.try_send(());
+            return;
+        }
+        drop(s);
+        if woken.recv().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Reads any UDP socket (a listener of the table or a relay) in batches

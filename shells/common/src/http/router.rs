@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use switchboard_core::sfu::RoomStats;
+use serde_json::Value;
 use switchboard_core::{Stats, Switchboard};
 
 use super::Request;
@@ -19,21 +19,56 @@ pub mod assets {
     pub const STYLE_CSS: &str = include_str!("../../../web/style.css");
 }
 
-/// A read-only view of what `/stats` reports: one engine's counters (or,
-/// with several engines, their sum).
+/// A read-only view of what `/stats` reports: each worker's counters, as
+/// [`snapshot`] makes them.
 pub trait StatsView {
-    /// The counters.
-    fn stats(&self) -> Stats;
-    /// Per SFU room counters.
-    fn sfu_rooms(&self) -> Vec<RoomStats>;
+    /// One snapshot per worker, worker 0 first (`Null` for a worker that has
+    /// not published yet).
+    fn snapshots(&self) -> Vec<Value>;
 }
 
 impl StatsView for Switchboard {
-    fn stats(&self) -> Stats {
-        Switchboard::stats(self)
+    fn snapshots(&self) -> Vec<Value> {
+        vec![snapshot(self)]
     }
-    fn sfu_rooms(&self) -> Vec<RoomStats> {
-        Switchboard::sfu_rooms(self)
+}
+
+/// One engine's counters as the `/stats` JSON, headline figures first.
+pub fn snapshot(engine: &Switchboard) -> Value {
+    let s: Stats = engine.stats();
+    serde_json::json!({
+        "rooms": s.signal.rooms,
+        "peers": s.signal.peers,
+        "allocations": s.turn.allocations,
+        "relayed_packets": s.turn.to_peer_packets + s.turn.to_client_packets,
+        "relayed_bytes": s.turn.to_peer_bytes + s.turn.to_client_bytes,
+        "turn": s.turn,
+        "signal": s.signal,
+        "streams": s.streams,
+        "sfu": s.sfu,
+        "sfu_rooms": engine.sfu_rooms(),
+    })
+}
+
+/// Adds `b` into `a`: numbers are summed, objects key by key, lists joined.
+fn add(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (a @ Value::Null, b) => *a = b.clone(),
+        (Value::Number(x), Value::Number(y)) => {
+            let sum = match (x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y)) => serde_json::Number::from(x.saturating_add(y)),
+                _ => serde_json::Number::from_f64(x.as_f64().unwrap_or(0.0) + y.as_f64().unwrap_or(0.0))
+                    .unwrap_or_else(|| serde_json::Number::from(0)),
+            };
+            *x = sum;
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in y {
+                add(x.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => x.extend(y.iter().cloned()),
+        _ => {}
     }
 }
 
@@ -88,37 +123,46 @@ pub fn route(req: Request, stats: &impl StatsView) -> Reply {
     })
 }
 
-/// `/stats`: the counters as JSON, with the headline figures first.
+/// `/stats`: the counters as JSON, summed over the workers, headline
+/// figures first, then `workers`: what each worker holds now.
 pub fn stats_json(view: &impl StatsView) -> String {
-    let s = view.stats();
-    let v = serde_json::json!({
-        "rooms": s.signal.rooms,
-        "peers": s.signal.peers,
-        "allocations": s.turn.allocations,
-        "relayed_packets": s.turn.to_peer_packets + s.turn.to_client_packets,
-        "relayed_bytes": s.turn.to_peer_bytes + s.turn.to_client_bytes,
-        "turn": s.turn,
-        "signal": s.signal,
-        "streams": s.streams,
-        "sfu": s.sfu,
-        "sfu_rooms": view.sfu_rooms(),
-    });
-    v.to_string()
+    let workers = view.snapshots();
+    let mut total = Value::Null;
+    for w in &workers {
+        add(&mut total, w);
+    }
+    let each: Vec<Value> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            serde_json::json!({
+                "worker": i,
+                "allocations": w["allocations"],
+                "relayed_packets": w["relayed_packets"],
+                "sfu_rooms": w["sfu_rooms"].as_array().map_or(0, Vec::len),
+                "sfu_participants": w["sfu"]["participants"],
+                "forwarded_packets": w["sfu"]["forwarded_packets"],
+            })
+        })
+        .collect();
+    if let Value::Object(m) = &mut total {
+        m.insert("workers".into(), Value::Array(each));
+    }
+    total.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Two workers: one with 3 allocations, one with 2 and an SFU room.
     struct Counters;
     impl StatsView for Counters {
-        fn stats(&self) -> Stats {
-            let mut s = Stats::default();
-            s.turn.allocations = 3;
-            s
-        }
-        fn sfu_rooms(&self) -> Vec<RoomStats> {
-            Vec::new()
+        fn snapshots(&self) -> Vec<Value> {
+            let one = serde_json::json!({"allocations": 3, "turn": {"allocations": 3, "stun": {"binding_requests": 7}}, "sfu_rooms": []});
+            let two = serde_json::json!({"allocations": 2, "turn": {"allocations": 2, "stun": {"binding_requests": 1}},
+                "sfu": {"participants": 4}, "sfu_rooms": [{"room": "r", "loss": 0.5}]});
+            vec![one, two]
         }
     }
 
@@ -141,7 +185,15 @@ mod tests {
         assert_eq!(status(get("/favicon.ico", None)), "204 No Content");
         let Reply::Respond(stats) = get("/stats", None) else { panic!() };
         let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
-        assert_eq!(v["allocations"], 3);
+        assert_eq!(v["allocations"], 5, "summed over the workers");
+        assert_eq!(v["turn"]["stun"]["binding_requests"], 8, "nested counters too");
+        assert_eq!(v["sfu_rooms"][0]["loss"], 0.5, "lists are joined, not summed");
+        assert_eq!(v["workers"][0]["allocations"], 3);
+        assert_eq!(v["workers"][1]["sfu_rooms"], 1);
+        assert_eq!(v["workers"][1]["sfu_participants"], 4);
+        let one = stats_json(&Switchboard::new(Default::default(), std::time::Instant::now(), 0, &[0; 32]));
+        let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+        assert_eq!((one["allocations"].as_u64(), one["workers"].as_array().map(Vec::len)), (Some(0), Some(1)));
         let post = route(Request { method: "POST".into(), path: "/".into(), websocket_key: None }, &Counters);
         assert!(matches!(post, Reply::Respond(Response { close: true, status: "405 Method Not Allowed", .. })));
     }
