@@ -1,7 +1,7 @@
 //! What Switchboard's shells share apart from their event loops: the command
 //! line and config file, logging, seeding, the start banner, the listener
-//! table, relay socket binding, and the [`Driver`](driver::Driver) that runs
-//! the core's drive contract.
+//! table, relay socket binding, batched UDP I/O ([`udp`]), and the
+//! [`Driver`](driver::Driver) that runs the core's drive contract.
 //!
 //! What goes on the wire is decided here only where it is HTTP: the routes
 //! and their responses ([`http::router`], including the `/stats` JSON) and
@@ -10,7 +10,8 @@
 //! core's decision; the driver only passes it on, closing a stream client
 //! whose out-queue overflows (see [`sockets::MAX_STREAM_BACKLOG`]).
 
-#![forbid(unsafe_code)]
+// The system calls of batched UDP I/O are the only unsafe code: in `udp::sys`.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod banner;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod listen;
 pub mod relay;
 pub mod sockets;
+pub mod udp;
 pub mod workers;
 
 pub use cli::{Cli, Command, ServeArgs, Settings};
