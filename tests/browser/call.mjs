@@ -278,6 +278,33 @@ async function sfuRoom() {
 }
 
 /**
+ * Two SFU rooms at once: with two or more workers they are placed on different workers (each worker has its own
+ * media port, which its candidate names), each room whole on one; both decode.
+ */
+async function twoRoomsOnTwoWorkers() {
+  const workers = (await serverStats()).workers.length;
+  check(workers >= 2, `the server runs ${workers} workers (this check needs two)`);
+  const x = `sfu-x-${randomBytes(4).toString('hex')}`;
+  const y = `sfu-y-${randomBytes(4).toString('hex')}`;
+  // The first page of each room places it: the second room goes to the worker the first did not load.
+  const x1 = await open(`room=${x}&name=Xa&mode=sfu&autojoin=1`, 'X1');
+  await until('X1 joined', async () => (await types(x1)).includes('joined'));
+  const y1 = await open(`room=${y}&name=Ya&mode=sfu&autojoin=1`, 'Y1');
+  const x2 = await open(`room=${x}&name=Xb&mode=sfu&autojoin=1`, 'X2');
+  const y2 = await open(`room=${y}&name=Yb&mode=sfu&autojoin=1`, 'Y2');
+  await allDecode([x1, x2, y1, y2], 1, '9. two SFU rooms at once, each on its own worker');
+  const stats = await serverStats();
+  const entries = (room) => stats.sfu_rooms.filter((r) => r.room === room);
+  for (const room of [x, y]) {
+    const e = entries(room);
+    check(e.length === 1 && e[0].participants.length === 2, `room ${room} is whole on one worker`, JSON.stringify(e.map((r) => r.participants.length)));
+  }
+  const hosting = stats.workers.filter((w) => w.sfu_rooms > 0);
+  check(hosting.length === 2 && hosting.every((w) => w.sfu_rooms === 1 && w.sfu_participants === 2), 'the two rooms are on two workers, counted in /stats', JSON.stringify(stats.workers));
+  await closeAll();
+}
+
+/**
  * What the page receives from each other participant, by peer id (its tile): frames decoded of its video and
  * packets received of its audio, each summed over that peer's inbound tracks (so an ended track of a peer who
  * left, whose tile is gone, counts for nobody).
@@ -435,7 +462,7 @@ async function alone() {
 
 let failed = false;
 try {
-  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, alone]) {
+  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, alone]) {
     const t0 = Date.now();
     await checks();
     console.log(`     (${checks.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);

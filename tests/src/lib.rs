@@ -221,8 +221,8 @@ impl Server {
         let dir = scratch(name);
         let mut args = vec!["serve".to_string(), "--turn-listen".into(), format!("127.0.0.1:{port}")];
         args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
-        let media_port = free_port();
-        args.extend(["--media-listen".into(), format!("127.0.0.1:{media_port}")]);
+        // Any free media port for each worker (there may be more workers than free ports after one).
+        args.extend(["--media-listen".into(), "127.0.0.1:0".into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(&bin(name), &args, &dir, "server");
         proc.wait_for("is serving", Duration::from_secs(10));

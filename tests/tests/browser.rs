@@ -16,6 +16,8 @@
 //!    at most 32 kbit/s (`?maxkbps=32`, less than the others' audio alone) joins: its five tiles show "video paused
 //!    (bandwidth)", `/stats` lists the five as paused for it and nothing paused for the others, it keeps receiving
 //!    everyone's audio, decodes no paused video, and is never told a video resumed;
+//! 9. two SFU rooms at once (two pages each) are placed on two workers, each room whole on one, and both decode;
+//!    `/stats` counts one room on each (the server runs its default workers: one per core);
 //! 4. negative control: one page alone decodes nothing.
 
 use std::path::Path;

@@ -81,6 +81,24 @@ fn uclient_tcp_send_indications_static_user() {
     }
 }
 
+/// The suite above runs with the default workers (one per core); the relay cases again with 1 and with 4.
+#[test]
+fn uclient_relays_with_one_worker_and_with_four() {
+    for bin in SERVERS {
+        for workers in ["1", "4"] {
+            let user = format!("{USER}:{PASS}");
+            let s = Server::start(bin, &["--workers", workers, "--user", &user, "--allow-loopback-peers"]);
+            let (_peer, pp) = peer();
+            for (what, extra) in [("udp channels", &[][..]), ("udp send indications", &["-s"]), ("tcp channels", &["-t"]), ("tcp send indications", &["-t", "-s"])] {
+                let mut args = extra.to_vec();
+                args.extend(["-u", USER, "-w", PASS]);
+                let r = uclient(&s, pp, &args);
+                assert_all_relayed(&s, &r, &format!("{bin} --workers {workers} {what}"));
+            }
+        }
+    }
+}
+
 #[test]
 fn uclient_rest_credentials_udp_and_tcp() {
     for bin in SERVERS {

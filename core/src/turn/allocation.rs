@@ -110,7 +110,8 @@ impl TurnServer {
     pub(super) fn expire(&mut self, t: Timer, now: Instant) {
         match t {
             Timer::Reservation(token) => {
-                if let Some(r) = self.reservations.remove(&token) {
+                // Unless another server sharing the ledger spent it (its shell then holds the socket).
+                if let Some(r) = self.reservations.remove(&token).filter(|_| self.config.reservations.take(token).is_some()) {
                     self.out.push_back(Output::ReleaseRelay { allocation: r.owner, relay: r.relay });
                 }
             }

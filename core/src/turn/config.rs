@@ -27,6 +27,9 @@ pub struct TurnConfig {
     /// clones of one config share it (one engine per worker thread needs
     /// that); see [`super::quota`].
     pub quotas: super::QuotaLedger,
+    /// Where RESERVATION-TOKENs are kept; shared, like `quotas`, by the
+    /// servers made from clones of this config.
+    pub reservations: super::ReservationLedger,
     /// Whether relay sockets of each family can be bound (IPv4, IPv6).
     pub relay_families: (bool, bool),
     /// The address to advertise in XOR-RELAYED-ADDRESS instead of the bound
@@ -53,6 +56,7 @@ impl Default for TurnConfig {
             user_quota: 0,
             total_quota: 0,
             quotas: super::QuotaLedger::new(),
+            reservations: super::ReservationLedger::default(),
             relay_families: (true, false),
             external_ip: None,
             software: Some(concat!("switchboard ", env!("CARGO_PKG_VERSION")).into()),

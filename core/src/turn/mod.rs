@@ -62,7 +62,7 @@ pub use self::allocation::{CHANNEL_LIFETIME, DEFAULT_LIFETIME, MAX_LIFETIME, PER
 pub use self::config::TurnConfig;
 pub use self::data::{MAX_RELAY_PAYLOAD, RELAY_HEADROOM, RELAY_TAILROOM};
 pub use self::error::ErrorResponse;
-pub use self::quota::QuotaLedger;
+pub use self::quota::{QuotaLedger, ReservationLedger};
 
 /// A control message to send to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +191,9 @@ impl Drop for TurnServer {
     fn drop(&mut self) {
         for a in self.allocations.values() {
             self.config.quotas.give_back(&a.username);
+        }
+        for token in self.reservations.keys() {
+            self.config.reservations.take(*token);
         }
     }
 }
@@ -333,7 +336,7 @@ impl TurnServer {
         let mut tokens: Vec<u64> = self.reservations.keys().copied().collect();
         tokens.sort();
         for t in tokens {
-            if let Some(r) = self.reservations.remove(&t) {
+            if let Some(r) = self.reservations.remove(&t).filter(|_| self.config.reservations.take(t).is_some()) {
                 self.out.push_back(Output::ReleaseRelay { allocation: r.owner, relay: r.relay });
             }
         }

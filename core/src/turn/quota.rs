@@ -6,9 +6,11 @@
 //! engine per worker thread gives every engine the same ledger (the
 //! [`QuotaLedger`] in the config they are cloned from is one `Arc`), so a
 //! quota of 3 admits exactly 3 allocations whichever workers the clients land
-//! on. It is the one piece of state workers share, and it is touched only when
-//! an allocation is made or ends, never on the data path. A lock, not I/O:
-//! the core stays sans-IO.
+//! on. The [`ReservationLedger`] does the same for RESERVATION-TOKENs (RFC
+//! 8656 §7.2): a token issued on one worker is redeemed on whichever worker
+//! the next Allocate lands on. These are the only state workers share, and
+//! they are touched only when an allocation or reservation is made or ends,
+//! never on the data path. A lock, not I/O: the core stays sans-IO.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -68,6 +70,33 @@ impl QuotaLedger {
     /// Allocations held in total.
     pub fn total(&self) -> u64 {
         self.counts().total
+    }
+}
+
+/// Reserved relay addresses by RESERVATION-TOKEN, for every server that
+/// shares it (cloning shares it). The server that reserved the port expires
+/// its tokens; any server may redeem one, once.
+#[derive(Debug, Clone, Default)]
+pub struct ReservationLedger(Arc<Mutex<BTreeMap<u64, std::net::SocketAddr>>>);
+
+impl ReservationLedger {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, std::net::SocketAddr>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a reservation.
+    pub fn insert(&self, token: u64, relay: std::net::SocketAddr) {
+        self.tokens().insert(token, relay);
+    }
+
+    /// The address `token` reserves, if it is still unspent.
+    pub fn get(&self, token: u64) -> Option<std::net::SocketAddr> {
+        self.tokens().get(&token).copied()
+    }
+
+    /// Spends `token`: its address, if it was unspent.
+    pub fn take(&self, token: u64) -> Option<std::net::SocketAddr> {
+        self.tokens().remove(&token)
     }
 }
 

@@ -186,11 +186,12 @@ impl TurnServer {
         }
         let (family, port) = match token {
             Some(t) => {
-                // Peek only: the reservation is spent when the allocation is made below.
-                let Some(r) = self.reservations.get(&t) else {
+                // Peek only: the reservation is spent when the allocation is made below. It may
+                // have been made by another server sharing the ledger (another worker's).
+                let Some(relay) = self.config.reservations.get(t) else {
                     return Err(ErrorResponse::InsufficientCapacity);
                 };
-                (Family::of(r.relay), PortRequest::Reserved(r.relay))
+                (Family::of(relay), PortRequest::Reserved(relay))
             }
             None => {
                 let port = match even {
@@ -214,6 +215,7 @@ impl TurnServer {
         }
         let lifetime = clamp_lifetime(read::lifetime(v));
         if let Some(t) = token {
+            self.config.reservations.take(t);
             self.reservations.remove(&t);
         }
         let id = AllocationId(self.next_id);
@@ -292,6 +294,7 @@ impl TurnServer {
             let token = self.rng.next_u64();
             let expires = now + RESERVATION_LIFETIME;
             self.reservations.insert(token, Reservation { relay: reserved, owner: allocation });
+            self.config.reservations.insert(token, reserved);
             self.timers.push(expires, Timer::Reservation(token));
             m.add_attribute(ReservationToken::new(token));
         }

@@ -434,6 +434,32 @@ fn quotas_hold_across_servers_that_share_a_config() {
 }
 
 #[test]
+fn a_reservation_token_from_one_server_is_redeemed_on_another_once() {
+    use stun_codec::rfc5766::attributes::{EvenPort, ReservationToken};
+    let cfg = config();
+    let mut a = Harness::with_seed(cfg.clone(), [1; 32]);
+    let mut b = Harness::with_seed(cfg.clone(), [2; 32]);
+    let alice = creds("alice", "alicepw");
+    let out = allocate_with(&mut a, client(1), &alice, vec![EvenPort::new(true).into()]);
+    let [Output::BindRelay { allocation, .. }] = out.as_slice() else { panic!("{out:?}") };
+    let (rtp, rtcp): (SocketAddr, SocketAddr) = ("10.0.0.1:50000".parse().unwrap(), "10.0.0.1:50001".parse().unwrap());
+    a.s.handle_relay_bound(a.now, *allocation, Some(rtp), Some(rtcp));
+    let out = a.outputs();
+    let [Output::Transmit(t)] = out.as_slice() else { panic!("{out:?}") };
+    let token = u64::from_be_bytes(StunView::new_checked(&t.payload).unwrap().find(attr::RESERVATION_TOKEN).unwrap().try_into().unwrap());
+    // Server B (another worker) redeems it: its shell is asked for the reserved address.
+    let out = allocate_with(&mut b, client(2), &alice, vec![ReservationToken::new(token).into()]);
+    assert!(matches!(out.as_slice(), [Output::BindRelay { port: PortRequest::Reserved(r), .. }] if *r == rtcp), "{out:?}");
+    // Spent: not again on either server; and when A's reservation would have expired, A leaves the socket alone.
+    let attrs = || vec![RequestedTransport::new(17).into(), ReservationToken::new(token).into()];
+    assert_eq!(a.code_of(client(3), method::ALLOCATE, attrs(), &alice), Some(508));
+    assert_eq!(b.code_of(client(4), method::ALLOCATE, attrs(), &alice), Some(508));
+    a.advance(RESERVATION_LIFETIME + Duration::from_secs(1));
+    let out = a.outputs();
+    assert!(!out.iter().any(|o| matches!(o, Output::ReleaseRelay { relay, .. } if *relay == rtcp)), "{out:?}");
+}
+
+#[test]
 fn wrong_user_on_an_allocation_gets_441() {
     let mut h = Harness::new(config());
     h.allocate(client(1), &creds("alice", "alicepw"));

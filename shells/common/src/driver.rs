@@ -24,6 +24,7 @@ use crate::http::{Event, HttpConn};
 use crate::listen::{ConnKind, ListenerKind, Listeners};
 use crate::relay::RelayPorts;
 use crate::sockets::{Sockets, BATCH};
+use crate::udp::RecvBatch;
 use crate::workers::{Mail, StopReport, Worker, PUBLISH_EVERY};
 use crate::Settings;
 
@@ -48,7 +49,10 @@ pub struct Driver {
     relays: Map<SocketAddr, ()>,
     deadline: Option<Instant>,
     pending_binds: Vec<(AllocationId, Family, PortRequest)>,
+    /// For one datagram at a time ([`Driver::datagram`]).
     buf: Vec<u8>,
+    /// For a batch read at once ([`Driver::read_datagrams`]).
+    batch: RecvBatch,
     conns: Map<ConnId, Conn>,
     /// WebSocket clients whose out-queue overflowed, closed after this drain.
     slow: Vec<ConnId>,
@@ -92,6 +96,7 @@ impl Driver {
             deadline: None,
             pending_binds: Vec::new(),
             buf: vec![0; BUF_LEN],
+            batch: RecvBatch::new(RELAY_HEADROOM, BUF_LEN - RELAY_HEADROOM - RELAY_TAILROOM, RELAY_TAILROOM),
             conns: crate::new_map(),
             slow: Vec::new(),
             worker,
@@ -154,25 +159,39 @@ impl Driver {
     }
 
     /// Reads up to [`BATCH`] datagrams from the UDP socket bound at `local`
-    /// with `recv` (a non-blocking `recv_from` on it) and handles each; true
-    /// if more may be waiting. Stops when `recv` would block, or fails with
-    /// `NotFound` (the socket was closed meanwhile).
+    /// with `recv` (a non-blocking [`udp::recv_batch`] on it, which takes
+    /// many per system call where the OS allows) and handles each; true if
+    /// more may be waiting. Stops when `recv` would block, or fails with
+    /// `NotFound` (the socket was closed meanwhile). What the engine decides
+    /// to send is handed to the shell's [`Sockets`], which may hold it for one
+    /// batched send (see [`Sockets::send_datagram`]).
     pub fn read_datagrams<S: Sockets>(
         &mut self,
         io: &mut S,
         local: SocketAddr,
-        mut recv: impl FnMut(&mut S, &mut [u8]) -> io::Result<(usize, SocketAddr)>,
+        mut recv: impl FnMut(&mut S, &mut RecvBatch) -> io::Result<usize>,
     ) -> bool {
         let mut more = true;
-        for _ in 0..BATCH {
-            match recv(io, self.recv_buf()) {
-                Ok((n, remote)) => self.feed_datagram(io, local, remote, n),
+        let mut read = 0;
+        while read < BATCH {
+            match recv(io, &mut self.batch) {
+                Ok(n) => {
+                    read += n;
+                    let now = Instant::now();
+                    for i in 0..n {
+                        let (remote, len) = self.batch.meta(i);
+                        self.feed(io, now, local, remote, len, Some(i));
+                    }
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotFound) => {
                     more = false;
                     break;
                 }
                 // Such as an ICMP error from an earlier send: the socket still works.
-                Err(e) => debug!(%local, "udp recv: {e}"),
+                Err(e) => {
+                    debug!(%local, "udp recv: {e}");
+                    read += 1;
+                }
             }
         }
         // Media datagrams are drained once per batch: the SFU then drains each
@@ -185,24 +204,33 @@ impl Driver {
     /// `remote` on the UDP socket bound at `local`: STUN/TURN or media by the
     /// listener table, else it came to a relay.
     pub fn datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
-        self.feed_datagram(io, local, remote, len);
+        self.feed(io, Instant::now(), local, remote, len, None);
         self.drain(io);
     }
 
-    /// [`Driver::datagram`], except that a media datagram's outputs are left
-    /// for the next drain (the engine allows a batch of them; see
-    /// [`Input::MediaDatagram`]). Anything else is drained at once.
-    fn feed_datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
+    /// Hands a datagram to the engine: the `slot`-th of the batch, or (`None`)
+    /// the one in [`Driver::recv_buf`]. A media datagram's outputs are left for
+    /// the next drain (the engine allows a batch of them; see
+    /// [`Input::MediaDatagram`]); anything else is drained at once.
+    fn feed(&mut self, io: &mut impl Sockets, now: Instant, local: SocketAddr, remote: SocketAddr, len: usize, slot: Option<usize>) {
+        let buf: &mut [u8] = match slot {
+            Some(i) => self.batch.slot_mut(i),
+            None => &mut self.buf,
+        };
         let payload = RELAY_HEADROOM..RELAY_HEADROOM + len;
         let input = match self.listeners.udp_kind_at(local) {
-            Some(ListenerKind::Media) => Input::MediaDatagram { remote, data: &self.buf[payload] },
-            Some(_) => Input::Datagram { local, remote, buf: &self.buf, packet: payload },
+            Some(ListenerKind::Media) => Input::MediaDatagram { remote, data: &buf[payload] },
+            Some(_) => Input::Datagram { local, remote, buf, packet: payload },
             // The only other UDP sockets a shell reads are the relays it was given.
-            None => Input::RelayDatagram { relay: local, peer: remote, buf: &mut self.buf, payload },
+            None => Input::RelayDatagram { relay: local, peer: remote, buf, payload },
         };
         let media = matches!(input, Input::MediaDatagram { .. });
-        let fwd = self.engine.handle_input(Instant::now(), input);
-        self.forward(io, fwd);
+        // The forward's range indexes `buf`, whichever way the data goes.
+        match self.engine.handle_input(now, input) {
+            Forward::None => {}
+            Forward::ToPeer(r) => io.send_datagram(r.relay, r.peer, &buf[r.range]),
+            Forward::ToClient(r) => io.send_to_client(r.to, &buf[r.range]),
+        }
         if !media {
             self.drain(io);
         }
@@ -353,22 +381,12 @@ impl Driver {
         report
     }
 
+    /// Any input but a datagram (those go through [`Driver::feed`]), then the drain.
     fn input(&mut self, io: &mut impl Sockets, input: Input<'_>) {
-        let media = matches!(input, Input::MediaDatagram { .. });
+        // Only a datagram is forwarded on input; nothing else has bytes to forward.
         let fwd = self.engine.handle_input(Instant::now(), input);
-        self.forward(io, fwd);
-        if !media {
-            self.drain(io);
-        }
-    }
-
-    /// Acts on a forwarding decision about the datagram now in `self.buf`.
-    fn forward(&mut self, io: &mut impl Sockets, fwd: Forward) {
-        match fwd {
-            Forward::None => {}
-            Forward::ToPeer(r) => io.send_datagram(r.relay, r.peer, &self.buf[r.range]),
-            Forward::ToClient(r) => io.send_to_client(r.to, &self.buf[r.range]),
-        }
+        debug_assert_eq!(fwd, Forward::None);
+        self.drain(io);
     }
 
     /// Drains the engine's outputs (the drive contract), then binds any relays it asked for.
@@ -380,8 +398,12 @@ impl Driver {
                     Output::ToPeer { relay, peer, payload } => io.send_datagram(relay, peer, payload),
                     Output::BindRelay { allocation, family, port } => self.pending_binds.push((allocation, family, port)),
                     Output::ReleaseRelay { allocation, relay } => {
-                        self.relays.remove(&relay);
-                        io.close_udp(relay);
+                        if self.relays.remove(&relay).is_some() {
+                            io.close_udp(relay);
+                        } else {
+                            // An unused reservation.
+                            drop(self.worker.parked.take(relay));
+                        }
                         debug!(%allocation, %relay, "relay released");
                     }
                     Output::CloseStream(id) => {
@@ -424,16 +446,20 @@ impl Driver {
                     warn!(%allocation, ?family, "no relay socket could be bound");
                 }
                 let fwd = self.engine.handle_input(Instant::now(), Input::RelayBound { allocation, bound, reserved });
-                self.forward(io, fwd);
+                debug_assert_eq!(fwd, Forward::None);
             }
         }
     }
 
     /// Binds what the core asked for: the relay address, and for an even
-    /// pair the reserved one. A reserved socket is already open and kept.
+    /// pair the reserved one, which is parked (open, not read) where any
+    /// worker can take it: the Allocate that redeems its token may land on
+    /// another worker.
     fn bind_relay(&mut self, io: &mut impl Sockets, family: Family, port: PortRequest) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let relays = &mut self.relays;
+        let mut add = |s: UdpSocket, addr: SocketAddr| io.add_udp(s, addr).then(|| relays.insert(addr, ())).map(|_| addr);
         if let PortRequest::Reserved(addr) = port {
-            return (self.relays.contains_key(&addr).then_some(addr), None);
+            return (self.worker.parked.take(addr).and_then(|s| add(s, addr)), None);
         }
         let Some(ip) = self.ports.ip(family) else {
             return (None, None);
@@ -445,13 +471,12 @@ impl Driver {
                 return (None, None);
             }
         };
-        let relays = &mut self.relays;
-        let mut add = |s: UdpSocket| {
+        let bound = first.local_addr().ok().and_then(|addr| add(first, addr));
+        let reserved = second.and_then(|s| {
             let addr = s.local_addr().ok()?;
-            io.add_udp(s, addr).then(|| relays.insert(addr, ())).map(|_| addr)
-        };
-        let bound = add(first);
-        let reserved = second.and_then(add);
+            self.worker.parked.park(addr, s);
+            Some(addr)
+        });
         debug!(?bound, ?reserved, "relay bound");
         (bound, reserved)
     }

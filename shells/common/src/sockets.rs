@@ -30,7 +30,9 @@ pub trait Sockets {
         }
     }
     /// Sends a datagram to `remote` from the UDP socket bound at `local` (a
-    /// listener of the table, or a relay).
+    /// listener of the table, or a relay). A shell may queue it (copied) and
+    /// send what it queued in one batch ([`udp::SendBatch`](crate::udp::SendBatch))
+    /// before it next waits for readiness.
     fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]);
     /// Queues bytes on a stream connection (TURN over TCP, or HTTP); false if
     /// its queue is full ([`MAX_STREAM_BACKLOG`]) and the bytes were dropped.

@@ -17,7 +17,9 @@
 //! [`Board`] where workers 1.. publish their counters a few times a second
 //! for `/stats` on worker 0.
 
+use std::collections::BTreeMap;
 use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -114,6 +116,32 @@ pub struct Worker {
     pub post: Post,
     /// Where counters are published.
     pub board: Arc<Board>,
+    /// Reserved relay sockets (EVEN-PORT with R), parked by the worker that
+    /// bound them until an Allocate with the token takes them, on whichever
+    /// worker it lands.
+    pub parked: Parked,
+}
+
+/// Relay sockets held for a RESERVATION-TOKEN, shared by the workers. Not
+/// read while parked (nothing is relayed through a reserved port); touched
+/// only when a reservation is made, redeemed or expires.
+#[derive(Debug, Clone, Default)]
+pub struct Parked(Arc<Mutex<BTreeMap<SocketAddr, UdpSocket>>>);
+
+impl Parked {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, BTreeMap<SocketAddr, UdpSocket>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parks the socket bound at `addr`.
+    pub fn park(&self, addr: SocketAddr, socket: UdpSocket) {
+        self.sockets().insert(addr, socket);
+    }
+
+    /// Takes the socket parked at `addr`, if any (dropping it closes it).
+    pub fn take(&self, addr: SocketAddr) -> Option<UdpSocket> {
+        self.sockets().remove(&addr)
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -133,6 +161,7 @@ impl Worker {
         }
         let post = Post { boxes: boxes.into() };
         let board = Arc::new(Board::default());
+        let parked = Parked::default();
         inboxes
             .into_iter()
             .enumerate()
@@ -142,6 +171,7 @@ impl Worker {
                 wake: post.boxes[i].1.clone(),
                 post: post.clone(),
                 board: board.clone(),
+                parked: parked.clone(),
             })
             .collect()
     }

@@ -14,13 +14,17 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_common::driver::Driver;
 use switchboard_common::listen::{ConnKind, Socket};
 use switchboard_common::sockets::{OutQueue, Sockets, BATCH, STREAM_CHUNK};
+use switchboard_common::udp::{self, SendBatch};
 use switchboard_common::workers::{self, Setup, StopReport};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
@@ -54,8 +58,10 @@ struct Io {
     poll: Poll,
     slots: Map<Token, Slot>,
     /// Every UDP socket by local address (the table's listeners and the
-    /// relays), with its token.
-    udp: Map<SocketAddr, (UdpSocket, Token)>,
+    /// relays), with its token and what waits to be sent from it.
+    udp: Map<SocketAddr, (UdpSocket, Token, SendBatch)>,
+    /// The UDP sockets with datagrams queued, sent before the next wait.
+    queued: Vec<SocketAddr>,
     conn_tokens: Map<ConnId, Token>,
     next_token: usize,
 }
@@ -81,6 +87,7 @@ fn serve(setup: Setup, mut signals: Option<Signals>) -> io::Result<StopReport> {
         udp: switchboard_common::new_map(),
         conn_tokens: switchboard_common::new_map(),
         next_token: FIRST_DYNAMIC,
+        queued: Vec::new(),
     };
     for (l, socket) in sockets {
         match socket {
@@ -104,12 +111,13 @@ fn serve(setup: Setup, mut signals: Option<Signals>) -> io::Result<StopReport> {
     driver.start(&mut io);
     // Mail sent before the waker was installed.
     if driver.mail(&mut io) {
-        return Ok(driver.shutdown(&mut io));
+        return Ok(stop(&mut driver, &mut io));
     }
     // Sockets with data left unread after a batch (readiness is edge-triggered).
     let mut backlog: VecDeque<Token> = VecDeque::new();
     let mut events = Events::with_capacity(1024);
     loop {
+        io.send_queued();
         let timeout = if backlog.is_empty() {
             driver.deadline().map(|d| d.saturating_duration_since(Instant::now()))
         } else {
@@ -124,13 +132,13 @@ fn serve(setup: Setup, mut signals: Option<Signals>) -> io::Result<StopReport> {
             match ev.token() {
                 SIGNALS => {
                     if signals.as_mut().is_some_and(|s| s.pending().next().is_some()) {
-                        return Ok(driver.shutdown(&mut io));
+                        return Ok(stop(&mut driver, &mut io));
                     }
                     continue;
                 }
                 MAIL => {
                     if driver.mail(&mut io) {
-                        return Ok(driver.shutdown(&mut io));
+                        return Ok(stop(&mut driver, &mut io));
                     }
                     continue;
                 }
@@ -154,6 +162,13 @@ fn serve(setup: Setup, mut signals: Option<Signals>) -> io::Result<StopReport> {
     }
 }
 
+/// Stops a worker's engine gracefully and sends what that decided.
+fn stop(driver: &mut Driver, io: &mut Io) -> StopReport {
+    let report = driver.shutdown(io);
+    io.send_queued();
+    report
+}
+
 impl Io {
     /// Reads a batch from the socket at `t`; true if data may be left.
     fn readable(&mut self, d: &mut Driver, t: Token) -> bool {
@@ -170,21 +185,34 @@ impl Io {
         Token(self.next_token)
     }
 
-    fn register_udp(&mut self, socket: std::net::UdpSocket, local: SocketAddr) -> io::Result<()> {
-        let mut socket = UdpSocket::from_std(socket);
+    /// Registers a non-blocking UDP socket; it stays a std socket, so the
+    /// batched calls of [`udp`] take it as it is.
+    fn register_udp(&mut self, socket: UdpSocket, local: SocketAddr) -> io::Result<()> {
         let t = self.token();
-        self.poll.registry().register(&mut socket, t, Interest::READABLE)?;
+        self.poll.registry().register(&mut SourceFd(&socket.as_raw_fd()), t, Interest::READABLE)?;
         self.slots.insert(t, Slot::Udp(local));
-        self.udp.insert(local, (socket, t));
+        self.udp.insert(local, (socket, t, SendBatch::new()));
         Ok(())
     }
 
     /// Any UDP socket: a listener of the table or a relay.
     fn read_udp(&mut self, d: &mut Driver, local: SocketAddr) -> bool {
-        d.read_datagrams(self, local, |io, buf| match io.udp.get(&local) {
-            Some((s, _)) => s.recv_from(buf),
+        d.read_datagrams(self, local, |io, batch| match io.udp.get(&local) {
+            Some((s, _, _)) => udp::recv_batch(s, batch),
             None => Err(io::ErrorKind::NotFound.into()),
         })
+    }
+
+    /// Sends what every UDP socket has queued, in batches.
+    fn send_queued(&mut self) {
+        for local in self.queued.drain(..) {
+            if let Some((s, _, out)) = self.udp.get_mut(&local) {
+                let sent = out.flush(s);
+                if sent.dropped > 0 {
+                    debug!(%local, dropped = sent.dropped, "udp send: datagrams dropped");
+                }
+            }
+        }
     }
 
     /// Any TCP listener of the table.
@@ -245,10 +273,11 @@ impl Io {
 
 impl Sockets for Io {
     fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
-        if let Some((s, _)) = self.udp.get(&local) {
-            if let Err(e) = s.send_to(data, remote) {
-                debug!(%local, %remote, "udp send: {e}");
+        if let Some((_, _, out)) = self.udp.get_mut(&local) {
+            if out.is_empty() {
+                self.queued.push(local);
             }
+            out.push(remote, data);
         }
     }
 
@@ -271,13 +300,15 @@ impl Sockets for Io {
         }
     }
 
-    fn add_udp(&mut self, socket: std::net::UdpSocket, local: SocketAddr) -> bool {
+    fn add_udp(&mut self, socket: UdpSocket, local: SocketAddr) -> bool {
         self.register_udp(socket, local).is_ok()
     }
 
     fn close_udp(&mut self, local: SocketAddr) {
-        if let Some((mut s, t)) = self.udp.remove(&local) {
-            let _ = self.poll.registry().deregister(&mut s);
+        if let Some((s, t, mut out)) = self.udp.remove(&local) {
+            // What it was told to send before it was released still goes.
+            out.flush(&s);
+            let _ = self.poll.registry().deregister(&mut SourceFd(&s.as_raw_fd()));
             self.slots.remove(&t);
         }
     }

@@ -40,6 +40,7 @@ use smol::{Async, LocalExecutor, Task, Timer};
 use switchboard_common::driver::Driver;
 use switchboard_common::listen::{ConnKind, Socket};
 use switchboard_common::sockets::{OutQueue, Sockets, STREAM_CHUNK};
+use switchboard_common::udp::{self, SendBatch};
 use switchboard_common::workers::{self, Setup, StopReport};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
@@ -53,9 +54,11 @@ struct Conn {
     _tasks: [Task<()>; 2],
 }
 
-/// A UDP socket (a listener or a relay) and the task reading it.
+/// A UDP socket (a listener or a relay), the task reading it, and what
+/// waits to be sent from it.
 struct Udp {
     socket: Rc<Async<UdpSocket>>,
+    out: SendBatch,
     _task: Task<()>,
 }
 
@@ -68,6 +71,11 @@ struct Io {
     next_conn: u64,
     armed: Option<std::time::Instant>,
     wake_timer: Sender<()>,
+    /// The UDP sockets with datagrams queued.
+    queued: Vec<SocketAddr>,
+    /// Wakes the task that sends them, which runs after the tasks already
+    /// woken (reads of other sockets add to the same batches).
+    wake_sender: Sender<()>,
 }
 
 struct Shared {
@@ -83,6 +91,9 @@ fn with<R>(state: &State, f: impl FnOnce(&mut Driver, &mut Io) -> R) -> R {
     let mut g = state.borrow_mut();
     let Shared { driver, io } = &mut *g;
     let r = f(driver, io);
+    if !io.queued.is_empty() {
+        let _ = io.wake_sender.try_send(());
+    }
     let deadline = driver.deadline();
     if deadline != io.armed {
         io.armed = deadline;
@@ -121,6 +132,7 @@ async fn serve_worker(setup: Setup, shutdown: impl Future<Output = ()>) -> io::R
     let Setup { settings, listeners, sockets, worker } = setup;
     let ex = Rc::new(LocalExecutor::new());
     let (wake_timer, timer_rx) = channel::bounded(1);
+    let (wake_sender, sender_rx) = channel::bounded(1);
     let (mail_tx, mail_rx) = channel::bounded(1);
     worker.on_mail(move || {
         let _ = mail_tx.try_send(());
@@ -136,12 +148,18 @@ async fn serve_worker(setup: Setup, shutdown: impl Future<Output = ()>) -> io::R
                 next_conn: 0,
                 armed: None,
                 wake_timer,
+                queued: Vec::new(),
+                wake_sender,
             },
         })
     });
     let weak = Rc::downgrade(&state);
     let (stop_tx, stop_rx) = channel::bounded(1);
-    let mut tasks = vec![ex.spawn(timer(weak.clone(), timer_rx)), ex.spawn(mail(weak.clone(), mail_rx, stop_tx))];
+    let mut tasks = vec![
+        ex.spawn(timer(weak.clone(), timer_rx)),
+        ex.spawn(mail(weak.clone(), mail_rx, stop_tx)),
+        ex.spawn(send_queued(weak.clone(), sender_rx)),
+    ];
     for (l, socket) in sockets {
         match socket {
             Socket::Udp(s) => with(&state, |_, io| io.add_udp_socket(s, l.addr))?,
@@ -154,7 +172,19 @@ async fn serve_worker(setup: Setup, shutdown: impl Future<Output = ()>) -> io::R
     };
     ex.run(shutdown.or(stopped)).await;
     drop(tasks);
-    Ok(with(&state, |d, io| d.shutdown(io)))
+    Ok(with(&state, |d, io| {
+        let report = d.shutdown(io);
+        io.send_queued();
+        report
+    }))
+}
+
+/// Sends what the UDP sockets queued whenever woken.
+async fn send_queued(state: Weak<RefCell<Shared>>, woken: Receiver<()>) {
+    while woken.recv().await.is_ok() {
+        let Some(s) = state.upgrade() else { return };
+        s.borrow_mut().io.send_queued();
+    }
 }
 
 /// Reads the mail from other workers whenever woken (and once at start, for
@@ -181,7 +211,7 @@ async fn read_udp(state: Weak<RefCell<Shared>>, socket: Rc<Async<UdpSocket>>, lo
             return;
         }
         let Some(state) = state.upgrade() else { return };
-        let more = with(&state, |d, io| d.read_datagrams(io, local, |_, buf| socket.get_ref().recv_from(buf)));
+        let more = with(&state, |d, io| d.read_datagrams(io, local, |_, batch| udp::recv_batch(socket.get_ref(), batch)));
         if more {
             future::yield_now().await;
         }
@@ -269,8 +299,20 @@ impl Io {
     fn add_udp_socket(&mut self, socket: UdpSocket, local: SocketAddr) -> io::Result<()> {
         let socket = Rc::new(Async::new(socket)?);
         let task = self.ex.spawn(read_udp(self.state.clone(), socket.clone(), local));
-        self.udp.insert(local, Udp { socket, _task: task });
+        self.udp.insert(local, Udp { socket, out: SendBatch::new(), _task: task });
         Ok(())
+    }
+
+    /// Sends what every UDP socket has queued, in batches.
+    fn send_queued(&mut self) {
+        for local in self.queued.drain(..) {
+            if let Some(u) = self.udp.get_mut(&local) {
+                let sent = u.out.flush(u.socket.get_ref());
+                if sent.dropped > 0 {
+                    debug!(%local, dropped = sent.dropped, "udp send: datagrams dropped");
+                }
+            }
+        }
     }
 
     /// Writes what it can of a connection's queue; true if bytes remain.
@@ -283,10 +325,11 @@ impl Io {
 
 impl Sockets for Io {
     fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
-        if let Some(u) = self.udp.get(&local) {
-            if let Err(e) = u.socket.get_ref().send_to(data, remote) {
-                debug!(%local, %remote, "udp send: {e}");
+        if let Some(u) = self.udp.get_mut(&local) {
+            if u.out.is_empty() {
+                self.queued.push(local);
             }
+            u.out.push(remote, data);
         }
     }
 
@@ -315,7 +358,10 @@ impl Sockets for Io {
     }
 
     fn close_udp(&mut self, local: SocketAddr) {
-        // Dropping the entry cancels its reading task and closes the socket.
-        self.udp.remove(&local);
+        // Dropping the entry cancels its reading task and closes the socket,
+        // once what it was told to send before is sent.
+        if let Some(mut u) = self.udp.remove(&local) {
+            u.out.flush(u.socket.get_ref());
+        }
     }
 }

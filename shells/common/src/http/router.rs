@@ -138,6 +138,8 @@ pub fn stats_json(view: &impl StatsView) -> String {
             serde_json::json!({
                 "worker": i,
                 "allocations": w["allocations"],
+                "turn_requests": w["turn"]["requests"],
+                "binding_requests": w["turn"]["stun"]["binding_requests"],
                 "relayed_packets": w["relayed_packets"],
                 "sfu_rooms": w["sfu_rooms"].as_array().map_or(0, Vec::len),
                 "sfu_participants": w["sfu"]["participants"],

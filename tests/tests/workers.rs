@@ -1,0 +1,226 @@
+//! Worker threads, end to end: each server binary with `--workers 4` on
+//! loopback. TURN clients are spread over the workers by the kernel
+//! (SO_REUSEPORT); what must agree across them (quotas, nonces, `/stats`, the
+//! stop report) does. Driven by coturn's turnutils_uclient and by a minimal
+//! STUN/TURN client on the core's public encoders.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use switchboard_core::stun::message::{append_attribute, append_fingerprint, append_integrity};
+use switchboard_core::stun::view::{attr, method, Class, StunView, MAGIC_COOKIE};
+use switchboard_core::turn::auth::long_term_key;
+use switchboard_tests::{peer, require, run, uclient_totals, Server, SERVERS};
+
+const USER: &str = "alice";
+const PASS: &str = "wonderland-2718";
+const WORKERS: &str = "4";
+
+/// A UDP client socket with a short timeout.
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// The server's challenge: (realm, nonce).
+type Challenge = (String, String);
+
+/// Sends a request and returns the response to it (same transaction id).
+fn exchange(s: &UdpSocket, server: SocketAddr, req: &[u8]) -> Vec<u8> {
+    s.send_to(req, server).unwrap();
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = s.recv_from(&mut buf).expect("a response from the server");
+        if n >= 20 && buf[8..20] == req[8..20] {
+            return buf[..n].to_vec();
+        }
+    }
+}
+
+/// An Allocate request (UDP relay), authenticated when `auth` is given.
+fn allocate_request(tid: [u8; 12], auth: Option<&Challenge>) -> Vec<u8> {
+    let mut b = Vec::with_capacity(160);
+    b.extend_from_slice(&method::ALLOCATE.to_be_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    b.extend_from_slice(&tid);
+    append_attribute(&mut b, attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    if let Some((realm, nonce)) = auth {
+        append_attribute(&mut b, attr::USERNAME, USER.as_bytes());
+        append_attribute(&mut b, attr::REALM, realm.as_bytes());
+        append_attribute(&mut b, attr::NONCE, nonce.as_bytes());
+        append_integrity(&mut b, &long_term_key(USER, realm, PASS));
+        append_fingerprint(&mut b);
+    }
+    b
+}
+
+/// The error code of a response, or `None` for a success.
+fn error_code(resp: &[u8]) -> Option<u16> {
+    let v = StunView::new_checked(resp).expect("a well-formed response");
+    if v.class() == Class::Success {
+        return None;
+    }
+    v.find(attr::ERROR_CODE).map(|e| u16::from(e[2]) * 100 + u16::from(e[3]))
+}
+
+fn tid(n: u32) -> [u8; 12] {
+    let mut t = [7u8; 12];
+    t[..4].copy_from_slice(&n.to_be_bytes());
+    t
+}
+
+/// Asks for an allocation unauthenticated and returns the challenge of the 401.
+fn challenge(s: &UdpSocket, server: SocketAddr, n: u32) -> Challenge {
+    let r = exchange(s, server, &allocate_request(tid(n), None));
+    assert_eq!(error_code(&r), Some(401));
+    let v = StunView::new_checked(&r).unwrap();
+    let text = |t| String::from_utf8(v.find(t).expect("REALM and NONCE in a 401").to_vec()).unwrap();
+    (text(attr::REALM), text(attr::NONCE))
+}
+
+/// `/stats` once every worker has published what it did (they do within 100 ms).
+fn stats(s: &Server) -> serde_json::Value {
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) = s.get("/stats");
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Per worker, the value of `key` in `/stats`' `workers` list.
+fn per_worker(v: &serde_json::Value, key: &str) -> Vec<u64> {
+    v["workers"].as_array().unwrap().iter().map(|w| w[key].as_u64().unwrap()).collect()
+}
+
+fn server(bin: &str, extra: &[&str]) -> Server {
+    let user = format!("{USER}:{PASS}");
+    let mut args = vec!["--workers", WORKERS, "--user", &user, "--allow-loopback-peers"];
+    args.extend_from_slice(extra);
+    Server::start(bin, &args)
+}
+
+fn turn_addr(s: &Server) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], s.port))
+}
+
+#[test]
+fn sixty_four_clients_spread_over_the_workers_all_relay_and_stats_add_up() {
+    require("turnutils_uclient");
+    for bin in SERVERS {
+        let s = server(bin, &[]);
+        let (_peer, pp) = peer();
+        let (p, sp) = (pp.to_string(), s.port.to_string());
+        let args: Vec<String> = ["-u", USER, "-w", PASS, "-e", "127.0.0.1", "-r", &p, "-X", "-n", "20", "-m", "64", "-l", "160", "-p", &sp, "127.0.0.1"]
+            .map(String::from)
+            .to_vec();
+        let r = run("turnutils_uclient", &args, Duration::from_secs(60));
+        assert_eq!(r.status.map(|s| s.success()), Some(true), "{bin}: uclient failed\n{}\n{}", r.output, s.proc.stderr());
+        let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{bin}: no totals in\n{}", r.output));
+        assert_eq!((t.sent, t.received, t.lost), (64 * 20, 64 * 20, 0), "{bin}\n{}", r.output);
+        let v = stats(&s);
+        let relayed = per_worker(&v, "relayed_packets");
+        assert_eq!(relayed.len(), 4, "{bin}: {v}");
+        assert!(relayed.iter().filter(|&&n| n > 0).count() >= 2, "{bin}: the kernel put every client on one worker: {relayed:?}");
+        assert_eq!(relayed.iter().sum::<u64>(), v["relayed_packets"].as_u64().unwrap(), "{bin}: /stats sums the workers");
+        assert_eq!(v["relayed_packets"].as_u64(), Some(2 * 64 * 20), "{bin}: each message relayed there and back");
+        let created = v["turn"]["allocations_created"].as_u64().unwrap();
+        assert!(created >= 64, "{bin}: {created} allocations for 64 clients");
+    }
+}
+
+#[test]
+fn a_user_quota_holds_across_workers() {
+    for bin in SERVERS {
+        let s = server(bin, &["--user-quota", "3"]);
+        let addr = turn_addr(&s);
+        // 24 clients: the kernel spreads them over the 4 workers; 3 may allocate, whichever worker they are on.
+        let (mut admitted, mut refused) = (0, 0);
+        let mut keep = Vec::new();
+        for i in 0..24 {
+            let c = client();
+            let ch = challenge(&c, addr, 2 * i);
+            match error_code(&exchange(&c, addr, &allocate_request(tid(2 * i + 1), Some(&ch)))) {
+                None => admitted += 1,
+                Some(486) => refused += 1,
+                Some(code) => panic!("{bin}: Allocate answered {code}"),
+            }
+            keep.push(c);
+        }
+        assert_eq!((admitted, refused), (3, 21), "{bin}");
+        let v = stats(&s);
+        let requests = per_worker(&v, "turn_requests");
+        assert!(requests.iter().filter(|&&n| n > 0).count() >= 2, "{bin}: clients all on one worker: {requests:?}");
+        assert_eq!(v["allocations"].as_u64(), Some(3), "{bin}: {v}");
+        assert_eq!(per_worker(&v, "allocations").iter().sum::<u64>(), 3, "{bin}");
+    }
+}
+
+#[test]
+fn a_nonce_from_one_worker_is_accepted_by_the_others() {
+    for bin in SERVERS {
+        let s = server(bin, &[]);
+        let addr = turn_addr(&s);
+        let ch = challenge(&client(), addr, 1);
+        // The same nonce from 16 other clients, which the kernel spreads over the workers: none is told 438 (stale).
+        let mut keep = Vec::new();
+        for i in 0..16 {
+            let c = client();
+            let r = exchange(&c, addr, &allocate_request(tid(100 + i), Some(&ch)));
+            assert_eq!(error_code(&r), None, "{bin}: client {i} refused with the nonce another worker issued");
+            keep.push(c);
+        }
+        let allocations = per_worker(&stats(&s), "allocations");
+        assert_eq!(allocations.iter().sum::<u64>(), 16, "{bin}");
+        // At least two workers accepted it, so at least one that did not issue it.
+        assert!(allocations.iter().filter(|&&n| n > 0).count() >= 2, "{bin}: {allocations:?}");
+    }
+}
+
+/// Removes ANSI colour escapes from a log.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn idle_workers_sleep_and_sigterm_stops_them_all_releasing_allocations() {
+    for bin in SERVERS {
+        let mut s = server(bin, &[]);
+        let addr = turn_addr(&s);
+        let mut keep = Vec::new();
+        for i in 0..12 {
+            let c = client();
+            let ch = challenge(&c, addr, 2 * i);
+            assert_eq!(error_code(&exchange(&c, addr, &allocate_request(tid(2 * i + 1), Some(&ch)))), None, "{bin}");
+            keep.push(c);
+        }
+        let held = per_worker(&stats(&s), "allocations");
+        assert!(held.iter().filter(|&&n| n > 0).count() >= 2, "{bin}: {held:?}");
+        // Allocations make timers pending on several workers: idle, the process still sleeps.
+        let before = s.proc.cpu_ticks();
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs(3));
+        let used = s.proc.cpu_ticks() - before;
+        let wall_ticks = t.elapsed().as_millis() as u64 / 10;
+        assert!(used * 50 <= wall_ticks, "{bin}: 4 idle workers used {used} of {wall_ticks} ticks (over 2%)");
+        s.proc.signal("TERM");
+        let st = s.proc.wait(Duration::from_secs(10)).unwrap_or_else(|| panic!("{bin} did not stop on SIGTERM"));
+        assert!(st.success(), "{bin}: exit {st}\n{}", s.proc.stderr());
+        let log = plain(&s.proc.stderr());
+        let line = log.lines().find(|l| l.contains(" stopped ")).unwrap_or_else(|| panic!("{bin}: no stop report\n{log}"));
+        assert!(line.contains("workers=4") && line.contains("allocations_released=12") && line.contains("relays_open=0"), "{bin}: {line}");
+    }
+}
