@@ -333,11 +333,14 @@ mod tests {
 
     #[test]
     fn workers_share_the_turn_address_and_have_media_ports_of_their_own() {
-        let mut args = crate::ServeArgs::default();
-        args.workers = Some(3);
-        args.turn_listen = Some("127.0.0.1:0".parse().unwrap());
-        args.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        args.media_listen = Some("127.0.0.1:0".parse().unwrap());
+        let any = Some("127.0.0.1:0".parse().unwrap());
+        let args = crate::ServeArgs {
+            workers: Some(3),
+            turn_listen: any,
+            http_listen: any,
+            media_listen: any,
+            ..Default::default()
+        };
         let settings = args.resolve().unwrap();
         let setups = prepare(&settings).unwrap();
         assert_eq!(setups.len(), 3);
