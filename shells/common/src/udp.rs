@@ -21,6 +21,10 @@ use socket2::SockAddr;
 /// Datagrams per batched system call.
 pub const BATCH: usize = 32;
 
+/// Most datagrams a shell queues on one socket before sending them at once
+/// rather than at the end of its event loop turn (bounds the queue's memory).
+pub const MAX_QUEUED: usize = 1024;
+
 /// Most datagrams in one GSO message (the kernel's limit before Linux 5.5; 128 since).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const GSO_MAX_SEGMENTS: usize = 64;

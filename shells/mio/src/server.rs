@@ -273,11 +273,14 @@ impl Io {
 
 impl Sockets for Io {
     fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
-        if let Some((_, _, out)) = self.udp.get_mut(&local) {
+        if let Some((s, _, out)) = self.udp.get_mut(&local) {
             if out.is_empty() {
                 self.queued.push(local);
             }
             out.push(remote, data);
+            if out.len() >= udp::MAX_QUEUED {
+                out.flush(s);
+            }
         }
     }
 

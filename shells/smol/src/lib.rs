@@ -330,6 +330,9 @@ impl Sockets for Io {
                 self.queued.push(local);
             }
             u.out.push(remote, data);
+            if u.out.len() >= udp::MAX_QUEUED {
+                u.out.flush(u.socket.get_ref());
+            }
         }
     }
 
