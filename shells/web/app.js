@@ -16,6 +16,7 @@
 // (a data saver; the server degrades layers, then pauses videos, to fit).
 //
 // URL parameters: ?room=NAME&name=NAME&media=video|audio&mode=p2p|sfu&simulcast=1&relay=1&autojoin=1&maxkbps=N
+// &turn=udp|tcp|tls (use only that TURN transport; with relay=1 the call goes through it)
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -138,7 +139,7 @@ function onServerMessage(msg) {
     case 'joined':
       state.id = msg.id;
       state.room = msg.room;
-      state.iceServers = msg.iceServers;
+      state.iceServers = onlyTurn(msg.iceServers, params.get('turn'));
       log(`joined ${msg.room} as ${msg.id}`);
       if (msg.mode === 'sfu') {
         for (const p of msg.peers) state.names[p.id] = p.name;
@@ -564,6 +565,13 @@ $('chat-form').onsubmit = (ev) => {
   addChat('you', text);
   $('chat-input').value = '';
 };
+
+/** The ICE servers with only the TURN URLs of one transport (`tls`: the `turns:` ones), or all of them. */
+function onlyTurn(servers, transport) {
+  if (!['udp', 'tcp', 'tls'].includes(transport)) return servers;
+  const keep = (u) => !u.startsWith('turn') || (transport === 'tls' ? u.startsWith('turns:') : u.startsWith('turn:') && u.endsWith(`transport=${transport}`));
+  return servers.map((s) => ({ ...s, urls: [].concat(s.urls).filter(keep) })).filter((s) => s.urls.length > 0);
+}
 
 $('room').value = params.get('room') || '';
 $('name').value = params.get('name') || '';

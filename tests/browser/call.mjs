@@ -2,14 +2,14 @@
 // and microphone, using the real web client. Run by tests/tests/browser.rs inside a loopback-only network
 // namespace:
 //
-//   node tests/browser/call.mjs HTTP_PORT TURN_PORT OUT_DIR
+//   node tests/browser/call.mjs HTTP_PORT TURN_PORT OUT_DIR [HTTPS_PORT TLS_PORT]
 //
 // Prints one line per check; exits 1 on the first failure (with the pages' logs), 0 when all pass.
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
-const [httpPort, turnPort, outDir] = process.argv.slice(2);
+const [httpPort, turnPort, outDir, httpsPort, tlsPort] = process.argv.slice(2);
 if (!httpPort || !turnPort || !outDir) {
   console.error('usage: call.mjs HTTP_PORT TURN_PORT OUT_DIR');
   process.exit(2);
@@ -49,17 +49,19 @@ const browser = await chromium.launch({
     '--disable-sync',
     '--autoplay-policy=no-user-gesture-required',
     '--auto-select-desktop-capture-source=Entire screen',
+    // The TLS checks use the server's self-signed certificate.
+    '--ignore-certificate-errors',
   ],
 });
 
-async function open(query, label) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+async function open(query, label, at = base) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 }, ignoreHTTPSErrors: true });
   const page = await context.newPage();
   page.label = label;
   page.consoleLines = [];
   page.on('console', (m) => page.consoleLines.push(`${label}: ${m.text()}`));
   page.on('pageerror', (e) => page.consoleLines.push(`${label}: page error ${e.message}`));
-  await page.goto(`${base}?${query}`);
+  await page.goto(`${at}?${query}`);
   pages.push(page);
   return page;
 }
@@ -95,7 +97,7 @@ const selectedPair = (page) =>
     if (!pair) return null;
     const l = stats.get(pair.localCandidateId);
     const r = stats.get(pair.remoteCandidateId);
-    return { state: pair.state, local: { type: l.candidateType, url: l.url, address: l.address, port: l.port }, remote: { type: r.candidateType, address: r.address, port: r.port } };
+    return { state: pair.state, local: { type: l.candidateType, url: l.url, relayProtocol: l.relayProtocol, address: l.address, port: l.port }, remote: { type: r.candidateType, address: r.address, port: r.port } };
   });
 
 const serverStats = async () => (await fetch(`${base}stats`)).json();
@@ -141,6 +143,24 @@ async function relayedCall() {
   const after = await serverStats();
   check(before.allocations >= 2, '/stats shows the allocations', `allocations ${before.allocations}`);
   check(after.relayed_bytes > before.relayed_bytes + 10000, '/stats relayed bytes grow while media flows', `${before.relayed_bytes} -> ${after.relayed_bytes}`);
+  await closeAll();
+}
+
+/** 10. Over TLS: the web client from HTTPS (signaling over WSS), and a call relayed through TURN over TLS (`turns:`). */
+async function tlsCall() {
+  check(!!httpsPort && !!tlsPort, 'the server has TLS listeners (HTTPS_PORT and TLS_PORT given)');
+  const at = `https://127.0.0.1:${httpsPort}/`;
+  const room = `tls-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&relay=1&turn=tls&autojoin=1`, 'A', at);
+  const b = await open(`room=${room}&name=Bob&relay=1&turn=tls&autojoin=1`, 'B', at);
+  check(await a.evaluate(() => window.isSecureContext && location.protocol === 'https:'), '10. the web client loads over HTTPS (a secure context)');
+  await until('A decodes B through TURN over TLS', () => decodes(a));
+  await until('B decodes A through TURN over TLS', () => decodes(b));
+  for (const p of [a, b]) {
+    const pair = await until(`${p.label}: a selected candidate pair`, () => selectedPair(p));
+    const tls = pair.local.type === 'relay' && pair.local.relayProtocol === 'tls' && String(pair.local.url || '').includes(`:${tlsPort}`);
+    check(tls, `${p.label}'s selected pair is a relay candidate over turns: (TLS)`, JSON.stringify(pair));
+  }
   await closeAll();
 }
 
@@ -462,7 +482,7 @@ async function alone() {
 
 let failed = false;
 try {
-  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, alone]) {
+  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, alone]) {
     const t0 = Date.now();
     await checks();
     console.log(`     (${checks.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);

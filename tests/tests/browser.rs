@@ -18,12 +18,15 @@
 //!    everyone's audio, decodes no paused video, and is never told a video resumed;
 //! 9. two SFU rooms at once (two pages each) are placed on two workers, each room whole on one, and both decode;
 //!    `/stats` counts one room on each (the server runs its default workers: one per core);
+//! 10. over TLS: two pages load the web client from HTTPS (signaling over WSS) and call through TURN over TLS
+//!     (`?relay=1&turn=tls`): the selected pair's local candidate is a relay one with relayProtocol `tls`, from our
+//!     `turns:` port (the server's self-signed certificate; Chromium runs with --ignore-certificate-errors);
 //! 4. negative control: one page alone decodes nothing.
 
 use std::path::Path;
 use std::time::Duration;
 
-use switchboard_tests::{require, run, Server, SERVERS};
+use switchboard_tests::{free_port, require, run, Server, SERVERS};
 
 #[test]
 fn browser_calls_through_each_server() {
@@ -37,11 +40,13 @@ fn browser_calls_through_each_server() {
     );
     for bin in SERVERS {
         // Browsers relay to each other's relay addresses, which are loopback here.
-        let s = Server::start(bin, &["--allow-loopback-peers"]);
+        let (https, tls) = (free_port(), free_port());
+        let (h, t) = (format!("127.0.0.1:{https}"), format!("127.0.0.1:{tls}"));
+        let s = Server::start(bin, &["--allow-loopback-peers", "--self-signed", "127.0.0.1", "--https-listen", &h, "--tls-listen", &t]);
         let out = s.dir.join("browser");
         std::fs::create_dir_all(&out).expect("output dir");
         let script = dir.join("call.mjs").display().to_string();
-        let args = [script, s.http_port.to_string(), s.port.to_string(), out.display().to_string()];
+        let args = [script, s.http_port.to_string(), s.port.to_string(), out.display().to_string(), https.to_string(), tls.to_string()];
         let r = run("node", &args, Duration::from_secs(240));
         println!("{bin}:\n{}", r.output);
         assert_eq!(r.status.map(|st| st.success()), Some(true), "{bin}: browser checks failed\n{}\nserver stderr:\n{}", r.output, s.proc.stderr());

@@ -165,6 +165,76 @@ fn graceful_stop_releases_allocations_and_secrets_stay_out_of_logs() {
 }
 
 #[test]
+fn logs_are_plain_text_in_a_file_and_json_on_request() {
+    for bin in SERVERS {
+        // The test's servers write their stderr to a file: no colour escapes there.
+        let mut s = static_user_server(bin);
+        s.proc.signal("TERM");
+        assert!(s.proc.wait(Duration::from_secs(10)).is_some_and(|st| st.success()), "{bin}");
+        let log = s.proc.stderr();
+        assert!(log.contains("serving") && log.contains("stopped"), "{bin}: {log}");
+        assert!(!log.contains('\u{1b}'), "{bin}: colour escapes in a log file:\n{log}");
+        let mut s = Server::start(bin, &["--log-format", "json"]);
+        s.proc.signal("TERM");
+        assert!(s.proc.wait(Duration::from_secs(10)).is_some_and(|st| st.success()), "{bin}");
+        let log = s.proc.stderr();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{bin}: not JSON ({e}): {l}")))
+            .collect();
+        assert!(lines.iter().all(|v| v["level"].is_string() && v["timestamp"].is_string()), "{bin}: {log}");
+        let stopped = lines.iter().find(|v| v["fields"]["message"] == "stopped").unwrap_or_else(|| panic!("{bin}: {log}"));
+        assert!(stopped["fields"]["workers"].as_u64().is_some(), "{bin}: fields are JSON values: {stopped}");
+    }
+}
+
+/// Sends `req` from a fresh socket to `port` on loopback and returns the answer (retrying while the server starts).
+fn answer_to(port: u16, req: &[u8]) -> Vec<u8> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 1500];
+    for _ in 0..50 {
+        s.send_to(req, ("127.0.0.1", port)).unwrap();
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return buf[..n].to_vec();
+        }
+    }
+    panic!("no answer from port {port}");
+}
+
+#[test]
+fn unauthenticated_answers_are_no_larger_than_coturns() {
+    require("turnserver");
+    // coturn 4.6 beside us, same realm and user, on loopback.
+    let port = switchboard_tests::free_port();
+    let dir = switchboard_tests::scratch("coturn");
+    let args = format!(
+        "-n --listening-ip 127.0.0.1 --listening-port {port} --relay-ip 127.0.0.1 --min-port 45000 --max-port 45999 \
+         --lt-cred-mech --user {USER}:{PASS} --realm switchboard --no-tls --no-dtls --no-cli --log-file stdout"
+    );
+    let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+    let _coturn = switchboard_tests::Proc::spawn(std::path::Path::new("turnserver"), &args, &dir, "coturn");
+    let mut tid = [0u8; 20];
+    tid[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    tid[8..].copy_from_slice(b"sizesizesize");
+    // Binding (20 bytes), and Allocate with REQUESTED-TRANSPORT only (28 bytes): both unauthenticated.
+    let mut binding = tid.to_vec();
+    binding[..2].copy_from_slice(&[0, 1]);
+    let mut allocate = tid.to_vec();
+    allocate[..4].copy_from_slice(&[0, 3, 0, 8]);
+    allocate.extend_from_slice(&[0, 0x19, 0, 4, 17, 0, 0, 0]);
+    let theirs: Vec<usize> = [&binding, &allocate].iter().map(|r| answer_to(port, r).len()).collect();
+    for bin in SERVERS {
+        let s = static_user_server(bin);
+        let ours: Vec<usize> = [&binding, &allocate].iter().map(|r| answer_to(s.port, r).len()).collect();
+        println!("{bin}: Binding 20 -> {} bytes (coturn {}), Allocate 28 -> {} (coturn {})", ours[0], theirs[0], ours[1], theirs[1]);
+        assert!(ours[0] <= theirs[0], "{bin}: Binding answered with {} bytes, coturn {}", ours[0], theirs[0]);
+        assert!(ours[1] <= theirs[1], "{bin}: Allocate answered with {} bytes, coturn {}", ours[1], theirs[1]);
+    }
+}
+
+#[test]
 fn idle_server_does_not_spin() {
     for bin in SERVERS {
         let s = static_user_server(bin);

@@ -209,24 +209,6 @@ fn a_nonce_from_one_worker_is_accepted_by_another() {
     }
 }
 
-/// Removes ANSI colour escapes from a log.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[test]
 fn idle_workers_sleep_and_sigterm_stops_them_all_releasing_allocations() {
     for bin in SERVERS {
@@ -251,7 +233,7 @@ fn idle_workers_sleep_and_sigterm_stops_them_all_releasing_allocations() {
         s.proc.signal("TERM");
         let st = s.proc.wait(Duration::from_secs(10)).unwrap_or_else(|| panic!("{bin} did not stop on SIGTERM"));
         assert!(st.success(), "{bin}: exit {st}\n{}", s.proc.stderr());
-        let log = plain(&s.proc.stderr());
+        let log = s.proc.stderr();
         let line = log.lines().find(|l| l.contains(" stopped ")).unwrap_or_else(|| panic!("{bin}: no stop report\n{log}"));
         assert!(line.contains("workers=4") && line.contains("allocations_released=12") && line.contains("relays_open=0"), "{bin}: {line}");
     }

@@ -15,7 +15,7 @@ pub mod view;
 
 use std::net::SocketAddr;
 
-use stun_codec::rfc5389::attributes::{MappedAddress, Software, UnknownAttributes, XorMappedAddress};
+use stun_codec::rfc5389::attributes::{MappedAddress, UnknownAttributes, XorMappedAddress};
 use stun_codec::{AttributeType, MessageClass};
 
 use self::message::KNOWN_ATTRIBUTES;
@@ -74,17 +74,17 @@ pub struct StunStats {
 /// A stateless STUN Binding server (RFC 8489 §12), usable on its own.
 ///
 /// It answers Binding requests with XOR-MAPPED-ADDRESS, MAPPED-ADDRESS (for
-/// RFC 3489-era clients that read only that), SOFTWARE and FINGERPRINT.
+/// RFC 3489-era clients that read only that) and FINGERPRINT: no SOFTWARE,
+/// so that an answer to a spoofed request is not much larger than it.
 #[derive(Debug, Clone, Default)]
 pub struct StunServer {
-    software: Option<String>,
     stats: StunStats,
 }
 
 impl StunServer {
-    /// A server that names itself `software` in its responses (none if `None`).
-    pub fn new(software: Option<String>) -> Self {
-        StunServer { software, stats: StunStats::default() }
+    /// A Binding server.
+    pub fn new() -> Self {
+        StunServer::default()
     }
 
     /// Counters so far.
@@ -123,11 +123,7 @@ impl StunServer {
         let mut m = message::response(method::BINDING, MessageClass::SuccessResponse, view.transaction_id());
         m.add_attribute(XorMappedAddress::new(from));
         m.add_attribute(MappedAddress::new(from));
-        if let Some(s) = &self.software {
-            if let Ok(s) = Software::new(s.clone()) {
-                m.add_attribute(s);
-            }
-        }
+        // No SOFTWARE: a Binding request is unauthenticated, and its answer must not amplify a spoofed one.
         message::encode(m, None, true)
     }
 }
@@ -151,7 +147,7 @@ mod tests {
 
     #[test]
     fn binding_answers_both_mapped_addresses_with_fingerprint() {
-        let mut s = StunServer::new(Some("test".into()));
+        let mut s = StunServer::new();
         let from: SocketAddr = "192.0.2.1:4242".parse().unwrap();
         let resp = s.handle_packet(from, &binding_request(&[])).unwrap();
         let v = StunView::new_checked(&resp).unwrap();
@@ -160,11 +156,12 @@ mod tests {
         assert_eq!(v.xor_address(attr::XOR_MAPPED_ADDRESS), Some(from));
         assert!(v.find(attr::MAPPED_ADDRESS).is_some());
         assert_eq!(v.fingerprint_ok(), Some(true));
+        assert_eq!(resp.len(), 52, "header, two 12-byte addresses and FINGERPRINT: no SOFTWARE");
     }
 
     #[test]
     fn unknown_required_attribute_gets_420() {
-        let mut s = StunServer::new(None);
+        let mut s = StunServer::new();
         let req = binding_request(&[(0x0003, &[0, 0, 0, 4]), (0x7777, b"x"), (0x8888, b"ok")]);
         // (CHANGE-REQUEST, RFC 5780, is not supported yet.)
         let resp = s.handle_packet("1.2.3.4:5".parse().unwrap(), &req).unwrap();
@@ -176,7 +173,7 @@ mod tests {
 
     #[test]
     fn bad_fingerprint_and_garbage_are_dropped_and_counted() {
-        let mut s = StunServer::new(None);
+        let mut s = StunServer::new();
         let mut req = binding_request(&[(attr::FINGERPRINT, &[0, 0, 0, 0])]);
         let n = req.len();
         req[n - 1] = 1;

@@ -211,7 +211,7 @@ impl TurnServer {
         );
         let h = hash::hasher(seed);
         TurnServer {
-            stun: StunServer::new(config.software.clone()),
+            stun: StunServer::new(),
             creds,
             config,
             clock: WallClock::new(now, unix_now),

@@ -420,8 +420,10 @@ impl TurnServer {
     }
 
     /// Sends the error response `e` to a request of `method` with `tid`: with
-    /// REALM and a fresh NONCE when it challenges, MESSAGE-INTEGRITY when
-    /// `key` (the request was authenticated), SOFTWARE and FINGERPRINT.
+    /// REALM and a fresh NONCE when it challenges, MESSAGE-INTEGRITY and
+    /// SOFTWARE when `key` (the request was authenticated), and FINGERPRINT.
+    /// An answer to an unauthenticated request stays small (no SOFTWARE, a
+    /// compact nonce): it must not be worth spoofing a source address for.
     fn send_error(&mut self, now: Instant, to: Client, method: u16, tid: [u8; 12], e: ErrorResponse, key: Option<&[u8]>) {
         self.stats.error_responses += 1;
         let mut m = message::error_response(method, tid, e.code());
@@ -434,7 +436,9 @@ impl TurnServer {
                 m.add_attribute(n);
             }
         }
-        self.add_software(&mut m);
+        if key.is_some() {
+            self.add_software(&mut m);
+        }
         self.transmit(to, message::encode(m, key, true));
     }
 

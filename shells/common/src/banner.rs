@@ -30,6 +30,15 @@ pub fn banner(binary: &str, s: &Settings, unix_now: u64) -> String {
     }
     .ok();
     let _ = writeln!(out, "  workers    {}   (threads, each with its own engine and sockets)", s.workers);
+    if let Some(t) = &s.tls {
+        let _ = writeln!(out, "  TURN/TLS   tcp {}   (turns:)", t.turn_listen);
+        let _ = writeln!(out, "  web (TLS)  https://{}/   (wss at /ws)", t.https_listen);
+        let what = match t.certs.source() {
+            crate::tls::CertSource::Files { cert, .. } => format!("{} (reloaded on SIGHUP)", cert.display()),
+            crate::tls::CertSource::SelfSigned(hosts) => format!("self-signed for {}", hosts.join(", ")),
+        };
+        let _ = writeln!(out, "  certificate {what}, SHA-256 {}", t.certs.fingerprint());
+    }
     let _ = writeln!(out, "Open the web page in two browser tabs and join the same room to make a call.");
     let _ = writeln!(out, "Try it (coturn's clients, Debian package coturn):");
     let _ = writeln!(out, "  turnutils_stunclient -p {port} {host}");

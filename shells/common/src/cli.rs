@@ -135,6 +135,10 @@ serve_settings! {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, value_name = "LEVEL")]
     log_level: String = "info".into();
+    /// Log format: `text` (plain, coloured only on a terminal) or `json` (one object per line, for log
+    /// shippers) [default: text].
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: String = "text".into();
     /// HTTP listen address: the web client, /ws signaling, /healthz, /stats [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     http_listen: SocketAddr = addr("127.0.0.1:8080");
@@ -158,6 +162,23 @@ serve_settings! {
     #[arg(long, value_name = "N", alias = "relay-threads")]
     #[serde(alias = "relay-threads")]
     workers: usize = 0;
+    /// TLS certificate chain, PEM (coturn's `cert`): with --pkey, serves TURN over TLS, HTTPS and WSS.
+    /// Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf;
+    /// The certificate's private key, PEM (coturn's `pkey`).
+    #[arg(long, value_name = "FILE")]
+    pkey: PathBuf;
+    /// Make a self-signed certificate at start for these host names or addresses (to try TLS on a LAN;
+    /// browsers warn). Repeatable; ignored when --cert is given.
+    #[arg(long, value_name = "HOST")]
+    self_signed: Vec<String> = Vec::new();
+    /// TURN over TLS (`turns:`) listen address, with a certificate [default: 127.0.0.1:5349].
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: SocketAddr = addr("127.0.0.1:5349");
+    /// HTTPS and WSS listen address (the same routes as HTTP), with a certificate [default: 127.0.0.1:8443].
+    #[arg(long, value_name = "ADDR")]
+    https_listen: SocketAddr = addr("127.0.0.1:8443");
     /// Most bits per second the SFU sends one subscriber: its bandwidth estimate is capped by this, and
     /// the videos that do not fit go to lower simulcast layers, then pause (audio is always sent) [default: no cap].
     #[arg(long, value_name = "BPS")]
@@ -188,8 +209,12 @@ pub struct Settings {
     pub udp_buffer: usize,
     /// Worker threads (at least 1).
     pub workers: usize,
+    /// TLS listeners and their certificate, when one is configured.
+    pub tls: Option<TlsSettings>,
     /// Log filter.
     pub log_level: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
     /// Whether the REST secret was generated at start (none was configured).
     pub generated_secret: bool,
     /// The TURN configuration for the core.
@@ -208,11 +233,23 @@ impl std::fmt::Debug for Settings {
             .field("ports", &self.ports)
             .field("udp_buffer", &self.udp_buffer)
             .field("workers", &self.workers)
+            .field("tls", &self.tls)
             .field("turn", &self.turn)
             .field("signal", &self.signal)
             .field("sfu", &self.sfu)
             .finish_non_exhaustive()
     }
+}
+
+/// TURN over TLS and HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The certificate (shared by every worker; reloaded on SIGHUP).
+    pub certs: crate::tls::Certs,
+    /// TURN over TLS listen address.
+    pub turn_listen: SocketAddr,
+    /// HTTPS and WSS listen address.
+    pub https_listen: SocketAddr,
 }
 
 /// A config problem, said plainly.
@@ -292,11 +329,34 @@ impl ServeArgs {
             return Err(ConfigError("--sfu-max-subscriber-bitrate must be at least 1 (leave it out for no cap)".into()));
         }
         let media_public = advertised(a.media_listen, a.external_ip);
+        let source = match (a.cert, a.pkey) {
+            (Some(cert), Some(key)) => Some(crate::tls::CertSource::Files { cert, key }),
+            (None, None) if !a.self_signed.is_empty() => Some(crate::tls::CertSource::SelfSigned(a.self_signed.clone())),
+            (None, None) => None,
+            _ => return Err(ConfigError("--cert and --pkey go together".into())),
+        };
+        let tls = match source {
+            Some(source) => Some(TlsSettings {
+                certs: crate::tls::Certs::load(source).map_err(|e| ConfigError(e.to_string()))?,
+                turn_listen: a.tls_listen,
+                https_listen: a.https_listen,
+            }),
+            None => None,
+        };
+        let mut turn_urls = vec![format!("turn:{public}?transport=udp"), format!("turn:{public}?transport=tcp")];
+        if let Some(t) = &tls {
+            // A browser checks the certificate against the URL's host: a self-signed one's first name.
+            let host = match (a.self_signed.first(), a.external_ip) {
+                (Some(name), None) => name.clone(),
+                _ => advertised(t.turn_listen, a.external_ip).ip().to_string(),
+            };
+            turn_urls.push(format!("turns:{host}:{}?transport=tcp", t.turn_listen.port()));
+        }
         let signal = SignalConfig {
             p2p_capacity: a.room_capacity,
             sfu_capacity: a.sfu_room_capacity,
             stun_urls: vec![format!("stun:{public}")],
-            turn_urls: vec![format!("turn:{public}?transport=udp"), format!("turn:{public}?transport=tcp")],
+            turn_urls,
             ..SignalConfig::default()
         };
         Ok(Settings {
@@ -311,7 +371,9 @@ impl ServeArgs {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
             },
+            tls,
             log_level: a.log_level,
+            log_format: a.log_format,
             generated_secret,
             turn,
             signal,
@@ -403,6 +465,8 @@ mod tests {
         assert!(parse(&["--min-port", "6000", "--max-port", "5000"]).resolve().is_err());
         assert!(Cli::try_parse_from(["switchboard", "serve", "--denied-peer-ip", "10.0.0.0/99"]).is_err());
         assert!(parse(&["--sfu-max-subscriber-bitrate", "0"]).resolve().is_err());
+        assert!(parse(&["--cert", "/nonexistent.pem"]).resolve().is_err(), "--cert without --pkey");
+        assert!(parse(&["--cert", "/nonexistent.pem", "--pkey", "/nonexistent.pem"]).resolve().is_err());
         assert!(Cli::try_parse_from(["switchboard", "serve", "--sfu-max-subscriber-bitrate", "-5"]).is_err());
     }
 
@@ -429,11 +493,17 @@ mod tests {
         ("udp-buffer", "65536", "65536"),
         ("sfu-max-subscriber-bitrate", "1500000", "1500000"),
         ("workers", "7", "7"),
+        ("log-format", "json", "\"json\""),
+        ("cert", "{cert}", "\"{cert}\""),
+        ("pkey", "{pkey}", "\"{pkey}\""),
+        ("self-signed", "lan.example", "[\"lan.example\"]"),
+        ("tls-listen", "127.0.0.2:5350", "\"127.0.0.2:5350\""),
+        ("https-listen", "127.0.0.2:8444", "\"127.0.0.2:8444\""),
     ];
 
     /// Everything a resolved [`Settings`] holds, secrets included, for comparing.
     fn all_of(s: &Settings) -> String {
-        format!("{s:?} {:?} {:?} {}", s.turn.users, s.turn.static_auth_secret, s.log_level)
+        format!("{s:?} {:?} {:?} {} {}", s.turn.users, s.turn.static_auth_secret, s.log_level, s.log_format)
     }
 
     #[test]
@@ -448,16 +518,35 @@ mod tests {
         listed.sort();
         assert_eq!(flags, listed);
         let path = config_file("keys", "");
+        // A real certificate and key for --cert and --pkey ({cert} and {pkey} in the table).
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = path.parent().unwrap();
+        let (cert, pkey) = (dir.join("cert.pem").display().to_string(), dir.join("key.pem").display().to_string());
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&pkey, made.signing_key.serialize_pem()).unwrap();
+        let fill = |v: &str| v.replace("{cert}", &cert).replace("{pkey}", &pkey);
+        // Settings that mean something only with another: what goes with them, as flags and as file lines.
+        let companion = |key: &str| -> (Vec<String>, String) {
+            match key {
+                "cert" => (vec!["--pkey".into(), pkey.clone()], format!("pkey = \"{pkey}\"\n")),
+                "pkey" => (vec!["--cert".into(), cert.clone()], format!("cert = \"{cert}\"\n")),
+                "tls-listen" | "https-listen" => (vec!["--self-signed".into(), "x".into()], "self-signed = [\"x\"]\n".into()),
+                _ => (Vec::new(), String::new()),
+            }
+        };
         let defaults = all_of(&parse(&["--static-auth-secret", "x"]).resolve().unwrap());
         for (key, flag_value, file_value) in EVERY_SETTING {
+            let (with_flags, with_lines) = companion(key);
             let flag = format!("--{key}");
+            let flag_value = fill(flag_value);
             let mut args = vec![flag.as_str()];
             if !flag_value.is_empty() {
-                args.push(flag_value);
+                args.push(&flag_value);
             }
+            args.extend(with_flags.iter().map(String::as_str));
             // The secret is random when not given: give it everywhere but where it is tested.
             let secret = if *key == "static-auth-secret" { "" } else { "static-auth-secret = \"x\"\n" };
-            std::fs::write(&path, format!("{secret}{key} = {file_value}\n")).unwrap();
+            std::fs::write(&path, format!("{secret}{with_lines}{key} = {}\n", fill(file_value))).unwrap();
             let by_file = all_of(&parse(&["--config", path.to_str().unwrap()]).resolve().unwrap());
             if !secret.is_empty() {
                 args.extend(["--static-auth-secret", "x"]);

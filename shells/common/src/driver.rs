@@ -16,7 +16,7 @@ use std::time::Instant;
 use switchboard_core::hash::Map;
 use switchboard_core::turn::{PortRequest, RELAY_HEADROOM, RELAY_TAILROOM};
 use switchboard_core::directory::WorkerId;
-use switchboard_core::{AllocationId, ConnId, Family, Forward, Input, Output, Placement, Switchboard};
+use switchboard_core::{AllocationId, Client, ConnId, Family, Forward, Input, Output, Placement, Switchboard, Via};
 use tracing::{debug, warn};
 
 use crate::http::router::{self, Reply};
@@ -24,6 +24,7 @@ use crate::http::{Event, HttpConn};
 use crate::listen::{ConnKind, ListenerKind, Listeners};
 use crate::relay::RelayPorts;
 use crate::sockets::{Sockets, BATCH};
+use crate::tls::{Certs, TlsConn};
 use crate::udp::RecvBatch;
 use crate::workers::{Mail, StopReport, Worker, PUBLISH_EVERY};
 use crate::Settings;
@@ -54,6 +55,10 @@ pub struct Driver {
     /// For a batch read at once ([`Driver::read_datagrams`]).
     batch: RecvBatch,
     conns: Map<ConnId, Conn>,
+    /// The TLS session of each connection accepted on a TLS listener.
+    tls: Map<ConnId, TlsConn>,
+    /// The certificate TLS listeners present, if any.
+    certs: Option<Certs>,
     /// WebSocket clients whose out-queue overflowed, closed after this drain.
     slow: Vec<ConnId>,
     worker: Worker,
@@ -98,6 +103,8 @@ impl Driver {
             buf: vec![0; BUF_LEN],
             batch: RecvBatch::new(RELAY_HEADROOM, BUF_LEN - RELAY_HEADROOM - RELAY_TAILROOM, RELAY_TAILROOM),
             conns: crate::new_map(),
+            tls: crate::new_map(),
+            certs: settings.tls.as_ref().map(|t| t.certs.clone()),
             slow: Vec::new(),
             worker,
             dirty: false,
@@ -229,7 +236,7 @@ impl Driver {
         match self.engine.handle_input(now, input) {
             Forward::None => {}
             Forward::ToPeer(r) => io.send_datagram(r.relay, r.peer, &buf[r.range]),
-            Forward::ToClient(r) => io.send_to_client(r.to, &buf[r.range]),
+            Forward::ToClient(r) => to_client(&mut self.tls, io, r.to, &buf[r.range]),
         }
         if !media {
             self.drain(io);
@@ -239,19 +246,55 @@ impl Driver {
     /// A stream connection of `kind` was accepted on the listener at `local`.
     pub fn conn_opened(&mut self, io: &mut impl Sockets, conn: ConnId, kind: ConnKind, local: SocketAddr, remote: SocketAddr) {
         debug!(%remote, conn = conn.0, ?kind, "stream client connected");
+        if kind.tls() {
+            match self.certs.as_ref().map(TlsConn::new) {
+                Some(Ok(t)) => {
+                    self.tls.insert(conn, t);
+                }
+                _ => {
+                    io.close_stream(conn);
+                    return;
+                }
+            }
+        }
         match kind {
-            ConnKind::TurnStream => {
+            ConnKind::TurnStream | ConnKind::TurnTls => {
                 self.conns.insert(conn, Conn::TurnStream);
                 self.input(io, Input::StreamOpened { conn, local, remote });
             }
-            ConnKind::Http => {
+            ConnKind::Http | ConnKind::Https => {
                 self.conns.insert(conn, Conn::Http(HttpConn::default()));
             }
         }
     }
 
-    /// Bytes arrived on a stream connection.
+    /// Bytes arrived on a stream connection (through its TLS session, if it has one).
     pub fn conn_data(&mut self, io: &mut impl Sockets, conn: ConnId, data: &[u8]) {
+        let plain;
+        let data = match self.tls.get_mut(&conn) {
+            None => data,
+            Some(t) => {
+                let mut p = Vec::new();
+                let read = t.read(data, &mut p);
+                let mut out = Vec::new();
+                t.take_output(&mut out);
+                if !out.is_empty() {
+                    let _ = io.send_stream(conn, &out);
+                }
+                if let Err(e) = read {
+                    debug!(conn = conn.0, "tls: {e}");
+                    self.tls.remove(&conn);
+                    io.close_stream(conn);
+                    self.conn_closed(io, conn);
+                    return;
+                }
+                plain = p;
+                &plain[..]
+            }
+        };
+        if data.is_empty() {
+            return;
+        }
         match self.conns.get(&conn) {
             Some(Conn::TurnStream) => self.input(io, Input::StreamData { conn, data }),
             Some(Conn::Http(_)) => self.http_data(io, conn, data),
@@ -263,6 +306,7 @@ impl Driver {
     /// already closed it.
     pub fn conn_closed(&mut self, io: &mut impl Sockets, conn: ConnId) {
         debug!(conn = conn.0, "stream client closed");
+        self.tls.remove(&conn);
         match self.conns.remove(&conn) {
             Some(Conn::TurnStream) => self.input(io, Input::StreamClosed { conn }),
             Some(Conn::Http(h)) if h.is_websocket() => self.input(io, Input::SignalClosed { conn }),
@@ -325,7 +369,7 @@ impl Driver {
     fn flush_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
         let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
         let out = h.take_output();
-        let overflow = !out.is_empty() && !io.send_stream(conn, &out);
+        let overflow = !out.is_empty() && !stream_send(&mut self.tls, io, conn, &out);
         if h.is_done() || overflow {
             self.close_http(io, conn);
         }
@@ -333,7 +377,7 @@ impl Driver {
 
     /// Closes an HTTP connection from this side: a WebSocket's close is a leave.
     fn close_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
-        io.close_stream(conn);
+        close_stream(&mut self.tls, io, conn);
         // Still a WebSocket (not closed by its client): a client too slow to take its
         // messages is disconnected rather than silently missing some; the others get `bye`.
         if matches!(self.conns.remove(&conn), Some(Conn::Http(h)) if h.is_websocket()) {
@@ -368,7 +412,7 @@ impl Driver {
         self.engine.shutdown(Instant::now());
         self.drain(io);
         for (conn, _) in self.conns.drain() {
-            io.close_stream(conn);
+            close_stream(&mut self.tls, io, conn);
         }
         let stats = self.engine.stats();
         let report = StopReport {
@@ -394,7 +438,7 @@ impl Driver {
         loop {
             loop {
                 match self.engine.poll_output() {
-                    Output::Transmit(t) => io.send_to_client(t.to, &t.payload),
+                    Output::Transmit(t) => to_client(&mut self.tls, io, t.to, &t.payload),
                     Output::ToPeer { relay, peer, payload } => io.send_datagram(relay, peer, payload),
                     Output::BindRelay { allocation, family, port } => self.pending_binds.push((allocation, family, port)),
                     Output::ReleaseRelay { allocation, relay } => {
@@ -408,7 +452,7 @@ impl Driver {
                     }
                     Output::CloseStream(id) => {
                         self.conns.remove(&id);
-                        io.close_stream(id);
+                        close_stream(&mut self.tls, io, id);
                     }
                     Output::MediaTransmit { to, data } => {
                         if let Some(media) = self.listeners.addr_of(ListenerKind::Media) {
@@ -419,7 +463,7 @@ impl Driver {
                         if let Some(Conn::Http(h)) = self.conns.get_mut(&m.conn) {
                             h.send_text(m.text);
                             let out = h.take_output();
-                            if !io.send_stream(m.conn, &out) {
+                            if !stream_send(&mut self.tls, io, m.conn, &out) {
                                 self.slow.push(m.conn);
                             }
                         }
@@ -480,6 +524,38 @@ impl Driver {
         debug!(?bound, ?reserved, "relay bound");
         (bound, reserved)
     }
+}
+
+/// Sends on a stream connection, through its TLS session if it has one;
+/// false if the shell's queue for it overflowed.
+fn stream_send(tls: &mut Map<ConnId, TlsConn>, io: &mut impl Sockets, conn: ConnId, data: &[u8]) -> bool {
+    let Some(t) = tls.get_mut(&conn) else { return io.send_stream(conn, data) };
+    t.write(data);
+    let mut out = Vec::new();
+    t.take_output(&mut out);
+    out.is_empty() || io.send_stream(conn, &out)
+}
+
+/// Sends to a STUN/TURN client: a datagram, or on its stream (TCP or TLS).
+fn to_client(tls: &mut Map<ConnId, TlsConn>, io: &mut impl Sockets, to: Client, data: &[u8]) {
+    match to.via {
+        Via::Udp(local) => io.send_datagram(local, to.remote, data),
+        // A client that does not read loses messages, as over UDP.
+        Via::Tcp(conn) => {
+            let _ = stream_send(tls, io, conn, data);
+        }
+    }
+}
+
+/// Closes a stream connection, saying goodbye in TLS first if it has a session.
+fn close_stream(tls: &mut Map<ConnId, TlsConn>, io: &mut impl Sockets, conn: ConnId) {
+    if let Some(mut t) = tls.remove(&conn) {
+        t.close();
+        let mut out = Vec::new();
+        t.take_output(&mut out);
+        let _ = io.send_stream(conn, &out);
+    }
+    io.close_stream(conn);
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod http;
 pub mod listen;
 pub mod relay;
 pub mod sockets;
+pub mod tls;
 pub mod udp;
 pub mod workers;
 
@@ -34,11 +35,17 @@ pub fn parse_cli() -> Cli {
 }
 
 /// Sets up logging to stderr at `level` (a tracing filter such as `info` or
-/// `switchboard=debug`). `RUST_LOG`, when set, wins.
-pub fn init_logging(level: &str) {
+/// `switchboard=debug`; `RUST_LOG`, when set, wins), as `format`: `json`
+/// (one object per line) or text, coloured only when stderr is a terminal.
+pub fn init_logging(level: &str, format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        "json" => fmt.json().with_current_span(false).with_span_list(false).try_init(),
+        _ => fmt.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
 }
 
 /// A seed for the core from the operating system's randomness.
@@ -65,6 +72,22 @@ pub fn new_map<K, V>() -> switchboard_core::hash::Map<K, V> {
     switchboard_core::hash::Map::with_hasher(switchboard_core::hash::hasher(&os_seed()))
 }
 
+/// Reloads the certificate from its files on every SIGHUP, on a thread of
+/// its own: TLS connections opened afterwards get the new one, those open
+/// (and every call) go on. A file that does not load leaves the old one.
+pub fn reload_on_sighup(certs: tls::Certs) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new().name("switchboard-sighup".into()).spawn(move || {
+        for _ in signals.forever() {
+            match certs.reload() {
+                Ok(()) => tracing::info!(fingerprint = %certs.fingerprint(), "certificate reloaded"),
+                Err(e) => tracing::warn!("certificate not reloaded, the old one stays: {e}"),
+            }
+        }
+    })?;
+    Ok(())
+}
+
 /// The `main` of a shell binary: parses the command line, resolves the
 /// settings (exit 2 on a config error), sets up logging, and runs `serve`
 /// (exit 1 on an I/O error).
@@ -77,7 +100,13 @@ pub fn main_with(name: &str, serve: impl FnOnce(Settings) -> std::io::Result<()>
             std::process::exit(2);
         }
     };
-    init_logging(&settings.log_level);
+    init_logging(&settings.log_level, &settings.log_format);
+    if let Some(tls) = &settings.tls {
+        if let Err(e) = reload_on_sighup(tls.certs.clone()) {
+            eprintln!("{name}: cannot watch SIGHUP: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = serve(settings) {
         eprintln!("{name}: {e}");
         std::process::exit(1);

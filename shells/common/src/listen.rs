@@ -26,6 +26,10 @@ pub enum ListenerKind {
     Http,
     /// The SFU's media socket (UDP, ICE-lite, DTLS-SRTP).
     Media,
+    /// STUN/TURN over TLS (`turns:`).
+    TurnTls,
+    /// HTTPS and WSS: the same routes as HTTP.
+    Https,
 }
 
 /// What a stream connection carries, from the listener that accepted it.
@@ -35,6 +39,17 @@ pub enum ConnKind {
     TurnStream,
     /// HTTP/1.1, possibly upgraded to a WebSocket.
     Http,
+    /// [`ConnKind::TurnStream`] inside TLS.
+    TurnTls,
+    /// [`ConnKind::Http`] inside TLS.
+    Https,
+}
+
+impl ConnKind {
+    /// Whether the connection starts with a TLS handshake.
+    pub fn tls(self) -> bool {
+        matches!(self, ConnKind::TurnTls | ConnKind::Https)
+    }
 }
 
 impl ListenerKind {
@@ -48,6 +63,8 @@ impl ListenerKind {
         match self {
             ListenerKind::TurnTcp => Some(ConnKind::TurnStream),
             ListenerKind::Http => Some(ConnKind::Http),
+            ListenerKind::TurnTls => Some(ConnKind::TurnTls),
+            ListenerKind::Https => Some(ConnKind::Https),
             ListenerKind::TurnUdp | ListenerKind::Media => None,
         }
     }
@@ -84,13 +101,17 @@ pub struct Listeners {
 
 impl Listeners {
     /// The listeners `settings` ask for, in binding order: STUN/TURN on UDP
-    /// and TCP, HTTP, SFU media.
+    /// and TCP, HTTP, SFU media, and with a certificate TURN over TLS and HTTPS.
     pub fn configured(settings: &Settings) -> Self {
         let mut t = Listeners { udp_buffer: settings.udp_buffer, ..Listeners::default() };
         t.push(ListenerKind::TurnUdp, settings.turn_listen);
         t.push(ListenerKind::TurnTcp, settings.turn_listen);
         t.push(ListenerKind::Http, settings.http_listen);
         t.push(ListenerKind::Media, settings.media_listen);
+        if let Some(tls) = &settings.tls {
+            t.push(ListenerKind::TurnTls, tls.turn_listen);
+            t.push(ListenerKind::Https, tls.https_listen);
+        }
         t
     }
 
@@ -99,7 +120,7 @@ impl Listeners {
     /// addresses, shared (SO_REUSEPORT, so the kernel spreads clients over
     /// the workers and keeps each on one), and a media port of its own, the
     /// first worker's port + `worker` (or any free port if that one was 0).
-    /// HTTP stays on worker 0, with signaling. For worker 0, the configured
+    /// HTTP and HTTPS stay on worker 0, with signaling. For worker 0, the configured
     /// table, shared when there are several workers.
     pub fn for_worker(settings: &Settings, worker: usize, first: Option<&Listeners>) -> io::Result<Self> {
         let shared = settings.workers > 1;
@@ -109,7 +130,7 @@ impl Listeners {
         let mut t = Listeners { udp_buffer: settings.udp_buffer, shared, ..Listeners::default() };
         for l in first.iter() {
             match l.kind {
-                ListenerKind::TurnUdp | ListenerKind::TurnTcp => t.push(l.kind, l.addr),
+                ListenerKind::TurnUdp | ListenerKind::TurnTcp | ListenerKind::TurnTls => t.push(l.kind, l.addr),
                 ListenerKind::Media => {
                     let port = match settings.media_listen.port() {
                         0 => 0,
@@ -119,7 +140,7 @@ impl Listeners {
                     };
                     t.push(l.kind, SocketAddr::new(l.addr.ip(), port));
                 }
-                ListenerKind::Http => {}
+                ListenerKind::Http | ListenerKind::Https => {}
             }
         }
         Ok(t)
@@ -152,7 +173,7 @@ impl Listeners {
         let mut bound = Listeners { entries: Vec::new(), ..self.clone() };
         let mut sockets = Vec::with_capacity(self.entries.len());
         for l in self.iter() {
-            let shared = self.shared && matches!(l.kind, ListenerKind::TurnUdp | ListenerKind::TurnTcp);
+            let shared = self.shared && matches!(l.kind, ListenerKind::TurnUdp | ListenerKind::TurnTcp | ListenerKind::TurnTls);
             let (socket, addr) = match l.kind.conn_kind() {
                 None => {
                     let s = bind_udp(l.addr, self.udp_buffer, shared)?;

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 
-use switchboard_core::{Client, ConnId, Via};
+use switchboard_core::ConnId;
 
 /// Datagrams, reads or accepts a shell handles from one socket before the others get a turn.
 pub const BATCH: usize = 64;
@@ -19,16 +19,6 @@ pub const STREAM_CHUNK: usize = 16 * 1024;
 /// once (non-blocking); a datagram that cannot be sent now is dropped, as the
 /// network would.
 pub trait Sockets {
-    /// Sends `data` to a client: a datagram from the listener it used, or bytes queued on its stream.
-    fn send_to_client(&mut self, to: Client, data: &[u8]) {
-        match to.via {
-            Via::Udp(local) => self.send_datagram(local, to.remote, data),
-            Via::Tcp(conn) => {
-                // TURN over TCP: a client that does not read loses messages, as over UDP.
-                let _ = self.send_stream(conn, data);
-            }
-        }
-    }
     /// Sends a datagram to `remote` from the UDP socket bound at `local` (a
     /// listener of the table, or a relay). A shell may queue it (copied) and
     /// send what it queued in one batch ([`udp::SendBatch`](crate::udp::SendBatch))
