@@ -179,6 +179,23 @@ serve_settings! {
     /// HTTPS and WSS listen address (the same routes as HTTP), with a certificate [default: 127.0.0.1:8443].
     #[arg(long, value_name = "ADDR")]
     https_listen: SocketAddr = addr("127.0.0.1:8443");
+    /// Seconds an HTTP client has to send a complete request head (and a TURN over TCP/TLS client its
+    /// first bytes) before it is disconnected [default: 10].
+    #[arg(long, value_name = "SECS")]
+    http_header_timeout: u64 = 10;
+    /// Seconds a kept-alive HTTP connection may wait for its next request [default: 60].
+    #[arg(long, value_name = "SECS")]
+    http_idle_timeout: u64 = 60;
+    /// Seconds a WebSocket may stay silent (it is pinged halfway; a pong counts) [default: 60].
+    #[arg(long, value_name = "SECS")]
+    ws_idle_timeout: u64 = 60;
+    /// Most stream connections open at once (HTTP, WebSocket, TURN over TCP and TLS); beyond it new ones are
+    /// refused at once; 0: half the process's descriptor limit (raised to its hard limit at start) [default: 0].
+    #[arg(long, value_name = "N")]
+    max_connections: usize = 0;
+    /// Most stream connections open at once from one IP address; 0 for no limit [default: 100].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: usize = 100;
     /// Most bits per second the SFU sends one subscriber: its bandwidth estimate is capped by this, and
     /// the videos that do not fit go to lower simulcast layers, then pause (audio is always sent) [default: no cap].
     #[arg(long, value_name = "BPS")]
@@ -211,6 +228,10 @@ pub struct Settings {
     pub workers: usize,
     /// TLS listeners and their certificate, when one is configured.
     pub tls: Option<TlsSettings>,
+    /// How long a stream connection may wait in each state.
+    pub timeouts: crate::limits::Timeouts,
+    /// Caps on open stream connections (shared by the workers; a total of 0 is set from the descriptor limit at start).
+    pub conn_limits: crate::limits::ConnLimits,
     /// Log filter.
     pub log_level: String,
     /// Log format: `text` or `json`.
@@ -234,6 +255,8 @@ impl std::fmt::Debug for Settings {
             .field("udp_buffer", &self.udp_buffer)
             .field("workers", &self.workers)
             .field("tls", &self.tls)
+            .field("timeouts", &self.timeouts)
+            .field("conn_limits", &self.conn_limits.caps())
             .field("turn", &self.turn)
             .field("signal", &self.signal)
             .field("sfu", &self.sfu)
@@ -335,6 +358,9 @@ impl ServeArgs {
             (None, None) => None,
             _ => return Err(ConfigError("--cert and --pkey go together".into())),
         };
+        if a.http_header_timeout == 0 || a.http_idle_timeout == 0 || a.ws_idle_timeout < 2 {
+            return Err(ConfigError("timeouts must be at least 1 s (--ws-idle-timeout 2 s)".into()));
+        }
         let tls = match source {
             Some(source) => Some(TlsSettings {
                 certs: crate::tls::Certs::load(source).map_err(|e| ConfigError(e.to_string()))?,
@@ -372,6 +398,12 @@ impl ServeArgs {
                 n => n,
             },
             tls,
+            timeouts: crate::limits::Timeouts {
+                header: std::time::Duration::from_secs(a.http_header_timeout),
+                idle: std::time::Duration::from_secs(a.http_idle_timeout),
+                websocket: std::time::Duration::from_secs(a.ws_idle_timeout),
+            },
+            conn_limits: crate::limits::ConnLimits::new(a.max_connections, a.max_connections_per_ip),
             log_level: a.log_level,
             log_format: a.log_format,
             generated_secret,
@@ -494,6 +526,11 @@ mod tests {
         ("sfu-max-subscriber-bitrate", "1500000", "1500000"),
         ("workers", "7", "7"),
         ("log-format", "json", "\"json\""),
+        ("http-header-timeout", "3", "3"),
+        ("http-idle-timeout", "30", "30"),
+        ("ws-idle-timeout", "20", "20"),
+        ("max-connections", "500", "500"),
+        ("max-connections-per-ip", "7", "7"),
         ("cert", "{cert}", "\"{cert}\""),
         ("pkey", "{pkey}", "\"{pkey}\""),
         ("self-signed", "lan.example", "[\"lan.example\"]"),

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::http::router::{self, Reply};
 use crate::http::{Event, HttpConn};
+use crate::limits::{Clocks, ConnLimits, Due, Wait};
 use crate::listen::{ConnKind, ListenerKind, Listeners};
 use crate::relay::RelayPorts;
 use crate::sockets::{Sockets, BATCH};
@@ -59,6 +60,12 @@ pub struct Driver {
     tls: Map<ConnId, TlsConn>,
     /// The certificate TLS listeners present, if any.
     certs: Option<Certs>,
+    /// Each stream connection's source address and what it waits for.
+    clocks: Clocks,
+    /// Caps on open connections (shared by the workers).
+    limits: ConnLimits,
+    /// Connections refused by a cap, and closed for waiting too long.
+    conn_stats: ConnStats,
     /// WebSocket clients whose out-queue overflowed, closed after this drain.
     slow: Vec<ConnId>,
     worker: Worker,
@@ -67,15 +74,31 @@ pub struct Driver {
     published_at: Instant,
 }
 
+/// What the driver counts of stream connections, beside the engine's counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+struct ConnStats {
+    /// Refused at once: the server held `--max-connections`.
+    refused_total: u64,
+    /// Refused at once: their address held `--max-connections-per-ip`.
+    refused_per_ip: u64,
+    /// Closed for not sending a request head (or a TURN stream its first bytes) in time.
+    header_timeouts: u64,
+    /// Closed for idling (kept-alive HTTP, silent WebSockets).
+    idle_timeouts: u64,
+    /// WebSocket pings sent to quiet clients.
+    pings: u64,
+}
+
 /// `/stats` on worker 0: its own engine live, the others as last published.
 struct AllWorkers<'a> {
     engine: &'a Switchboard,
     worker: &'a Worker,
+    conns: &'a ConnStats,
 }
 
 impl router::StatsView for AllWorkers<'_> {
     fn snapshots(&self) -> Vec<serde_json::Value> {
-        let mut v = vec![router::snapshot(self.engine)];
+        let mut v = vec![snapshot(self.engine, self.conns)];
         v.extend((1..self.worker.count()).map(|i| self.worker.board.get(WorkerId(i))));
         v
     }
@@ -105,6 +128,9 @@ impl Driver {
             conns: crate::new_map(),
             tls: crate::new_map(),
             certs: settings.tls.as_ref().map(|t| t.certs.clone()),
+            clocks: Clocks::new(settings.timeouts),
+            limits: settings.conn_limits.clone(),
+            conn_stats: ConnStats::default(),
             slow: Vec::new(),
             worker,
             dirty: false,
@@ -148,10 +174,7 @@ impl Driver {
 
     /// When [`Driver::on_timer`] is due next (`None`: nothing pending).
     pub fn deadline(&self) -> Option<Instant> {
-        match self.publish_at() {
-            Some(p) => Some(self.deadline.map_or(p, |d| d.min(p))),
-            None => self.deadline,
-        }
+        [self.deadline, self.publish_at(), self.clocks.next()].into_iter().flatten().min()
     }
 
     /// When the counters are to be published next (workers 1.., after a change).
@@ -246,6 +269,16 @@ impl Driver {
     /// A stream connection of `kind` was accepted on the listener at `local`.
     pub fn conn_opened(&mut self, io: &mut impl Sockets, conn: ConnId, kind: ConnKind, local: SocketAddr, remote: SocketAddr) {
         debug!(%remote, conn = conn.0, ?kind, "stream client connected");
+        if let Err(why) = self.limits.try_open(remote.ip()) {
+            match why {
+                crate::limits::Refused::Total => self.conn_stats.refused_total += 1,
+                crate::limits::Refused::PerAddress => self.conn_stats.refused_per_ip += 1,
+            }
+            debug!(%remote, ?why, "connection refused: at the cap");
+            io.close_stream(conn);
+            return;
+        }
+        self.clocks.open(conn, remote.ip(), Instant::now());
         if kind.tls() {
             match self.certs.as_ref().map(TlsConn::new) {
                 Some(Ok(t)) => {
@@ -253,6 +286,7 @@ impl Driver {
                 }
                 _ => {
                     io.close_stream(conn);
+                    self.forget(conn);
                     return;
                 }
             }
@@ -296,9 +330,20 @@ impl Driver {
             return;
         }
         match self.conns.get(&conn) {
-            Some(Conn::TurnStream) => self.input(io, Input::StreamData { conn, data }),
+            Some(Conn::TurnStream) => {
+                // It spoke: from now on its allocation's lifetime governs it.
+                self.clocks.set(conn, Wait::Nothing);
+                self.input(io, Input::StreamData { conn, data });
+            }
             Some(Conn::Http(_)) => self.http_data(io, conn, data),
             None => {}
+        }
+    }
+
+    /// A connection is gone: its timer goes and its slot under the caps is given back.
+    fn forget(&mut self, conn: ConnId) {
+        if let Some(ip) = self.clocks.remove(conn) {
+            self.limits.release(ip);
         }
     }
 
@@ -307,6 +352,7 @@ impl Driver {
     pub fn conn_closed(&mut self, io: &mut impl Sockets, conn: ConnId) {
         debug!(conn = conn.0, "stream client closed");
         self.tls.remove(&conn);
+        self.forget(conn);
         match self.conns.remove(&conn) {
             Some(Conn::TurnStream) => self.input(io, Input::StreamClosed { conn }),
             Some(Conn::Http(h)) if h.is_websocket() => self.input(io, Input::SignalClosed { conn }),
@@ -337,12 +383,14 @@ impl Driver {
         let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
         let mut events = Vec::new();
         h.feed(data, &mut events);
+        let answered = events.iter().any(|e| matches!(e, Event::Request(_)));
         let mut events: VecDeque<Event> = events.into();
         while let Some(ev) = events.pop_front() {
             let mut more = Vec::new();
             match ev {
                 Event::Request(req) => {
-                    let reply = router::route(req, &AllWorkers { engine: &self.engine, worker: &self.worker });
+                    let view = AllWorkers { engine: &self.engine, worker: &self.worker, conns: &self.conn_stats };
+                    let reply = router::route(req, &view);
                     let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
                     match reply {
                         Reply::Signaling(key) => {
@@ -362,7 +410,25 @@ impl Driver {
             }
             events.extend(more);
         }
+        self.rewind(conn, answered);
         self.flush_http(io, conn);
+    }
+
+    /// What an HTTP connection waits for after bytes arrived on it (`answered`:
+    /// they completed a request): a WebSocket any frame; a kept-alive one its
+    /// next request, with the header timeout once that has begun.
+    fn rewind(&mut self, conn: ConnId, answered: bool) {
+        let Some(Conn::Http(h)) = self.conns.get(&conn) else { return };
+        let now = Instant::now();
+        let wait = match self.clocks.wait(conn) {
+            _ if h.is_websocket() => Wait::WebSocket { last: now, pinged: false },
+            _ if h.head_pending() && answered => Wait::Head(now),
+            _ if answered => Wait::KeepAlive(now),
+            Some(Wait::KeepAlive(_)) if h.head_pending() => Wait::Head(now),
+            Some(w) => w,
+            None => return,
+        };
+        self.clocks.set(conn, wait);
     }
 
     /// Writes what an HTTP connection has to send, and closes it when it is done.
@@ -378,6 +444,7 @@ impl Driver {
     /// Closes an HTTP connection from this side: a WebSocket's close is a leave.
     fn close_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
         close_stream(&mut self.tls, io, conn);
+        self.forget(conn);
         // Still a WebSocket (not closed by its client): a client too slow to take its
         // messages is disconnected rather than silently missing some; the others get `bye`.
         if matches!(self.conns.remove(&conn), Some(Conn::Http(h)) if h.is_websocket()) {
@@ -393,10 +460,39 @@ impl Driver {
         if self.deadline.is_some_and(|d| d <= now) {
             self.input(io, Input::Timeout);
         }
+        if self.clocks.next().is_some_and(|d| d <= now) {
+            self.expire_conns(io, now);
+        }
         if self.publish_at().is_some_and(|p| p <= now) {
-            self.worker.board.publish(self.worker.id, router::snapshot(&self.engine));
+            self.worker.board.publish(self.worker.id, snapshot(&self.engine, &self.conn_stats));
             self.dirty = false;
             self.published_at = now;
+        }
+    }
+
+    /// Closes the connections that waited too long, and pings quiet WebSockets.
+    fn expire_conns(&mut self, io: &mut impl Sockets, now: Instant) {
+        let mut due = Vec::new();
+        self.clocks.expired(now, &mut due);
+        for (conn, what) in due {
+            match what {
+                Due::Ping => {
+                    if let Some(Conn::Http(h)) = self.conns.get_mut(&conn) {
+                        h.send_ping();
+                        self.conn_stats.pings += 1;
+                        self.flush_http(io, conn);
+                    }
+                }
+                Due::Close => {
+                    match self.clocks.wait(conn) {
+                        Some(Wait::Head(_)) => self.conn_stats.header_timeouts += 1,
+                        _ => self.conn_stats.idle_timeouts += 1,
+                    }
+                    debug!(conn = conn.0, "closing a connection that waited too long");
+                    close_stream(&mut self.tls, io, conn);
+                    self.conn_closed(io, conn);
+                }
+            }
         }
     }
 
@@ -411,8 +507,10 @@ impl Driver {
         let allocations = self.engine.turn().allocation_count();
         self.engine.shutdown(Instant::now());
         self.drain(io);
-        for (conn, _) in self.conns.drain() {
+        let conns: Vec<ConnId> = self.conns.drain().map(|(c, _)| c).collect();
+        for conn in conns {
             close_stream(&mut self.tls, io, conn);
+            self.forget(conn);
         }
         let stats = self.engine.stats();
         let report = StopReport {
@@ -453,6 +551,7 @@ impl Driver {
                     Output::CloseStream(id) => {
                         self.conns.remove(&id);
                         close_stream(&mut self.tls, io, id);
+                        self.forget(id);
                     }
                     Output::MediaTransmit { to, data } => {
                         if let Some(media) = self.listeners.addr_of(ListenerKind::Media) {
@@ -524,6 +623,15 @@ impl Driver {
         debug!(?bound, ?reserved, "relay bound");
         (bound, reserved)
     }
+}
+
+/// One worker's `/stats` snapshot: the engine's counters and the connections'.
+fn snapshot(engine: &Switchboard, conns: &ConnStats) -> serde_json::Value {
+    let mut v = router::snapshot(engine);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("connections".into(), serde_json::to_value(conns).unwrap_or_default());
+    }
+    v
 }
 
 /// Sends on a stream connection, through its TLS session if it has one;

@@ -18,6 +18,7 @@ pub mod banner;
 pub mod cli;
 pub mod driver;
 pub mod http;
+pub mod limits;
 pub mod listen;
 pub mod relay;
 pub mod sockets;
@@ -101,6 +102,14 @@ pub fn main_with(name: &str, serve: impl FnOnce(Settings) -> std::io::Result<()>
         }
     };
     init_logging(&settings.log_level, &settings.log_format);
+    // Each connection and relay socket is a descriptor: take what the system allows.
+    let fds = udp::raise_fd_limit();
+    let (cap, per_ip) = settings.conn_limits.caps();
+    if cap == 0 {
+        settings.conn_limits.set_total((fds / 2).max(64));
+    }
+    let (cap, _) = settings.conn_limits.caps();
+    tracing::info!(descriptors = fds, max_connections = cap, max_connections_per_ip = per_ip, "connection limits");
     if let Some(tls) = &settings.tls {
         if let Err(e) = reload_on_sighup(tls.certs.clone()) {
             eprintln!("{name}: cannot watch SIGHUP: {e}");

@@ -21,6 +21,15 @@ use socket2::SockAddr;
 /// Datagrams per batched system call.
 pub const BATCH: usize = 32;
 
+/// Raises the process's open-file limit to its hard limit (Unix) and
+/// returns the limit now in force (a guess of 1024 where it cannot be read).
+pub fn raise_fd_limit() -> usize {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return sys::raise_fd_limit();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    1024
+}
+
 /// Most datagrams a shell queues on one socket before sending them at once
 /// rather than at the end of its event loop turn (bounds the queue's memory).
 pub const MAX_QUEUED: usize = 1024;
@@ -583,6 +592,23 @@ mod sys {
             return Err(io::Error::last_os_error());
         }
         Ok(r as usize)
+    }
+
+    /// Raises RLIMIT_NOFILE's soft limit to its hard limit; the soft limit after.
+    pub fn raise_fd_limit() -> usize {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: lim is a live local rlimit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            // SAFETY: raised is a live local rlimit.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim = raised;
+            }
+        }
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
     }
 
     /// Whether the kernel knows UDP_SEGMENT (Linux 4.18 on; older ones would

@@ -206,6 +206,20 @@ impl HttpConn {
         }
     }
 
+    /// Queues a WebSocket ping (a quiet client must answer with a pong).
+    pub fn send_ping(&mut self) {
+        if let State::WebSocket(ws) = &mut self.state {
+            if ws.send(Message::Ping(Default::default())).is_ok() {
+                self.out.append(&mut ws.get_mut().output);
+            }
+        }
+    }
+
+    /// Whether part of a request head is waiting for the rest.
+    pub fn head_pending(&self) -> bool {
+        matches!(&self.state, State::Head(buf) if !buf.is_empty())
+    }
+
     /// Takes the bytes to write to the socket.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
