@@ -5,7 +5,7 @@
 #   ./scripts/test.sh turn       # only tests whose name matches "turn"
 #
 # It installs what the tests need when it is missing (coturn's clients, Chromium,
-# playwright-core), builds
+# playwright-core, openssl, curl, Prometheus's Python parser), builds
 # once, then runs the whole suite inside a fresh network namespace that has only
 # a loopback interface, so no test can send traffic anywhere else.
 set -euo pipefail
@@ -17,6 +17,10 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The /metrics test parses the page with Prometheus's own Python parser.
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need_apt+=(python3-prometheus-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "test.sh: installing ${need_apt[*]}"
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -16,7 +16,16 @@ use switchboard_core::turn::TurnConfig;
 
 /// Switchboard: STUN, TURN, signaling and SFU in one server.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Switchboard: a WebRTC server — STUN, TURN (coturn-compatible), WebSocket signaling rooms, an SFU \
+             and a web client, in one binary",
+    long_about = "Switchboard: a WebRTC server — STUN, TURN (coturn-compatible), WebSocket signaling rooms, an SFU \
+                  and a web client, in one binary.\n\n`switchboard serve` with no flags serves everything on \
+                  loopback; open the printed web address in two tabs to make a call. Every flag is also a key of \
+                  the --config file."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -21,6 +21,22 @@ use socket2::SockAddr;
 /// Datagrams per batched system call.
 pub const BATCH: usize = 32;
 
+/// Clock ticks per second of /proc's CPU times (100 where it cannot be asked).
+pub fn clock_ticks_per_second() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return sys::sysconf(libc::_SC_CLK_TCK).unwrap_or(100);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    100
+}
+
+/// The memory page size (4096 where it cannot be asked).
+pub fn page_size() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return sys::sysconf(libc::_SC_PAGESIZE).unwrap_or(4096);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    4096
+}
+
 /// Raises the process's open-file limit to its hard limit (Unix) and
 /// returns the limit now in force (a guess of 1024 where it cannot be read).
 pub fn raise_fd_limit() -> usize {
@@ -592,6 +608,13 @@ mod sys {
             return Err(io::Error::last_os_error());
         }
         Ok(r as usize)
+    }
+
+    /// A positive `sysconf` value.
+    pub fn sysconf(name: libc::c_int) -> Option<u64> {
+        // SAFETY: sysconf reads a configuration value; any name is safe to ask.
+        let v = unsafe { libc::sysconf(name) };
+        u64::try_from(v).ok().filter(|v| *v > 0)
     }
 
     /// Raises RLIMIT_NOFILE's soft limit to its hard limit; the soft limit after.

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::Message;
 
+pub mod metrics;
 pub mod router;
 
 /// Largest request head accepted (request line and headers).

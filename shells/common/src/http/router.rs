@@ -119,6 +119,12 @@ pub fn route(req: Request, stats: &impl StatsView) -> Reply {
         "/healthz" => ok("text/plain", "ok\n"),
         "/favicon.ico" => response("204 No Content", "image/x-icon", &b""[..], false),
         "/stats" => response("200 OK", "application/json", stats_json(stats).into_bytes(), false),
+        "/metrics" => response(
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            super::metrics::render(&summed(stats)).into_bytes(),
+            false,
+        ),
         _ => response("404 Not Found", "text/plain", &b"not found\n"[..], false),
     })
 }
@@ -126,6 +132,11 @@ pub fn route(req: Request, stats: &impl StatsView) -> Reply {
 /// `/stats`: the counters as JSON, summed over the workers, headline
 /// figures first, then `workers`: what each worker holds now.
 pub fn stats_json(view: &impl StatsView) -> String {
+    summed(view).to_string()
+}
+
+/// Every worker's counters summed, with `workers`: what each holds now.
+pub fn summed(view: &impl StatsView) -> Value {
     let workers = view.snapshots();
     let mut total = Value::Null;
     for w in &workers {
@@ -150,7 +161,7 @@ pub fn stats_json(view: &impl StatsView) -> String {
     if let Value::Object(m) = &mut total {
         m.insert("workers".into(), Value::Array(each));
     }
-    total.to_string()
+    total
 }
 
 #[cfg(test)]
