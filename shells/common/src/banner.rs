@@ -21,7 +21,7 @@ pub fn banner(binary: &str, s: &Settings, unix_now: u64) -> String {
     let _ = writeln!(out, "  STUN/TURN  udp+tcp {l}   (realm \"{}\")", s.turn.realm);
     let ips: Vec<String> = s.relay_ips.iter().map(|i| i.to_string()).collect();
     let _ = writeln!(out, "  relays     udp {} ports {}-{}", ips.join(", "), s.ports.0, s.ports.1);
-    let _ = writeln!(out, "  web        http://{}/   (signaling at /ws, /healthz, /stats)", s.http_listen);
+    let _ = writeln!(out, "  web        http://{}/   (signaling at /ws, /healthz, /stats, /metrics)", s.http_listen);
     let m = s.media_listen;
     match (s.workers, m.port()) {
         (1, _) => writeln!(out, "  SFU media  udp {m}"),
