@@ -461,8 +461,12 @@ async function simulcast() {
     });
     await sleep(1500);
     const before = await inboundVideo(sub);
-    await sleep(1500);
-    const after = await inboundVideo(sub);
+    // Frames go on (a stall right after a switch recovers at the next keyframe, which a PLI asks for).
+    const after = await until(`frames after switching to ${rid}`, async () => {
+      await sleep(500);
+      const x = await inboundVideo(sub);
+      return x.frames > before.frames + 10 ? x : null;
+    }, 10000);
     widths[rid] = after.width;
     check(after.frames > before.frames, `frames keep being decoded after switching to ${rid}`, `${st}: ${before.frames} -> ${after.frames} frames, ${after.width} px wide`);
   }

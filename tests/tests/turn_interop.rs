@@ -144,6 +144,35 @@ fn config_file_keys_match_the_flags() {
 }
 
 #[test]
+fn a_real_coturn_config_is_read() {
+    // Debian's own /etc/turnserver.conf (package coturn), with the keys a coturn user sets added, as they would be.
+    let base = std::fs::read_to_string("/etc/turnserver.conf").expect("coturn's turnserver.conf (Debian package coturn)");
+    for bin in SERVERS {
+        let (port, http) = (switchboard_tests::free_port(), switchboard_tests::free_port());
+        let dir = switchboard_tests::scratch("coturn-conf");
+        let conf = format!(
+            "{base}\nlistening-port={port}\nlistening-ip=127.0.0.1\nrealm=coturn.example\nlt-cred-mech\nuser={USER}:{PASS}\n\
+             allow-loopback-peers\nmin-port=41000\nmax-port=41999\nrelay-threads=2\ndenied-peer-ip=10.0.0.0-10.255.255.255\n\
+             no-cli\ncli-password=qwerty\n"
+        );
+        let path = dir.join("turnserver.conf");
+        std::fs::write(&path, conf).unwrap();
+        let args = ["serve", "--config", path.to_str().unwrap(), "--http-listen", &format!("127.0.0.1:{http}"), "--media-listen", "127.0.0.1:0"];
+        let mut proc = switchboard_tests::Proc::spawn(&switchboard_tests::bin(bin), &args.map(String::from), &dir, "server");
+        proc.wait_for("is serving", Duration::from_secs(10));
+        let s = Server { proc, port, http_port: http, dir };
+        let banner = s.proc.stdout();
+        assert!(banner.contains("coturn.example") && banner.contains("41000-41999") && banner.contains("workers    2"), "{bin}: {banner}");
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, &format!("{bin} with a coturn config"));
+        let log = s.proc.stderr();
+        assert!(log.contains("coturn keys ignored") && log.contains("syslog") && log.contains("cli-password"), "{bin}: {log}");
+        assert!(!log.contains("qwerty"), "{bin}: a value of an ignored key reached the log");
+    }
+}
+
+#[test]
 fn graceful_stop_releases_allocations_and_secrets_stay_out_of_logs() {
     for bin in SERVERS {
         let user = format!("{USER}:{PASS}");

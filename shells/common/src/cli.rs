@@ -54,7 +54,8 @@ macro_rules! serve_settings {
         #[derive(Debug, Clone, Default, Args, Deserialize)]
         #[serde(rename_all = "kebab-case", deny_unknown_fields)]
         pub struct ServeArgs {
-            /// Config file (TOML) with the same keys as these flags.
+            /// Config file: TOML with the same keys as these flags, or (named *.conf) coturn's turnserver.conf, whose
+    /// shared keys are taken and the others listed in the log.
             #[arg(long, value_name = "FILE")]
             #[serde(skip)]
             pub config: Option<PathBuf>,
@@ -241,6 +242,8 @@ pub struct Settings {
     pub timeouts: crate::limits::Timeouts,
     /// Caps on open stream connections (shared by the workers; a total of 0 is set from the descriptor limit at start).
     pub conn_limits: crate::limits::ConnLimits,
+    /// What reading the config file has to say (coturn keys it ignored), for the log.
+    pub config_notes: Vec<String>,
     /// Log filter.
     pub log_level: String,
     /// Log format: `text` or `json`.
@@ -300,12 +303,22 @@ impl ServeArgs {
     /// Reads the config file, if any, and resolves everything into [`Settings`].
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         let args = self;
+        let mut config_notes = Vec::new();
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-                toml::from_str::<ServeArgs>(&text)
-                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?
+                if path.extension().is_some_and(|e| e == "conf") {
+                    // coturn's turnserver.conf: the keys both servers share.
+                    let c = crate::coturn::parse(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+                    if !c.ignored.is_empty() {
+                        config_notes.push(format!("{}: coturn keys ignored: {}", path.display(), c.ignored.join(", ")));
+                    }
+                    c.args
+                } else {
+                    toml::from_str::<ServeArgs>(&text)
+                        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?
+                }
             }
             None => ServeArgs::default(),
         };
@@ -413,6 +426,7 @@ impl ServeArgs {
                 websocket: std::time::Duration::from_secs(a.ws_idle_timeout),
             },
             conn_limits: crate::limits::ConnLimits::new(a.max_connections, a.max_connections_per_ip),
+            config_notes,
             log_level: a.log_level,
             log_format: a.log_format,
             generated_secret,
@@ -601,6 +615,22 @@ mod tests {
             assert_eq!(by_flag, by_file, "{key}");
             assert_ne!(by_flag, defaults, "{key} changes nothing");
         }
+    }
+
+    #[test]
+    fn the_example_config_in_dist_has_every_key() {
+        let example = include_str!("../../../dist/switchboard.toml");
+        for (key, _, _) in EVERY_SETTING {
+            assert!(example.contains(&format!("# {key} =")), "dist/switchboard.toml lacks {key}");
+        }
+        // And it is a valid config once uncommented (the example values).
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ") && !l.starts_with("cert") && !l.starts_with("pkey")))
+            .map(|l| format!("{}\n", l.split("  #").next().unwrap_or(l)))
+            .collect();
+        let path = config_file("dist", &uncommented.replace("static-auth-secret = \"...\"", "static-auth-secret = \"x\""));
+        parse(&["--config", path.to_str().unwrap()]).resolve().unwrap();
     }
 
     #[test]

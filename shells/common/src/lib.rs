@@ -16,6 +16,7 @@
 
 pub mod banner;
 pub mod cli;
+pub mod coturn;
 pub mod driver;
 pub mod http;
 pub mod limits;
@@ -102,6 +103,9 @@ pub fn main_with(name: &str, serve: impl FnOnce(Settings) -> std::io::Result<()>
         }
     };
     init_logging(&settings.log_level, &settings.log_format);
+    for note in &settings.config_notes {
+        tracing::warn!("{note}");
+    }
     // Each connection and relay socket is a descriptor: take what the system allows.
     let fds = udp::raise_fd_limit();
     let (cap, per_ip) = settings.conn_limits.caps();

@@ -84,7 +84,7 @@ fn process(r: &mut Registry) {
     let p = r.sub_registry_with_prefix("process");
     p.register_with_unit("cpu", "CPU time used, user and system", Unit::Seconds, ConstCounter::new(cpu));
     p.register("threads", "Threads", ConstGauge::new(field(17) as i64));
-    let rss = field(21) * crate::udp::page_size() as u64;
+    let rss = field(21) * crate::udp::page_size();
     p.register_with_unit("resident_memory", "Resident memory", Unit::Bytes, ConstGauge::new(rss as i64));
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         p.register("open_fds", "Open file descriptors", ConstGauge::new(fds.count() as i64));
