@@ -581,3 +581,44 @@ $('simulcast').checked = params.get('simulcast') === '1';
 $('relay').checked = params.get('relay') === '1';
 setInCall(false);
 if (params.get('autojoin') === '1' && $('room').value) join();
+
+// The call panel: path (direct, or relayed over UDP/TCP/TLS), bitrate each way, RTT and loss, once a second.
+const callStats = { prev: null, path: null, inBps: 0, outBps: 0, rttMs: null, lossPct: null, samples: 0 };
+state.callStats = callStats;
+const kbps = (bps) => (bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} Mbit/s` : `${Math.round(bps / 1e3)} kbit/s`);
+setInterval(async () => {
+  const panel = $('callstats');
+  if (!state.pc) {
+    panel.hidden = true;
+    callStats.prev = null;
+    return;
+  }
+  const stats = await state.pc.getStats();
+  let pair = null;
+  let bytesIn = 0, bytesOut = 0, lost = 0, received = 0;
+  stats.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
+    if (r.type === 'inbound-rtp') { bytesIn += r.bytesReceived || 0; lost += Math.max(0, r.packetsLost || 0); received += r.packetsReceived || 0; }
+    if (r.type === 'outbound-rtp') bytesOut += r.bytesSent || 0;
+  });
+  const now = performance.now();
+  if (callStats.prev) {
+    const dt = Math.max(0.001, (now - callStats.prev.at) / 1000);
+    callStats.inBps = ((bytesIn - callStats.prev.bytesIn) * 8) / dt;
+    callStats.outBps = ((bytesOut - callStats.prev.bytesOut) * 8) / dt;
+    const dLost = lost - callStats.prev.lost, dRecv = received - callStats.prev.received;
+    callStats.lossPct = dLost + dRecv > 0 ? (100 * dLost) / (dLost + dRecv) : 0;
+    callStats.samples += 1;
+  }
+  callStats.prev = { at: now, bytesIn, bytesOut, lost, received };
+  if (pair) {
+    const local = stats.get(pair.localCandidateId);
+    callStats.path = local && local.candidateType === 'relay' ? `relay via ${local.relayProtocol || 'udp'}` : `direct (${local ? local.candidateType : '?'})`;
+    callStats.rttMs = pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null;
+  }
+  panel.hidden = false;
+  $('cs-path').textContent = `path: ${callStats.path || 'connecting'}`;
+  $('cs-rate').textContent = `↓ ${kbps(callStats.inBps)} ↑ ${kbps(callStats.outBps)}`;
+  $('cs-rtt').textContent = `RTT ${callStats.rttMs == null ? '-' : `${callStats.rttMs.toFixed(0)} ms`}`;
+  $('cs-loss').textContent = `loss ${callStats.lossPct == null ? '-' : `${callStats.lossPct.toFixed(1)}%`}`;
+}, 1000);

@@ -146,6 +146,40 @@ async function relayedCall() {
   await closeAll();
 }
 
+/**
+ * 11. The live dashboard and the call panel: during a relayed call, /dashboard draws the relayed bitrate and its
+ * numbers change; the call page's panel shows the path (relay via udp), bitrate, RTT and loss, and they change.
+ */
+async function dashboardAndCallPanel() {
+  const room = `dash-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&relay=1&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&relay=1&autojoin=1`, 'B');
+  await until('A decodes B through the relay', () => decodes(a));
+  const panel = await until('A\'s call panel shows a relayed path and a bitrate', async () => {
+    const c = await a.evaluate(() => ({ ...window.sb.callStats, prev: undefined, text: document.getElementById('callstats').innerText }));
+    return c.samples >= 2 && c.path && c.path.startsWith('relay via') && c.inBps > 10000 && c.rttMs != null ? c : null;
+  });
+  check(true, '11. the call panel shows path, bitrate, RTT and loss', panel.text);
+  const before = await a.evaluate(() => document.getElementById('callstats').innerText);
+  await sleep(2500);
+  const after = await a.evaluate(() => document.getElementById('callstats').innerText);
+  check(before !== after, 'the call panel\'s numbers change', `${before} -> ${after}`);
+  await a.screenshot({ path: `${outDir}/call-panel.png` });
+  const d = await open('', 'Dash', `${base}dashboard`);
+  const first = await until('the dashboard draws a few samples with relayed traffic', async () => {
+    const x = await d.evaluate(() => ({ samples: window.dashboard.samples, relay: window.dashboard.series.relay.at(-1) || 0, now: document.getElementById('relay-now').textContent, points: document.querySelector('#relay-chart polyline')?.getAttribute('points') || '' }));
+    return x.samples >= 3 && x.relay > 10000 ? x : null;
+  });
+  check(first.points.split(' ').length >= 3, 'the dashboard charts the relayed bitrate', `now ${first.now}, ${first.points.split(' ').length} points`);
+  await sleep(2500);
+  const second = await d.evaluate(() => ({ samples: window.dashboard.samples, relay: window.dashboard.series.relay.at(-1) || 0, now: document.getElementById('relay-now').textContent, points: document.querySelector('#relay-chart polyline')?.getAttribute('points') || '', cards: document.getElementById('cards').innerText }));
+  check(second.samples > first.samples && second.relay !== first.relay && second.points !== first.points, 'the dashboard\'s numbers change', `${first.samples} -> ${second.samples} samples, ${Math.round(first.relay)} -> ${Math.round(second.relay)} bit/s (${first.now} -> ${second.now})`);
+  check(/TURN allocations\s*[1-9]/.test(second.cards), 'the dashboard shows the allocations', second.cards.replace(/\n/g, ' '));
+  await d.screenshot({ path: `${outDir}/dashboard.png`, fullPage: true });
+  check(true, 'screenshots of the dashboard and the call panel', `${outDir}/dashboard.png, ${outDir}/call-panel.png`);
+  await closeAll();
+}
+
 /** 10. Over TLS: the web client from HTTPS (signaling over WSS), and a call relayed through TURN over TLS (`turns:`). */
 async function tlsCall() {
   check(!!httpsPort && !!tlsPort, 'the server has TLS listeners (HTTPS_PORT and TLS_PORT given)');
@@ -486,7 +520,7 @@ async function alone() {
 
 let failed = false;
 try {
-  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, alone]) {
+  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, dashboardAndCallPanel, alone]) {
     const t0 = Date.now();
     await checks();
     console.log(`     (${checks.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);

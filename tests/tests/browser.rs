@@ -21,6 +21,9 @@
 //! 10. over TLS: two pages load the web client from HTTPS (signaling over WSS) and call through TURN over TLS
 //!     (`?relay=1&turn=tls`): the selected pair's local candidate is a relay one with relayProtocol `tls`, from our
 //!     `turns:` port (the server's self-signed certificate; Chromium runs with --ignore-certificate-errors);
+//! 11. the live dashboard (`/dashboard`) charts the relayed bitrate of a relayed call and its numbers change; the
+//!     call page's panel shows the path (relay via udp), bitrate, RTT and loss, and they change (screenshots of both
+//!     in the server's scratch directory: `dashboard.png`, `call-panel.png`);
 //! 4. negative control: one page alone decodes nothing.
 
 use std::path::Path;

@@ -17,6 +17,10 @@ pub mod assets {
     pub const APP_JS: &str = include_str!("../../../web/app.js");
     /// `shells/web/style.css`.
     pub const STYLE_CSS: &str = include_str!("../../../web/style.css");
+    /// `shells/web/dashboard.html`.
+    pub const DASHBOARD_HTML: &str = include_str!("../../../web/dashboard.html");
+    /// `shells/web/dashboard.js`.
+    pub const DASHBOARD_JS: &str = include_str!("../../../web/dashboard.js");
 }
 
 /// A read-only view of what `/stats` reports: each worker's counters, as
@@ -116,6 +120,8 @@ pub fn route(req: Request, stats: &impl StatsView) -> Reply {
         "/" | "/index.html" => ok("text/html; charset=utf-8", assets::INDEX_HTML),
         "/app.js" => ok("text/javascript; charset=utf-8", assets::APP_JS),
         "/style.css" => ok("text/css; charset=utf-8", assets::STYLE_CSS),
+        "/dashboard" | "/dashboard.html" => ok("text/html; charset=utf-8", assets::DASHBOARD_HTML),
+        "/dashboard.js" => ok("text/javascript; charset=utf-8", assets::DASHBOARD_JS),
         "/healthz" => ok("text/plain", "ok\n"),
         "/favicon.ico" => response("204 No Content", "image/x-icon", &b""[..], false),
         "/stats" => response("200 OK", "application/json", stats_json(stats).into_bytes(), false),
@@ -196,6 +202,8 @@ mod tests {
         assert_eq!(status(get("/ws", None)), "404 Not Found");
         assert_eq!(status(get("/", None)), "200 OK");
         assert_eq!(status(get("/favicon.ico", None)), "204 No Content");
+        assert_eq!(status(get("/dashboard", None)), "200 OK");
+        assert_eq!(status(get("/dashboard.js", None)), "200 OK");
         let Reply::Respond(stats) = get("/stats", None) else { panic!() };
         let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
         assert_eq!(v["allocations"], 5, "summed over the workers");
