@@ -100,6 +100,22 @@ fn uclient_relays_with_one_worker_and_with_four() {
 }
 
 #[test]
+fn max_bps_limits_what_one_allocation_relays() {
+    for bin in SERVERS {
+        let user = format!("{USER}:{PASS}");
+        // 2,000 bytes/s each way; uclient sends 4 x 100 x 160 bytes as fast as it can.
+        let s = Server::start(bin, &["--user", &user, "--allow-loopback-peers", "--max-bps", "2000"]);
+        let (_peer, pp) = peer();
+        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{bin}: no totals in\n{}", r.output));
+        assert!(t.received < t.sent / 2, "{bin}: {} of {} came back through a 2,000 bytes/s allocation", t.received, t.sent);
+        std::thread::sleep(Duration::from_millis(300));
+        let v: serde_json::Value = serde_json::from_str(&s.get("/stats").1).unwrap();
+        assert!(v["turn"]["dropped_rate_limited"].as_u64() > Some(0), "{bin}: {}", v["turn"]);
+    }
+}
+
+#[test]
 fn uclient_rest_credentials_udp_and_tcp() {
     for bin in SERVERS {
         let s = Server::start(bin, &["--static-auth-secret", SECRET, "--allow-loopback-peers"]);

@@ -47,6 +47,9 @@ pub(super) struct Allocation {
     pub permissions: Map<IpAddr, Instant>,
     pub channels: Map<u16, Channel>,
     pub channel_of_peer: Map<SocketAddr, u16>,
+    /// Bytes it may still relay now, each way (`max_bps`).
+    pub to_peer_budget: super::rate::Bucket,
+    pub to_client_budget: super::rate::Bucket,
 }
 
 impl Allocation {

@@ -23,6 +23,9 @@ pub struct TurnConfig {
     pub user_quota: u32,
     /// Most allocations in total; 0 for no limit.
     pub total_quota: u32,
+    /// Most payload bytes per second one allocation relays in each direction (coturn's `max-bps`, which
+    /// is bytes despite its name); 0 for no limit. What exceeds it is dropped and counted.
+    pub max_bps: u64,
     /// Where allocations are counted against the quotas. Servers made from
     /// clones of one config share it (one engine per worker thread needs
     /// that); see [`super::quota`].
@@ -54,6 +57,7 @@ impl Default for TurnConfig {
             nonce_key: None,
             peer_policy: PeerPolicy::default(),
             user_quota: 0,
+            max_bps: 0,
             total_quota: 0,
             quotas: super::QuotaLedger::new(),
             reservations: super::ReservationLedger::default(),
@@ -75,6 +79,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("nonce_key", &self.nonce_key.as_ref().map(|_| "<redacted>"))
             .field("peer_policy", &self.peer_policy)
             .field("user_quota", &self.user_quota)
+            .field("max_bps", &self.max_bps)
             .field("total_quota", &self.total_quota)
             .field("relay_families", &self.relay_families)
             .field("external_ip", &self.external_ip)

@@ -43,7 +43,8 @@ impl TurnServer {
         payload: Range<usize>,
     ) -> Option<ClientRoute> {
         let now = self.time.advance(now);
-        let Some(alloc) = self.by_relay.get(&relay).and_then(|id| self.allocations.get(id)) else {
+        let max_bps = self.config.max_bps;
+        let Some(alloc) = self.by_relay.get(&relay).and_then(|id| self.allocations.get_mut(id)) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
@@ -55,6 +56,10 @@ impl TurnServer {
         let len = end.saturating_sub(start);
         if start > end || end > buf.len() || start < RELAY_HEADROOM || end + RELAY_TAILROOM > buf.len() || len > MAX_RELAY_PAYLOAD {
             self.stats.dropped_malformed += 1;
+            return None;
+        }
+        if !alloc.to_client_budget.take(now, max_bps, max_bps, len as u64) {
+            self.stats.dropped_rate_limited += 1;
             return None;
         }
         let stream = matches!(alloc.client.via, Via::Tcp(_));
@@ -105,6 +110,9 @@ impl TurnServer {
         }
         let start = data.offset + 4;
         let range = shifted(start..start + data.value.len(), packet.start);
+        if !self.spend_to_peer(now, client, range.len()) {
+            return None;
+        }
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += data.value.len() as u64;
         Some(PeerRoute { relay, peer, range })
@@ -129,8 +137,25 @@ impl TurnServer {
             return None;
         }
         let range = shifted(cd.payload_range(), packet.start);
+        if !self.spend_to_peer(now, client, range.len()) {
+            return None;
+        }
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += range.len() as u64;
         Some(PeerRoute { relay, peer, range })
+    }
+
+    /// Whether `client`'s allocation may send `len` more bytes to its peers now (`max_bps`); counts a drop if not.
+    fn spend_to_peer(&mut self, now: Instant, client: Client, len: usize) -> bool {
+        let max_bps = self.config.max_bps;
+        if max_bps == 0 {
+            return true;
+        }
+        let Some(a) = self.by_client.get(&client).and_then(|id| self.allocations.get_mut(id)) else { return false };
+        if a.to_peer_budget.take(now, max_bps, max_bps, len as u64) {
+            return true;
+        }
+        self.stats.dropped_rate_limited += 1;
+        false
     }
 }

@@ -36,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod policy;
 pub mod quota;
+mod rate;
 pub mod timer;
 
 mod allocation;
@@ -162,6 +163,10 @@ pub struct TurnStats {
     pub dropped_no_allocation: u64,
     /// Dropped: data to or from a peer without a permission.
     pub dropped_no_permission: u64,
+    /// Dropped: over the allocation's `max_bps`.
+    pub dropped_rate_limited: u64,
+    /// 401 answers not sent: their source address asked for more than its share.
+    pub challenges_rate_limited: u64,
     /// Binding server counters.
     pub stun: StunStats,
 }
@@ -177,6 +182,8 @@ pub struct TurnServer {
     rng: Rng,
     next_id: u64,
     hasher: ahash::RandomState,
+    /// 401 answers per source address (by hash: a fixed table, whatever the sources).
+    challenges: Vec<rate::Bucket>,
     allocations: Map<AllocationId, Allocation>,
     by_client: Map<Client, AllocationId>,
     by_relay: Map<SocketAddr, AllocationId>,
@@ -223,6 +230,7 @@ impl TurnServer {
             by_relay: Map::with_hasher(h.clone()),
             reservations: Map::with_hasher(h.clone()),
             hasher: h,
+            challenges: vec![rate::Bucket::default(); rate::CHALLENGE_SLOTS],
             timers: TimerQueue::default(),
             out: VecDeque::new(),
             stats: TurnStats::default(),

@@ -237,6 +237,8 @@ impl TurnServer {
                 permissions: Map::with_hasher(self.hasher.clone()),
                 channels: Map::with_hasher(self.hasher.clone()),
                 channel_of_peer: Map::with_hasher(self.hasher.clone()),
+                to_peer_budget: Default::default(),
+                to_client_budget: Default::default(),
             },
         );
         self.by_client.insert(client, id);
@@ -425,6 +427,15 @@ impl TurnServer {
     /// An answer to an unauthenticated request stays small (no SOFTWARE, a
     /// compact nonce): it must not be worth spoofing a source address for.
     fn send_error(&mut self, now: Instant, to: Client, method: u16, tid: [u8; 12], e: ErrorResponse, key: Option<&[u8]>) {
+        if e.challenges() && key.is_none() {
+            // A 401 to an unauthenticated request: at most a few per second per source address, so a
+            // flood with a spoofed source does not turn into a stream of answers toward it.
+            let slot = (self.hasher.hash_one(to.remote.ip()) as usize) % self.challenges.len();
+            if !self.challenges[slot].take(now, super::rate::CHALLENGES_PER_SECOND, super::rate::CHALLENGE_BURST, 1) {
+                self.stats.challenges_rate_limited += 1;
+                return;
+            }
+        }
         self.stats.error_responses += 1;
         let mut m = message::error_response(method, tid, e.code());
         if e.challenges() {

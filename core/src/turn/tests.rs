@@ -601,6 +601,64 @@ fn channel_bind_rules_and_channel_data_both_ways() {
 }
 
 #[test]
+fn max_bps_caps_each_direction_of_an_allocation() {
+    let mut h = Harness::new(TurnConfig { max_bps: 1000, ..config() });
+    let alice = creds("alice", "alicepw");
+    let c = client(1);
+    let relay = h.allocate(c, &alice);
+    assert_eq!(h.bind(c, &alice, 0x4000, peer()), None);
+    let cd = channel_data(0x4000, &[7; 600]);
+    assert!(h.s.handle_client(h.now, c, &cd, 0..cd.len()).is_some(), "within the first second's bytes");
+    assert!(h.s.handle_client(h.now, c, &cd, 0..cd.len()).is_none(), "1,200 bytes in no time: over 1,000 per second");
+    // The other direction has its own budget.
+    assert!(h.relay_from_peer(relay, peer(), &[1; 900]).is_some());
+    assert!(h.relay_from_peer(relay, peer(), &[1; 200]).is_none());
+    assert_eq!(h.s.stats().dropped_rate_limited, 2);
+    h.advance(Duration::from_millis(600));
+    assert!(h.s.handle_client(h.now, c, &cd, 0..cd.len()).is_some(), "600 ms later, 600 more bytes");
+    assert!(h.relay_from_peer(relay, peer(), &[1; 500]).is_some());
+    // Without max_bps, no limit.
+    let mut h = Harness::new(config());
+    let relay = h.allocate(c, &alice);
+    assert_eq!(h.bind(c, &alice, 0x4000, peer()), None);
+    for _ in 0..100 {
+        assert!(h.s.handle_client(h.now, c, &cd, 0..cd.len()).is_some());
+        assert!(h.relay_from_peer(relay, peer(), &[1; 1200]).is_some());
+    }
+}
+
+#[test]
+fn challenges_to_one_address_are_rate_limited() {
+    let mut h = Harness::new(config());
+    let alloc = |h: &mut Harness| request(method::ALLOCATE, h.tid(), vec![RequestedTransport::new(17).into()], None);
+    let spoofed = client(9);
+    let mut answered = 0;
+    for _ in 0..250 {
+        let req = alloc(&mut h);
+        let _ = h.s.handle_client(h.now, spoofed, &req, 0..req.len());
+        answered += h.outputs().len();
+    }
+    assert_eq!(answered, 200, "a burst of 200 401s, then none at the same instant");
+    assert_eq!(h.s.stats().challenges_rate_limited, 50);
+    // Another port of the same address is not: the limit is per address. Another address is answered.
+    let req = alloc(&mut h);
+    let _ = h.s.handle_client(h.now, client(10), &req, 0..req.len());
+    assert!(h.outputs().is_empty());
+    let elsewhere = Client { remote: "198.51.100.7:4000".parse().unwrap(), ..client(9) };
+    let req = alloc(&mut h);
+    assert_eq!(error_code(&h.exchange(elsewhere, &req)), Some(401));
+    // A second later the first gets a hundred more.
+    h.advance(Duration::from_secs(1));
+    let mut answered = 0;
+    for _ in 0..250 {
+        let req = alloc(&mut h);
+        let _ = h.s.handle_client(h.now, spoofed, &req, 0..req.len());
+        answered += h.outputs().len();
+    }
+    assert_eq!(answered, 100);
+}
+
+#[test]
 fn tcp_clients_get_padded_channel_data() {
     let mut h = Harness::new(config());
     let alice = creds("alice", "alicepw");

@@ -139,6 +139,10 @@ serve_settings! {
     /// Most allocations in total; 0 for no limit [default: 0].
     #[arg(long, value_name = "N")]
     total_quota: u32 = 0;
+    /// Most payload bytes per second one allocation relays each way (coturn's max-bps, bytes despite
+    /// the name); more is dropped and counted; 0 for no limit [default: 0].
+    #[arg(long, value_name = "BYTES")]
+    max_bps: u64 = 0;
     /// Public address to advertise for relays when behind NAT.
     #[arg(long, value_name = "IP")]
     external_ip: IpAddr;
@@ -358,6 +362,7 @@ impl ServeArgs {
             },
             user_quota: a.user_quota,
             total_quota: a.total_quota,
+            max_bps: a.max_bps,
             relay_families: (v4 > 0, v6 > 0),
             external_ip: a.external_ip,
             ..TurnConfig::default()
@@ -539,6 +544,7 @@ mod tests {
         ("denied-peer-ip", "8.8.8.0/24", "[\"8.8.8.0/24\"]"),
         ("user-quota", "3", "3"),
         ("total-quota", "9", "9"),
+        ("max-bps", "125000", "125000"),
         ("external-ip", "192.0.2.1", "\"192.0.2.1\""),
         ("log-level", "debug", "\"debug\""),
         ("http-listen", "127.0.0.2:9090", "\"127.0.0.2:9090\""),

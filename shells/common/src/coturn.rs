@@ -62,6 +62,7 @@ pub fn parse(text: &str) -> Result<Converted, String> {
             "static-auth-secret" => a.static_auth_secret = Some(value.to_string()),
             "user-quota" => a.user_quota = Some(num(value)?.try_into().map_err(|_| bad("too large"))?),
             "total-quota" => a.total_quota = Some(num(value)?.try_into().map_err(|_| bad("too large"))?),
+            "max-bps" => a.max_bps = Some(num(value)?),
             "denied-peer-ip" => a.denied_peer_ip.get_or_insert_with(Vec::new).extend(range(value).ok_or_else(|| bad("expected IP or IP-IP"))?),
             "allowed-peer-ip" => a.allowed_peer_ip.get_or_insert_with(Vec::new).extend(range(value).ok_or_else(|| bad("expected IP or IP-IP"))?),
             "allow-loopback-peers" => a.allow_loopback_peers = Some(true),

@@ -33,6 +33,8 @@ const METRICS: &[(&str, &str, Kind, Option<Unit>, &str)] = &[
     ("/turn/dropped_malformed", "turn_dropped_malformed", Counter, None, "Datagrams dropped: malformed"),
     ("/turn/dropped_no_allocation", "turn_dropped_no_allocation", Counter, None, "Data dropped: no allocation or channel"),
     ("/turn/dropped_no_permission", "turn_dropped_no_permission", Counter, None, "Data dropped: no permission"),
+    ("/turn/dropped_rate_limited", "turn_dropped_rate_limited", Counter, None, "Data dropped: over the allocation's max-bps"),
+    ("/turn/challenges_rate_limited", "turn_challenges_rate_limited", Counter, None, "401 answers not sent: over the per-address rate"),
     ("/turn/stun/binding_requests", "stun_binding_requests", Counter, None, "STUN Binding requests answered"),
     ("/streams", "turn_stream_connections", Gauge, None, "TURN over TCP and TLS connections now"),
     ("/signal/rooms", "signal_rooms", Gauge, None, "Signaling rooms now"),
