@@ -154,7 +154,7 @@ fn deliver(from: &mut Switchboard, to: &mut Switchboard, now: Instant) -> Vec<(C
 #[cfg(feature = "sfu")]
 #[test]
 fn sfu_rooms_are_placed_on_workers_and_answer_through_signaling_on_worker_0() {
-    let now = Instant::now();
+    let now = crate::time::test_start();
     let (mut w0, mut w1) = (worker(0, now), worker(1, now));
     let (a, b, c) = (ConnId(1), ConnId(2), ConnId(3));
     for conn in 1..=4 {

@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_its_rate_and_burst_and_keeps_fractions() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_start();
         let mut b = Bucket::default();
         // Full at first: a burst of 1,000 bytes at 1,000 bytes/s.
         assert!(b.take(t0, 1000, 1000, 600));
