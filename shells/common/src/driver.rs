@@ -30,7 +30,8 @@ use crate::udp::RecvBatch;
 use crate::workers::{Mail, StopReport, Worker, PUBLISH_EVERY};
 use crate::Settings;
 
-const BUF_LEN: usize = RELAY_HEADROOM + 65536 + RELAY_TAILROOM;
+/// The largest datagram read (UDP's limit).
+const MAX_DATAGRAM: usize = 65536;
 
 /// A stream connection's state on this side.
 enum Conn {
@@ -51,9 +52,7 @@ pub struct Driver {
     relays: Map<SocketAddr, ()>,
     deadline: Option<Instant>,
     pending_binds: Vec<(AllocationId, Family, PortRequest)>,
-    /// For one datagram at a time ([`Driver::datagram`]).
-    buf: Vec<u8>,
-    /// For a batch read at once ([`Driver::read_datagrams`]).
+    /// Where datagrams are read, a batch at a time ([`Driver::read_datagrams`]).
     batch: RecvBatch,
     conns: Map<ConnId, Conn>,
     /// The TLS session of each connection accepted on a TLS listener.
@@ -123,8 +122,7 @@ impl Driver {
             relays: crate::new_map(),
             deadline: None,
             pending_binds: Vec::new(),
-            buf: vec![0; BUF_LEN],
-            batch: RecvBatch::new(RELAY_HEADROOM, BUF_LEN - RELAY_HEADROOM - RELAY_TAILROOM, RELAY_TAILROOM),
+            batch: RecvBatch::new(RELAY_HEADROOM, MAX_DATAGRAM, RELAY_TAILROOM),
             conns: crate::new_map(),
             tls: crate::new_map(),
             certs: settings.tls.as_ref().map(|t| t.certs.clone()),
@@ -136,11 +134,6 @@ impl Driver {
             dirty: false,
             published_at: Instant::now(),
         }
-    }
-
-    /// This driver's worker.
-    pub fn worker(&self) -> &Worker {
-        &self.worker
     }
 
     /// Handles the mail other workers sent; true if asked to stop (then call
@@ -167,11 +160,6 @@ impl Driver {
         &self.engine
     }
 
-    /// The listener table.
-    pub fn listeners(&self) -> &Listeners {
-        &self.listeners
-    }
-
     /// When [`Driver::on_timer`] is due next (`None`: nothing pending).
     pub fn deadline(&self) -> Option<Instant> {
         [self.deadline, self.publish_at(), self.clocks.next()].into_iter().flatten().min()
@@ -180,12 +168,6 @@ impl Driver {
     /// When the counters are to be published next (workers 1.., after a change).
     fn publish_at(&self) -> Option<Instant> {
         (self.dirty && self.worker.id.0 > 0).then(|| self.published_at + PUBLISH_EVERY)
-    }
-
-    /// Where to receive the next datagram; then call [`Driver::datagram`] with its length.
-    pub fn recv_buf(&mut self) -> &mut [u8] {
-        let end = self.buf.len() - RELAY_TAILROOM;
-        &mut self.buf[RELAY_HEADROOM..end]
     }
 
     /// Reads up to [`BATCH`] datagrams from the UDP socket bound at `local`
@@ -209,8 +191,7 @@ impl Driver {
                     read += n;
                     let now = Instant::now();
                     for i in 0..n {
-                        let (remote, len) = self.batch.meta(i);
-                        self.feed(io, now, local, remote, len, Some(i));
+                        self.feed(io, now, local, i);
                     }
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotFound) => {
@@ -230,23 +211,14 @@ impl Driver {
         more
     }
 
-    /// A datagram of `len` bytes, received into [`Driver::recv_buf`] from
-    /// `remote` on the UDP socket bound at `local`: STUN/TURN or media by the
-    /// listener table, else it came to a relay.
-    pub fn datagram(&mut self, io: &mut impl Sockets, local: SocketAddr, remote: SocketAddr, len: usize) {
-        self.feed(io, Instant::now(), local, remote, len, None);
-        self.drain(io);
-    }
-
-    /// Hands a datagram to the engine: the `slot`-th of the batch, or (`None`)
-    /// the one in [`Driver::recv_buf`]. A media datagram's outputs are left for
+    /// Hands the `i`-th datagram of the batch, which came to the UDP socket
+    /// bound at `local`, to the engine: STUN/TURN or media by the listener
+    /// table, else it came to a relay. A media datagram's outputs are left for
     /// the next drain (the engine allows a batch of them; see
     /// [`Input::MediaDatagram`]); anything else is drained at once.
-    fn feed(&mut self, io: &mut impl Sockets, now: Instant, local: SocketAddr, remote: SocketAddr, len: usize, slot: Option<usize>) {
-        let buf: &mut [u8] = match slot {
-            Some(i) => self.batch.slot_mut(i),
-            None => &mut self.buf,
-        };
+    fn feed(&mut self, io: &mut impl Sockets, now: Instant, local: SocketAddr, i: usize) {
+        let (remote, len) = self.batch.meta(i);
+        let buf = self.batch.slot_mut(i);
         let payload = RELAY_HEADROOM..RELAY_HEADROOM + len;
         let input = match self.listeners.udp_kind_at(local) {
             Some(ListenerKind::Media) => Input::MediaDatagram { remote, data: &buf[payload] },
@@ -317,9 +289,7 @@ impl Driver {
                 }
                 if let Err(e) = read {
                     debug!(conn = conn.0, "tls: {e}");
-                    self.tls.remove(&conn);
-                    io.close_stream(conn);
-                    self.conn_closed(io, conn);
+                    self.close_conn(io, conn);
                     return;
                 }
                 plain = p;
@@ -370,8 +340,7 @@ impl Driver {
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             _ => {
                 // End of stream or a hard error: the client is gone.
-                io.close_stream(conn);
-                self.conn_closed(io, conn);
+                self.close_conn(io, conn);
                 return false;
             }
         }
@@ -437,20 +406,17 @@ impl Driver {
         let out = h.take_output();
         let overflow = !out.is_empty() && !stream_send(&mut self.tls, io, conn, &out);
         if h.is_done() || overflow {
-            self.close_http(io, conn);
+            self.close_conn(io, conn);
         }
     }
 
-    /// Closes an HTTP connection from this side: a WebSocket's close is a leave.
-    fn close_http(&mut self, io: &mut impl Sockets, conn: ConnId) {
+    /// Closes a stream connection from this side (saying goodbye in TLS if it
+    /// has a session) and forgets it as [`Driver::conn_closed`] does: a
+    /// WebSocket's close is a leave, so a client too slow to take its messages
+    /// is disconnected rather than silently missing some, and the others get `bye`.
+    fn close_conn(&mut self, io: &mut impl Sockets, conn: ConnId) {
         close_stream(&mut self.tls, io, conn);
-        self.forget(conn);
-        // Still a WebSocket (not closed by its client): a client too slow to take its
-        // messages is disconnected rather than silently missing some; the others get `bye`.
-        if matches!(self.conns.remove(&conn), Some(Conn::Http(h)) if h.is_websocket()) {
-            debug!(conn = conn.0, "closing a WebSocket client");
-            self.input(io, Input::SignalClosed { conn });
-        }
+        self.conn_closed(io, conn);
     }
 
     /// Call when the deadline may have passed. Timers wake late or early, so
@@ -489,8 +455,7 @@ impl Driver {
                         _ => self.conn_stats.idle_timeouts += 1,
                     }
                     debug!(conn = conn.0, "closing a connection that waited too long");
-                    close_stream(&mut self.tls, io, conn);
-                    self.conn_closed(io, conn);
+                    self.close_conn(io, conn);
                 }
             }
         }
@@ -578,7 +543,7 @@ impl Driver {
                 }
             }
             for conn in std::mem::take(&mut self.slow) {
-                self.close_http(io, conn);
+                self.close_conn(io, conn);
             }
             if self.pending_binds.is_empty() {
                 return;
@@ -709,8 +674,14 @@ mod tests {
     }
 
     fn receive(d: &mut Driver, io: &mut Recorder, local: &str, remote: &str, data: &[u8]) {
-        d.recv_buf()[..data.len()].copy_from_slice(data);
-        d.datagram(io, addr(local), addr(remote), data.len());
+        let mut once = Some((addr(remote), data));
+        d.read_datagrams(io, addr(local), |_, batch| match once.take() {
+            Some((from, data)) => {
+                batch.hold_one(from, data);
+                Ok(1)
+            }
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        });
     }
 
     #[test]

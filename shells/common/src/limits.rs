@@ -231,11 +231,6 @@ impl Clocks {
         }
     }
 
-    /// Open connections tracked.
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
     /// Whether none is tracked.
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()

@@ -193,11 +193,6 @@ impl TlsConn {
     pub fn close(&mut self) {
         self.conn.send_close_notify();
     }
-
-    /// Whether the peer said goodbye.
-    pub fn peer_closed(&mut self) -> bool {
-        self.conn.process_new_packets().is_ok_and(|s| s.peer_has_closed())
-    }
 }
 
 #[cfg(test)]

@@ -130,6 +130,15 @@ impl RecvBatch {
         (h.from, h.len)
     }
 
+    /// Holds `data` from `from` as the one datagram of the batch, as if it had
+    /// been received (for tests that drive a reader without a socket).
+    #[cfg(test)]
+    pub(crate) fn hold_one(&mut self, from: SocketAddr, data: &[u8]) {
+        self.buf[self.headroom..self.headroom + data.len()].copy_from_slice(data);
+        self.held[0] = Held { from, len: data.len(), slot: 0 };
+        self.len = 1;
+    }
+
     /// The `i`-th datagram's whole slot, `headroom + max_datagram + tailroom`
     /// bytes, its payload at `headroom..headroom + len`; mutable, for the
     /// engine to frame it in place. Panics if `i >= len()`.
@@ -328,6 +337,27 @@ impl SendBatch {
         let sent = if self.queued.is_empty() { Sent::default() } else { self.send_all(socket) };
         self.clear();
         sent
+    }
+
+    /// Queues `data` for `remote`, as a shell does between waits, sending
+    /// everything from `socket` at once when [`MAX_QUEUED`] are waiting (so the
+    /// queue stays bounded). True if the queue was empty: the shell notes the
+    /// socket, to [`SendBatch::send`] from it before it next waits.
+    pub fn queue(&mut self, socket: &UdpSocket, remote: SocketAddr, data: &[u8]) -> bool {
+        let first = self.is_empty();
+        self.push(remote, data);
+        if self.len() >= MAX_QUEUED {
+            self.send(socket);
+        }
+        first
+    }
+
+    /// [`SendBatch::flush`], with what was dropped said in the debug log.
+    pub fn send(&mut self, socket: &UdpSocket) {
+        let sent = self.flush(socket);
+        if sent.dropped > 0 {
+            tracing::debug!(local = ?socket.local_addr().ok(), dropped = sent.dropped, "udp send: datagrams dropped");
+        }
     }
 
     fn clear(&mut self) {

@@ -29,7 +29,7 @@ use switchboard_common::workers::{self, Setup, StopReport};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
 use switchboard_core::ConnId;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 const SIGNALS: Token = Token(0);
 /// Mail from another worker.
@@ -207,10 +207,7 @@ impl Io {
     fn send_queued(&mut self) {
         for local in self.queued.drain(..) {
             if let Some((s, _, out)) = self.udp.get_mut(&local) {
-                let sent = out.flush(s);
-                if sent.dropped > 0 {
-                    debug!(%local, dropped = sent.dropped, "udp send: datagrams dropped");
-                }
+                out.send(s);
             }
         }
     }
@@ -274,12 +271,8 @@ impl Io {
 impl Sockets for Io {
     fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
         if let Some((s, _, out)) = self.udp.get_mut(&local) {
-            if out.is_empty() {
+            if out.queue(s, remote, data) {
                 self.queued.push(local);
-            }
-            out.push(remote, data);
-            if out.len() >= udp::MAX_QUEUED {
-                out.flush(s);
             }
         }
     }
@@ -310,7 +303,7 @@ impl Sockets for Io {
     fn close_udp(&mut self, local: SocketAddr) {
         if let Some((s, t, mut out)) = self.udp.remove(&local) {
             // What it was told to send before it was released still goes.
-            out.flush(&s);
+            out.send(&s);
             let _ = self.poll.registry().deregister(&mut SourceFd(&s.as_raw_fd()));
             self.slots.remove(&t);
         }

@@ -45,7 +45,7 @@ use switchboard_common::workers::{self, Setup, StopReport};
 use switchboard_common::Settings;
 use switchboard_core::hash::Map;
 use switchboard_core::ConnId;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 struct Conn {
     stream: Rc<Async<TcpStream>>,
@@ -307,10 +307,7 @@ impl Io {
     fn send_queued(&mut self) {
         for local in self.queued.drain(..) {
             if let Some(u) = self.udp.get_mut(&local) {
-                let sent = u.out.flush(u.socket.get_ref());
-                if sent.dropped > 0 {
-                    debug!(%local, dropped = sent.dropped, "udp send: datagrams dropped");
-                }
+                u.out.send(u.socket.get_ref());
             }
         }
     }
@@ -326,12 +323,8 @@ impl Io {
 impl Sockets for Io {
     fn send_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
         if let Some(u) = self.udp.get_mut(&local) {
-            if u.out.is_empty() {
+            if u.out.queue(u.socket.get_ref(), remote, data) {
                 self.queued.push(local);
-            }
-            u.out.push(remote, data);
-            if u.out.len() >= udp::MAX_QUEUED {
-                u.out.flush(u.socket.get_ref());
             }
         }
     }
@@ -364,7 +357,7 @@ impl Sockets for Io {
         // Dropping the entry cancels its reading task and closes the socket,
         // once what it was told to send before is sent.
         if let Some(mut u) = self.udp.remove(&local) {
-            u.out.flush(u.socket.get_ref());
+            u.out.send(u.socket.get_ref());
         }
     }
 }
