@@ -2,8 +2,8 @@
 //! keys both servers share become Switchboard's settings, and every other key
 //! is listed as ignored (the server logs the list at start).
 //!
-//! The format: one `key`, `key=value` or `key value` per line; `#` starts a
-//! comment; a key may repeat (`user`, `relay-ip`, `denied-peer-ip`, ...).
+//! The format: one `key`, `key=value` or `key value` per line; a line
+//! starting with `#` is a comment (a `#` later in a line is part of the value); a key may repeat (`user`, `relay-ip`, `denied-peer-ip`, ...).
 //! coturn's peer address rules are ranges (`10.0.0.0-10.255.255.255`) or
 //! single addresses; they become the smallest list of CIDR networks that
 //! covers each range exactly.
@@ -32,8 +32,9 @@ pub fn parse(text: &str) -> Result<Converted, String> {
     let a = &mut c.args;
     let (mut ip, mut port, mut tls_port): (Option<IpAddr>, Option<u16>, Option<u16>) = (None, None, None);
     for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
+        // As coturn reads it: a line starting with `#` is a comment; a `#` later on is part of the value.
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let (key, value) = match line.split_once(['=', ' ', '\t']) {
@@ -146,14 +147,14 @@ mod tests {
     fn shared_keys_are_taken_and_the_rest_listed() {
         let c = parse(
             "# a coturn config\nlistening-port=3479\nlistening-ip=127.0.0.2\nlistening-ip=127.0.0.3\nrealm=example.org\n\
-             user=alice:secret\nuser=bob:0xabcdef\nlt-cred-mech\nuser-quota=4\ndenied-peer-ip=10.0.0.0-10.255.255.255\n\
+             user=alice:sec#ret\nuser=bob:0xabcdef\nlt-cred-mech\nuser-quota=4\ndenied-peer-ip=10.0.0.0-10.255.255.255\n\
              relay-threads 3\nexternal-ip=203.0.113.5/10.0.0.5\nsyslog\nverbose\nverbose\nmobility\n",
         )
         .unwrap();
         let a = &c.args;
         assert_eq!(a.turn_listen, Some("127.0.0.2:3479".parse().unwrap()));
         assert_eq!(a.realm.as_deref(), Some("example.org"));
-        assert_eq!(a.user.as_deref(), Some(&["alice:secret".to_string()][..]));
+        assert_eq!(a.user.as_deref(), Some(&["alice:sec#ret".to_string()][..]), "a # in a value is kept, as coturn does");
         assert_eq!(a.user_quota, Some(4));
         assert_eq!(a.workers, Some(3));
         assert_eq!(a.external_ip, Some("203.0.113.5".parse().unwrap()));
