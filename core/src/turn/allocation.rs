@@ -64,13 +64,6 @@ impl Allocation {
     }
 }
 
-/// A relay socket held for a later Allocate with its RESERVATION-TOKEN.
-#[derive(Debug)]
-pub(super) struct Reservation {
-    pub relay: SocketAddr,
-    pub owner: AllocationId,
-}
-
 /// What a timer entry expires. One entry per object; see [`super::timer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
@@ -89,12 +82,29 @@ pub(super) fn clamp_lifetime(requested: Option<Duration>) -> Duration {
     }
 }
 
+/// The relay address and allocation of `client`, once its relay is bound.
+/// Takes the two maps rather than the server, so that the caller can count
+/// into the server's stats while it holds the allocation.
+pub(super) fn relay_of<'a>(
+    by_client: &Map<Client, AllocationId>,
+    allocations: &'a mut Map<AllocationId, Allocation>,
+    client: Client,
+) -> Option<(SocketAddr, &'a mut Allocation)> {
+    let a = allocations.get_mut(by_client.get(&client)?)?;
+    Some((a.relay?, a))
+}
+
 impl TurnServer {
-    /// The relay address and allocation of `client`, once its relay is bound.
-    pub(super) fn relay_of(&self, client: Client) -> Option<(SocketAddr, &Allocation)> {
-        let a = self.allocations.get(self.by_client.get(&client)?)?;
-        Some((a.relay?, a))
+    /// Releases the socket a token of this server's reserved, unless the
+    /// token was spent (here or by a server sharing the ledger, whose shell
+    /// then holds the socket).
+    pub(super) fn release_reservation(&mut self, token: u64) {
+        let owner = self.reservations.remove(&token);
+        if let (Some(allocation), Some(relay)) = (owner, self.config.reservations.take(token)) {
+            self.out.push_back(Output::ReleaseRelay { allocation, relay });
+        }
     }
+
 
     /// Ends an allocation and releases its relay.
     pub(super) fn delete_allocation(&mut self, id: AllocationId) {
@@ -112,12 +122,7 @@ impl TurnServer {
     /// if it was refreshed meanwhile.
     pub(super) fn expire(&mut self, t: Timer, now: Instant) {
         match t {
-            Timer::Reservation(token) => {
-                // Unless another server sharing the ledger spent it (its shell then holds the socket).
-                if let Some(r) = self.reservations.remove(&token).filter(|_| self.config.reservations.take(token).is_some()) {
-                    self.out.push_back(Output::ReleaseRelay { allocation: r.owner, relay: r.relay });
-                }
-            }
+            Timer::Reservation(token) => self.release_reservation(token),
             Timer::Allocation(id) => {
                 let Some(a) = self.allocations.get(&id) else { return };
                 if a.expires <= now {

@@ -13,6 +13,7 @@ use crate::stun::data_indication;
 use crate::stun::message::KNOWN_ATTRIBUTES;
 use crate::stun::view::{attr, StunView};
 
+use super::allocation::relay_of;
 use super::{ClientRoute, PeerRoute, TurnServer};
 
 /// Bytes a shell must leave free in front of a peer's payload for
@@ -100,7 +101,8 @@ impl TurnServer {
             self.stats.dropped_malformed += 1;
             return None;
         };
-        let Some((relay, a)) = self.relay_of(client) else {
+        let max_bps = self.config.max_bps;
+        let Some((relay, a)) = relay_of(&self.by_client, &mut self.allocations, client) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
@@ -110,7 +112,8 @@ impl TurnServer {
         }
         let start = data.offset + 4;
         let range = shifted(start..start + data.value.len(), packet.start);
-        if !self.spend_to_peer(now, client, range.len()) {
+        if !a.to_peer_budget.take(now, max_bps, max_bps, range.len() as u64) {
+            self.stats.dropped_rate_limited += 1;
             return None;
         }
         self.stats.to_peer_packets += 1;
@@ -124,7 +127,8 @@ impl TurnServer {
             self.stats.dropped_malformed += 1;
             return None;
         };
-        let Some((relay, a)) = self.relay_of(client) else {
+        let max_bps = self.config.max_bps;
+        let Some((relay, a)) = relay_of(&self.by_client, &mut self.allocations, client) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
@@ -137,25 +141,12 @@ impl TurnServer {
             return None;
         }
         let range = shifted(cd.payload_range(), packet.start);
-        if !self.spend_to_peer(now, client, range.len()) {
+        if !a.to_peer_budget.take(now, max_bps, max_bps, range.len() as u64) {
+            self.stats.dropped_rate_limited += 1;
             return None;
         }
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += range.len() as u64;
         Some(PeerRoute { relay, peer, range })
-    }
-
-    /// Whether `client`'s allocation may send `len` more bytes to its peers now (`max_bps`); counts a drop if not.
-    fn spend_to_peer(&mut self, now: Instant, client: Client, len: usize) -> bool {
-        let max_bps = self.config.max_bps;
-        if max_bps == 0 {
-            return true;
-        }
-        let Some(a) = self.by_client.get(&client).and_then(|id| self.allocations.get_mut(id)) else { return false };
-        if a.to_peer_budget.take(now, max_bps, max_bps, len as u64) {
-            return true;
-        }
-        self.stats.dropped_rate_limited += 1;
-        false
     }
 }

@@ -55,7 +55,7 @@ use crate::stun::view::{method, Class, StunView};
 use crate::stun::{classify, PacketKind, StunServer, StunStats};
 use crate::time::{Monotonic, WallClock};
 
-use self::allocation::{Allocation, Reservation, Timer};
+use self::allocation::{Allocation, Timer};
 use self::auth::Credentials;
 use self::timer::TimerQueue;
 
@@ -187,7 +187,8 @@ pub struct TurnServer {
     allocations: Map<AllocationId, Allocation>,
     by_client: Map<Client, AllocationId>,
     by_relay: Map<SocketAddr, AllocationId>,
-    reservations: Map<u64, Reservation>,
+    /// The tokens this server issued, with the allocation that reserved each (the address is in the ledger).
+    reservations: Map<u64, AllocationId>,
     timers: TimerQueue<Timer>,
     out: VecDeque<Output>,
     stats: TurnStats,
@@ -344,9 +345,7 @@ impl TurnServer {
         let mut tokens: Vec<u64> = self.reservations.keys().copied().collect();
         tokens.sort();
         for t in tokens {
-            if let Some(r) = self.reservations.remove(&t).filter(|_| self.config.reservations.take(t).is_some()) {
-                self.out.push_back(Output::ReleaseRelay { allocation: r.owner, relay: r.relay });
-            }
+            self.release_reservation(t);
         }
     }
 

@@ -20,7 +20,7 @@ use crate::stun::view::{self as stun_view, attr, method, StunView};
 use crate::stun::{unknown_attribute_response, unknown_required};
 
 use super::allocation::{
-    clamp_lifetime, Allocation, Channel, Reservation, Timer, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
+    clamp_lifetime, Allocation, Channel, Timer, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
     RESERVATION_LIFETIME,
 };
 use super::{ErrorResponse, Output, PortRequest, Transmit, TurnServer};
@@ -209,13 +209,17 @@ impl TurnServer {
         if !available {
             return Err(ErrorResponse::AddressFamilyNotSupported);
         }
-        // Taken here, given back when the allocation ends (`delete_allocation`); nothing below can fail.
+        // Taken here, given back when the allocation ends (`delete_allocation`), or at once if the token was spent.
         if !self.config.quotas.try_take(&auth.username, self.config.user_quota, self.config.total_quota) {
             return Err(ErrorResponse::AllocationQuotaReached);
         }
         let lifetime = clamp_lifetime(read::lifetime(v));
         if let Some(t) = token {
-            self.config.reservations.take(t);
+            // Spent here, once: another worker may have spent it since it was looked at above.
+            if self.config.reservations.take(t).is_none() {
+                self.config.quotas.give_back(&auth.username);
+                return Err(ErrorResponse::InsufficientCapacity);
+            }
             self.reservations.remove(&t);
         }
         let id = AllocationId(self.next_id);
@@ -295,7 +299,7 @@ impl TurnServer {
         if let Some(reserved) = reserved.filter(|_| alloc.port == PortRequest::EvenPair) {
             let token = self.rng.next_u64();
             let expires = now + RESERVATION_LIFETIME;
-            self.reservations.insert(token, Reservation { relay: reserved, owner: allocation });
+            self.reservations.insert(token, allocation);
             self.config.reservations.insert(token, reserved);
             self.timers.push(expires, Timer::Reservation(token));
             m.add_attribute(ReservationToken::new(token));
