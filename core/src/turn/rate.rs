@@ -29,8 +29,9 @@ impl Bucket {
                 let elapsed = now.saturating_duration_since(at).as_micros();
                 let refill = u64::try_from(elapsed.saturating_mul(u128::from(rate)) / 1_000_000).unwrap_or(u64::MAX);
                 if refill > 0 {
-                    let full = self.tokens.saturating_add(refill) >= burst;
-                    self.tokens = self.tokens.saturating_add(refill).min(burst);
+                    let topped = self.tokens.saturating_add(refill);
+                    let full = topped >= burst;
+                    self.tokens = topped.min(burst);
                     // Keep the fraction of a token earned since: advance by what was credited, unless full.
                     let credited = Duration::from_micros(refill.saturating_mul(1_000_000) / rate);
                     self.at = Some(if full { now } else { at + credited });

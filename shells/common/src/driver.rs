@@ -185,13 +185,15 @@ impl Driver {
     ) -> bool {
         let mut more = true;
         let mut read = 0;
+        // Which listener (if any) the socket is: the same for the whole batch.
+        let kind = self.listeners.udp_kind_at(local);
         while read < BATCH {
             match recv(io, &mut self.batch) {
                 Ok(n) => {
                     read += n;
                     let now = Instant::now();
                     for i in 0..n {
-                        self.feed(io, now, local, i);
+                        self.feed(io, now, local, kind, i);
                     }
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotFound) => {
@@ -213,14 +215,14 @@ impl Driver {
 
     /// Hands the `i`-th datagram of the batch, which came to the UDP socket
     /// bound at `local`, to the engine: STUN/TURN or media by the listener
-    /// table, else it came to a relay. A media datagram's outputs are left for
+    /// `kind`, else (no listener) it came to a relay. A media datagram's outputs are left for
     /// the next drain (the engine allows a batch of them; see
     /// [`Input::MediaDatagram`]); anything else is drained at once.
-    fn feed(&mut self, io: &mut impl Sockets, now: Instant, local: SocketAddr, i: usize) {
+    fn feed(&mut self, io: &mut impl Sockets, now: Instant, local: SocketAddr, kind: Option<ListenerKind>, i: usize) {
         let (remote, len) = self.batch.meta(i);
         let buf = self.batch.slot_mut(i);
         let payload = RELAY_HEADROOM..RELAY_HEADROOM + len;
-        let input = match self.listeners.udp_kind_at(local) {
+        let input = match kind {
             Some(ListenerKind::Media) => Input::MediaDatagram { remote, data: &buf[payload] },
             Some(_) => Input::Datagram { local, remote, buf, packet: payload },
             // The only other UDP sockets a shell reads are the relays it was given.

@@ -10,7 +10,7 @@
 //! core's decision; the driver only passes it on, closing a stream client
 //! whose out-queue overflows (see [`sockets::MAX_STREAM_BACKLOG`]).
 
-// The system calls of batched UDP I/O are the only unsafe code: in `udp::sys`.
+// The only unsafe code: the system calls of batched UDP I/O (`udp::sys`) and of `os` (descriptor limit, sysconf).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -21,6 +21,7 @@ pub mod driver;
 pub mod http;
 pub mod limits;
 pub mod listen;
+pub mod os;
 pub mod relay;
 pub mod sockets;
 pub mod tls;
@@ -107,7 +108,7 @@ pub fn main_with(name: &str, serve: impl FnOnce(Settings) -> std::io::Result<()>
         tracing::warn!("{note}");
     }
     // Each connection and relay socket is a descriptor: take what the system allows.
-    let fds = udp::raise_fd_limit();
+    let fds = os::raise_fd_limit();
     let (cap, per_ip) = settings.conn_limits.caps();
     if cap == 0 {
         settings.conn_limits.set_total((fds / 2).max(64));

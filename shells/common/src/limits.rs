@@ -174,8 +174,9 @@ impl Clocks {
 
     /// A connection from `ip` opened at `now`: it waits for its first request.
     pub fn open(&mut self, conn: ConnId, ip: IpAddr, now: Instant) {
-        self.conns.insert(conn, Clock { ip, wait: Wait::Head(now), scheduled: None });
-        self.set(conn, Wait::Head(now));
+        let due = now + self.timeouts.header;
+        self.conns.insert(conn, Clock { ip, wait: Wait::Head(now), scheduled: Some(due) });
+        self.heap.push(Reverse((due, conn)));
     }
 
     /// What `conn` waits for now.

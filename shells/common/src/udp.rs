@@ -15,36 +15,8 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-use socket2::SockAddr;
-
 /// Datagrams per batched system call.
 pub const BATCH: usize = 32;
-
-/// Clock ticks per second of /proc's CPU times (100 where it cannot be asked).
-pub fn clock_ticks_per_second() -> u64 {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return sys::sysconf(libc::_SC_CLK_TCK).unwrap_or(100);
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    100
-}
-
-/// The memory page size (4096 where it cannot be asked).
-pub fn page_size() -> u64 {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return sys::sysconf(libc::_SC_PAGESIZE).unwrap_or(4096);
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    4096
-}
-
-/// Raises the process's open-file limit to its hard limit (Unix) and
-/// returns the limit now in force (a guess of 1024 where it cannot be read).
-pub fn raise_fd_limit() -> usize {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return sys::raise_fd_limit();
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    1024
-}
 
 /// Most datagrams a shell queues on one socket before sending them at once
 /// rather than at the end of its event loop turn (bounds the queue's memory).
@@ -247,8 +219,6 @@ pub struct Sent {
 #[derive(Debug, Clone)]
 struct Queued {
     remote: SocketAddr,
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    to: SockAddr,
     start: usize,
     len: usize,
 }
@@ -294,8 +264,6 @@ impl SendBatch {
         self.arena.extend_from_slice(data);
         self.queued.push(Queued {
             remote,
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            to: SockAddr::from(remote),
             start,
             len: data.len(),
         });
@@ -464,7 +432,7 @@ impl SendBatch {
             let msgs = plan[..n].iter().map(|p| {
                 let (a, z) = (&queued[p.first], &queued[p.first + p.count - 1]);
                 // Datagrams are queued back to back, so a run's bytes are contiguous.
-                sys::Msg { to: &a.to, data: &arena[a.start..z.start + z.len], segment: p.segment }
+                sys::Msg { to: a.remote, data: &arena[a.start..z.start + z.len], segment: p.segment }
             });
             let result = sys::send_mmsg(socket, msgs);
             out.syscalls += 1;
@@ -512,7 +480,7 @@ fn gso_supported(socket: &UdpSocket) -> bool {
     *SUPPORTED.get_or_init(|| sys::gso_supported(socket))
 }
 
-/// The system calls, the only unsafe code of the crate.
+/// The system calls for batched UDP (the crate's other unsafe code is in `os`).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unsafe_code)]
 mod sys {
@@ -582,7 +550,7 @@ mod sys {
     /// One message for [`send_mmsg`]: `data` to `to`, split by the kernel
     /// into datagrams of `segment` bytes (GSO) unless `segment` is 0.
     pub struct Msg<'a> {
-        pub to: &'a SockAddr,
+        pub to: SocketAddr,
         pub data: &'a [u8],
         pub segment: u16,
     }
@@ -608,12 +576,15 @@ mod sys {
         let mut iovs = [empty; BATCH];
         // SAFETY: all-zero bytes are a valid mmsghdr (integers and null pointers) and cmsghdr.
         let (mut hdrs, mut cmsgs): ([libc::mmsghdr; BATCH], [SegmentCmsg; BATCH]) = unsafe { mem::zeroed() };
+        // The addresses in C form, one per message (not per datagram: a GSO run has one).
+        let mut names: [Option<SockAddr>; BATCH] = std::array::from_fn(|_| None);
         let mut n = 0;
-        for (((iov, h), c), m) in iovs.iter_mut().zip(&mut hdrs).zip(&mut cmsgs).zip(msgs) {
+        for ((((iov, h), c), name), m) in iovs.iter_mut().zip(&mut hdrs).zip(&mut cmsgs).zip(&mut names).zip(msgs) {
             // The kernel only reads the data and the address: the *mut casts are for the C types.
             *iov = libc::iovec { iov_base: m.data.as_ptr().cast_mut().cast(), iov_len: m.data.len() };
-            h.msg_hdr.msg_name = m.to.as_ptr().cast_mut().cast();
-            h.msg_hdr.msg_namelen = m.to.len();
+            let to = name.insert(SockAddr::from(m.to));
+            h.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
+            h.msg_hdr.msg_namelen = to.len();
             h.msg_hdr.msg_iovlen = 1;
             if m.segment != 0 {
                 c.hdr.cmsg_len = CMSG_LEN as _;
@@ -631,37 +602,14 @@ mod sys {
                 h.msg_hdr.msg_control = cmsg_at.wrapping_add(i).cast();
             }
         }
-        // SAFETY: hdrs[..n] point at n of the iovecs and control messages above and at addresses and data
-        // borrowed for 'a, all of which outlive the call; the kernel only reads them (and writes msg_len).
+        // SAFETY: hdrs[..n] point at n of the iovecs, control messages and addresses above (which do not move
+        // before the call) and at data borrowed for 'a, all of which outlive the call; the kernel only reads
+        // them (and writes msg_len).
         let r = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), n as _, libc::MSG_DONTWAIT as _) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(r as usize)
-    }
-
-    /// A positive `sysconf` value.
-    pub fn sysconf(name: libc::c_int) -> Option<u64> {
-        // SAFETY: sysconf reads a configuration value; any name is safe to ask.
-        let v = unsafe { libc::sysconf(name) };
-        u64::try_from(v).ok().filter(|v| *v > 0)
-    }
-
-    /// Raises RLIMIT_NOFILE's soft limit to its hard limit; the soft limit after.
-    pub fn raise_fd_limit() -> usize {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: lim is a live local rlimit.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            // SAFETY: raised is a live local rlimit.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-                lim = raised;
-            }
-        }
-        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
     }
 
     /// Whether the kernel knows UDP_SEGMENT (Linux 4.18 on; older ones would

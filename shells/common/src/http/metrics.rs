@@ -81,12 +81,12 @@ fn process(r: &mut Registry) {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let hz = crate::udp::clock_ticks_per_second() as f64;
+    let hz = crate::os::clock_ticks_per_second() as f64;
     let cpu = (field(11) + field(12)) as f64 / hz;
     let p = r.sub_registry_with_prefix("process");
     p.register_with_unit("cpu", "CPU time used, user and system", Unit::Seconds, ConstCounter::new(cpu));
     p.register("threads", "Threads", ConstGauge::new(field(17) as i64));
-    let rss = field(21) * crate::udp::page_size();
+    let rss = field(21) * crate::os::page_size();
     p.register_with_unit("resident_memory", "Resident memory", Unit::Bytes, ConstGauge::new(rss as i64));
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         p.register("open_fds", "Open file descriptors", ConstGauge::new(fds.count() as i64));
