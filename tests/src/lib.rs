@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -256,6 +256,41 @@ impl Server {
             }
         }
     }
+}
+
+impl Server {
+    /// `/stats`, once every worker has published what it did (workers 1.. do every 100 ms).
+    pub fn stats(&self) -> serde_json::Value {
+        std::thread::sleep(Duration::from_millis(300));
+        let (code, body) = self.get("/stats");
+        assert_eq!(code, 200, "/stats: {body}");
+        serde_json::from_str(&body).expect("/stats is JSON")
+    }
+}
+
+/// A TCP connection from the local address `from` (port 0: any) to `to`.
+pub fn connect_from(from: SocketAddr, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).expect("a TCP socket");
+    s.bind(&from.into()).expect("bind the local address");
+    s.connect(&to.into()).expect("connect");
+    s.into()
+}
+
+/// coturn's `turnutils_uclient` against a TURN port on 127.0.0.1 (UDP unless `extra` says `-t`, TLS with
+/// `-t -S`): 4 clients x 100 messages of 160 bytes, echoed by the peer at `peer_port` through the relay.
+pub fn uclient(turn_port: u16, peer_port: u16, extra: &[&str]) -> Run {
+    require("turnutils_uclient");
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let (p, sp) = (peer_port.to_string(), turn_port.to_string());
+    args.extend(["-e", "127.0.0.1", "-r", &p, "-X", "-n", "100", "-m", "4", "-l", "160", "-p", &sp, "127.0.0.1"].map(String::from));
+    run("turnutils_uclient", &args, Duration::from_secs(60))
+}
+
+/// That a [`uclient`] run succeeded and every one of its 400 messages came back.
+pub fn assert_all_relayed(server: &Server, r: &Run, what: &str) {
+    assert_eq!(r.status.map(|s| s.success()), Some(true), "{what}: uclient failed\n{}\nserver stderr:\n{}", r.output, server.proc.stderr());
+    let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{what}: no totals in\n{}", r.output));
+    assert_eq!((t.sent, t.received, t.lost), (400, 400, 0), "{what}\n{}", r.output);
 }
 
 /// coturn's echo peer on 127.0.0.1:<port>.

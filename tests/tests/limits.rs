@@ -13,10 +13,7 @@ use switchboard_tests::{Server, SERVERS};
 
 /// A TCP connection from 127.0.0.`host` to `port`.
 fn connect_from(host: u8, port: u16) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, host], 0)).into()).unwrap();
-    s.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
-    s.into()
+    switchboard_tests::connect_from(SocketAddr::from(([127, 0, 0, host], 0)), SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Whether the server closed `c` (end of stream or reset) within `limit`; bytes it sent first are read past.
@@ -54,10 +51,6 @@ fn binding_over_tcp_from(host: u8, port: u16) -> bool {
     c.read_exact(&mut head).is_ok() && head[..2] == [1, 1]
 }
 
-fn stats(s: &Server) -> serde_json::Value {
-    std::thread::sleep(Duration::from_millis(300));
-    serde_json::from_str(&s.get("/stats").1).unwrap()
-}
 
 const HOSTS: u8 = 30;
 const PER_HOST: usize = 100;
@@ -96,7 +89,7 @@ fn three_thousand_slow_http_clients_are_cut_and_the_rest_are_served() {
         }
         assert_eq!(kept, 0, "{bin}: {kept} slow connections were still open after the header timeout");
         assert!(healthz_from(200, s.http_port).ends_with("ok\n"), "{bin}");
-        let v = stats(&s);
+        let v = s.stats();
         let c = &v["connections"];
         assert!(c["header_timeouts"].as_u64() >= Some(3000), "{bin}: {c}");
         assert!(c["refused_per_ip"].as_u64() >= Some(1), "{bin}: {c}");
@@ -148,7 +141,7 @@ fn a_websocket_that_never_answers_a_ping_is_closed_and_one_that_does_stays() {
         assert!(pinged, "{bin}: no ping in 5 s of silence");
         assert!(closed_within(&mut mute, Duration::from_secs(1)), "{bin}: a WebSocket that never answered was kept");
         live.send(tungstenite::Message::text(r#"{"type":"join","room":"r"}"#)).unwrap();
-        let v = stats(&s);
+        let v = s.stats();
         assert!(v["connections"]["idle_timeouts"].as_u64() >= Some(1) && v["connections"]["pings"].as_u64() >= Some(2), "{bin}: {v}");
     }
 }

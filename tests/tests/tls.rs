@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use switchboard_tests::{free_port, peer, require, run, scratch, uclient_totals, Proc, Server, SERVERS};
+use switchboard_tests::{assert_all_relayed, free_port, peer, require, run, scratch, uclient, uclient_totals, Proc, Server, SERVERS};
 
 const USER: &str = "alice";
 const PASS: &str = "wonderland-2718";
@@ -56,13 +56,6 @@ fn served_fingerprint(port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().rsplit('=').next().unwrap_or("").to_string()
 }
 
-fn uclient_tls(tls_port: u16, peer_port: u16, messages: &str) -> switchboard_tests::Run {
-    require("turnutils_uclient");
-    let (p, sp) = (peer_port.to_string(), tls_port.to_string());
-    let args = ["-t", "-S", "-u", USER, "-w", PASS, "-e", "127.0.0.1", "-r", &p, "-X", "-n", messages, "-m", "4", "-l", "160", "-p", &sp, "127.0.0.1"];
-    run("turnutils_uclient", &args.map(String::from), Duration::from_secs(60))
-}
-
 #[test]
 fn turn_over_tls_relays_and_https_serves_the_routes() {
     require("curl");
@@ -71,10 +64,8 @@ fn turn_over_tls_relays_and_https_serves_the_routes() {
         let banner = s.proc.stdout();
         assert!(banner.contains(&format!("https://127.0.0.1:{https}/")) && banner.contains("SHA-256"), "{bin}: {banner}");
         let (_peer, pp) = peer();
-        let r = uclient_tls(tls, pp, "100");
-        assert_eq!(r.status.map(|s| s.success()), Some(true), "{bin}: uclient -t -S failed\n{}\n{}", r.output, s.proc.stderr());
-        let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{bin}: no totals in\n{}", r.output));
-        assert_eq!((t.sent, t.received, t.lost), (400, 400, 0), "{bin}\n{}", r.output);
+        let r = uclient(tls, pp, &["-t", "-S", "-u", USER, "-w", PASS]);
+        assert_all_relayed(&s, &r, &format!("{bin} uclient -t -S"));
         // The certificate served is the one the banner names.
         let shown = served_fingerprint(tls);
         assert!(!shown.is_empty() && banner.contains(&shown), "{bin}: served {shown}, banner:\n{banner}");

@@ -3,27 +3,11 @@
 
 use std::time::Duration;
 
-use switchboard_tests::{peer, require, run, uclient_totals, Server, SERVERS};
+use switchboard_tests::{assert_all_relayed, peer, require, run, uclient, uclient_totals, Server, SERVERS};
 
 const USER: &str = "alice";
 const PASS: &str = "wonderland-2718";
 const SECRET: &str = "rest-secret-31415";
-
-/// 4 clients x 100 messages of 160 bytes, echoed by the peer through the relay.
-fn uclient(server: &Server, peer_port: u16, extra: &[&str]) -> switchboard_tests::Run {
-    require("turnutils_uclient");
-    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let p = peer_port.to_string();
-    let sp = server.port.to_string();
-    args.extend(["-e", "127.0.0.1", "-r", &p, "-X", "-n", "100", "-m", "4", "-l", "160", "-p", &sp, "127.0.0.1"].map(String::from));
-    run("turnutils_uclient", &args, Duration::from_secs(60))
-}
-
-fn assert_all_relayed(server: &Server, r: &switchboard_tests::Run, what: &str) {
-    assert_eq!(r.status.map(|s| s.success()), Some(true), "{what}: uclient failed\n{}\nserver stderr:\n{}", r.output, server.proc.stderr());
-    let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{what}: no totals in\n{}", r.output));
-    assert_eq!((t.sent, t.received, t.lost), (400, 400, 0), "{what}\n{}", r.output);
-}
 
 fn static_user_server(bin: &str) -> Server {
     let user = format!("{USER}:{PASS}");
@@ -46,7 +30,7 @@ fn uclient_udp_channels_static_user() {
     for bin in SERVERS {
         let s = static_user_server(bin);
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, &format!("{bin} udp channels"));
     }
 }
@@ -56,7 +40,7 @@ fn uclient_udp_send_indications_static_user() {
     for bin in SERVERS {
         let s = static_user_server(bin);
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-s", "-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-s", "-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, &format!("{bin} udp send indications"));
     }
 }
@@ -66,7 +50,7 @@ fn uclient_tcp_channels_static_user() {
     for bin in SERVERS {
         let s = static_user_server(bin);
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-t", "-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-t", "-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, &format!("{bin} tcp channels"));
     }
 }
@@ -76,7 +60,7 @@ fn uclient_tcp_send_indications_static_user() {
     for bin in SERVERS {
         let s = static_user_server(bin);
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-t", "-s", "-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-t", "-s", "-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, &format!("{bin} tcp send indications"));
     }
 }
@@ -92,7 +76,7 @@ fn uclient_relays_with_one_worker_and_with_four() {
             for (what, extra) in [("udp channels", &[][..]), ("udp send indications", &["-s"]), ("tcp channels", &["-t"]), ("tcp send indications", &["-t", "-s"])] {
                 let mut args = extra.to_vec();
                 args.extend(["-u", USER, "-w", PASS]);
-                let r = uclient(&s, pp, &args);
+                let r = uclient(s.port, pp, &args);
                 assert_all_relayed(&s, &r, &format!("{bin} --workers {workers} {what}"));
             }
         }
@@ -106,11 +90,10 @@ fn max_bps_limits_what_one_allocation_relays() {
         // 2,000 bytes/s each way; uclient sends 4 x 100 x 160 bytes as fast as it can.
         let s = Server::start(bin, &["--user", &user, "--allow-loopback-peers", "--max-bps", "2000"]);
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-u", USER, "-w", PASS]);
         let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{bin}: no totals in\n{}", r.output));
         assert!(t.received < t.sent / 2, "{bin}: {} of {} came back through a 2,000 bytes/s allocation", t.received, t.sent);
-        std::thread::sleep(Duration::from_millis(300));
-        let v: serde_json::Value = serde_json::from_str(&s.get("/stats").1).unwrap();
+        let v = s.stats();
         assert!(v["turn"]["dropped_rate_limited"].as_u64() > Some(0), "{bin}: {}", v["turn"]);
     }
 }
@@ -120,12 +103,12 @@ fn uclient_rest_credentials_udp_and_tcp() {
     for bin in SERVERS {
         let s = Server::start(bin, &["--static-auth-secret", SECRET, "--allow-loopback-peers"]);
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-W", SECRET, "-u", "carol"]);
+        let r = uclient(s.port, pp, &["-W", SECRET, "-u", "carol"]);
         assert_all_relayed(&s, &r, &format!("{bin} rest udp"));
-        let r = uclient(&s, pp, &["-t", "-W", SECRET, "-u", "carol"]);
+        let r = uclient(s.port, pp, &["-t", "-W", SECRET, "-u", "carol"]);
         assert_all_relayed(&s, &r, &format!("{bin} rest tcp"));
         // The wrong secret gets nowhere.
-        let r = uclient(&s, pp, &["-W", "not-the-secret", "-u", "carol"]);
+        let r = uclient(s.port, pp, &["-W", "not-the-secret", "-u", "carol"]);
         assert_ne!(r.status.map(|s| s.success()), Some(true), "{bin}: wrong secret accepted\n{}", r.output);
         assert!(uclient_totals(&r.output).is_none_or(|t| t.received == 0), "{bin}: {}", r.output);
     }
@@ -138,7 +121,7 @@ fn loopback_peer_is_refused_by_default() {
         let s = Server::start(bin, &["--user", &user]);
         let (_peer, pp) = peer();
         for extra in [&["-u", USER, "-w", PASS][..], &["-t", "-u", USER, "-w", PASS][..]] {
-            let r = uclient(&s, pp, extra);
+            let r = uclient(s.port, pp, extra);
             assert_ne!(r.status.map(|s| s.success()), Some(true), "{bin} {extra:?}: relayed to loopback without --allow-loopback-peers\n{}", r.output);
             assert!(r.output.contains("403"), "{bin} {extra:?}: expected 403 Forbidden\n{}", r.output);
         }
@@ -154,7 +137,7 @@ fn config_file_keys_match_the_flags() {
         let s = Server::start(bin, &["--config", path.to_str().unwrap()]);
         assert!(s.proc.stdout().contains("file.realm") && s.proc.stdout().contains("40000-40999"), "{}", s.proc.stdout());
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, &format!("{bin} config file"));
     }
 }
@@ -180,7 +163,7 @@ fn a_real_coturn_config_is_read() {
         let banner = s.proc.stdout();
         assert!(banner.contains("coturn.example") && banner.contains("41000-41999") && banner.contains("workers    2"), "{bin}: {banner}");
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, &format!("{bin} with a coturn config"));
         let log = s.proc.stderr();
         assert!(log.contains("coturn keys ignored") && log.contains("syslog") && log.contains("cli-password"), "{bin}: {log}");
@@ -194,7 +177,7 @@ fn graceful_stop_releases_allocations_and_secrets_stay_out_of_logs() {
         let user = format!("{USER}:{PASS}");
         let mut s = Server::start(bin, &["--user", &user, "--static-auth-secret", SECRET, "--allow-loopback-peers", "--log-level", "trace"]);
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, bin);
         s.proc.signal("TERM");
         let st = s.proc.wait(Duration::from_secs(10)).unwrap_or_else(|| panic!("{bin} did not stop on SIGTERM"));
@@ -285,7 +268,7 @@ fn idle_server_does_not_spin() {
         let s = static_user_server(bin);
         // An allocation makes timers pending, which a busy loop would spin on.
         let (_peer, pp) = peer();
-        let r = uclient(&s, pp, &["-u", USER, "-w", PASS]);
+        let r = uclient(s.port, pp, &["-u", USER, "-w", PASS]);
         assert_all_relayed(&s, &r, bin);
         let before = s.proc.cpu_ticks();
         std::thread::sleep(Duration::from_secs(2));

@@ -81,13 +81,6 @@ fn challenge(s: &UdpSocket, server: SocketAddr, n: u32) -> Challenge {
     (text(attr::REALM), text(attr::NONCE))
 }
 
-/// `/stats` once every worker has published what it did (they do within 100 ms).
-fn stats(s: &Server) -> serde_json::Value {
-    std::thread::sleep(Duration::from_millis(300));
-    let (code, body) = s.get("/stats");
-    assert_eq!(code, 200);
-    serde_json::from_str(&body).unwrap()
-}
 
 /// Per worker, the value of `key` in `/stats`' `workers` list.
 fn per_worker(v: &serde_json::Value, key: &str) -> Vec<u64> {
@@ -119,7 +112,7 @@ fn sixty_four_clients_spread_over_the_workers_all_relay_and_stats_add_up() {
         assert_eq!(r.status.map(|s| s.success()), Some(true), "{bin}: uclient failed\n{}\n{}", r.output, s.proc.stderr());
         let t = uclient_totals(&r.output).unwrap_or_else(|| panic!("{bin}: no totals in\n{}", r.output));
         assert_eq!((t.sent, t.received, t.lost), (64 * 20, 64 * 20, 0), "{bin}\n{}", r.output);
-        let v = stats(&s);
+        let v = s.stats();
         let relayed = per_worker(&v, "relayed_packets");
         assert_eq!(relayed.len(), 4, "{bin}: {v}");
         assert!(relayed.iter().filter(|&&n| n > 0).count() >= 2, "{bin}: the kernel put every client on one worker: {relayed:?}");
@@ -149,7 +142,7 @@ fn a_user_quota_holds_across_workers() {
             keep.push(c);
         }
         assert_eq!((admitted, refused), (3, 21), "{bin}");
-        let v = stats(&s);
+        let v = s.stats();
         let requests = per_worker(&v, "turn_requests");
         assert!(requests.iter().filter(|&&n| n > 0).count() >= 2, "{bin}: clients all on one worker: {requests:?}");
         assert_eq!(v["allocations"].as_u64(), Some(3), "{bin}: {v}");
@@ -189,18 +182,15 @@ fn a_nonce_from_one_worker_is_accepted_by_another() {
         for i in 0..8 {
             let udp = client();
             let port = udp.local_addr().unwrap().port();
-            let before = per_worker(&stats(&s), "turn_requests");
+            let before = per_worker(&s.stats(), "turn_requests");
             let ch = challenge(&udp, addr, 2 * i);
-            let issued = which_grew(&before, &per_worker(&stats(&s), "turn_requests"));
-            let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            tcp.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
-            tcp.connect(&addr.into()).unwrap();
-            let mut tcp: std::net::TcpStream = tcp.into();
+            let issued = which_grew(&before, &per_worker(&s.stats(), "turn_requests"));
+            let mut tcp = switchboard_tests::connect_from(SocketAddr::from(([127, 0, 0, 1], port)), addr);
             tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let before = per_worker(&stats(&s), "allocations");
+            let before = per_worker(&s.stats(), "allocations");
             let r = exchange_tcp(&mut tcp, &allocate_request(tid(2 * i + 1), Some(&ch)));
             assert_eq!(error_code(&r), None, "{bin}: the nonce worker {issued} issued was refused over TCP");
-            let accepted = which_grew(&before, &per_worker(&stats(&s), "allocations"));
+            let accepted = which_grew(&before, &per_worker(&s.stats(), "allocations"));
             crossed += usize::from(accepted != issued);
             keep.push((udp, tcp));
         }
@@ -221,7 +211,7 @@ fn idle_workers_sleep_and_sigterm_stops_them_all_releasing_allocations() {
             assert_eq!(error_code(&exchange(&c, addr, &allocate_request(tid(2 * i + 1), Some(&ch)))), None, "{bin}");
             keep.push(c);
         }
-        let held = per_worker(&stats(&s), "allocations");
+        let held = per_worker(&s.stats(), "allocations");
         assert!(held.iter().filter(|&&n| n > 0).count() >= 2, "{bin}: {held:?}");
         // Allocations make timers pending on several workers: idle, the process still sleeps.
         let before = s.proc.cpu_ticks();

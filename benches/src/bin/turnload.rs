@@ -62,15 +62,15 @@ struct Result {
 fn client(args: &Args, idx: usize) -> std::result::Result<Result, SetupError> {
     let io = |e: std::io::Error| SetupError(e.to_string());
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    let peer = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
     sock.connect(args.server).map_err(io)?;
+    if args.binding {
+        return bindings(args, &sock);
+    }
+    let peer = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
     sock.set_read_timeout(Some(Duration::from_secs(2))).map_err(io)?;
     let (user, pass) = args.user.split_once(':').ok_or_else(|| SetupError("--user NAME:PASS".into()))?;
     let peer_addr = peer.local_addr().map_err(io)?;
     let channel = 0x4000 + idx as u16;
-    if args.binding {
-        return bindings(args, &sock);
-    }
     let relay = setup_channel(
         |req| {
             sock.send(req).map_err(io)?;
