@@ -78,16 +78,22 @@ impl std::fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
+/// A Refresh with LIFETIME 0: ends the allocation (RFC 8656 §7.3).
+pub fn release(auth: &Auth, tid: [u8; 12]) -> Vec<u8> {
+    request(method::REFRESH, tid, &[(attr::LIFETIME, vec![0; 4])], Some(auth))
+}
+
 /// Sets up an allocation with a permission and channel `channel` to `peer`,
 /// exchanging messages through `exchange` (send a request, return its
-/// response). Returns the relayed address.
+/// response). Returns the relayed address, and the credentials with the
+/// server's nonce for later requests (such as [`release`]).
 pub fn setup_channel(
     mut exchange: impl FnMut(&[u8]) -> Result<Vec<u8>, SetupError>,
     user: &str,
     pass: &str,
     peer: SocketAddr,
     channel: u16,
-) -> Result<SocketAddr, SetupError> {
+) -> Result<(SocketAddr, Auth), SetupError> {
     let mut n = 0u32;
     let mut tid = move || {
         n += 1;
@@ -124,5 +130,5 @@ pub fn setup_channel(
     let number = (attr::CHANNEL_NUMBER, vec![(channel >> 8) as u8, channel as u8, 0, 0]);
     let resp = exchange(&request(method::CHANNEL_BIND, t, &[number, xor_peer(peer, &t)], Some(&auth)))?;
     ok(&resp, "ChannelBind")?;
-    Ok(relay)
+    Ok((relay, auth))
 }

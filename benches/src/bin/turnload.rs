@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchboard_benches::{binding_request, channel_data, setup_channel, SetupError};
+use switchboard_benches::{binding_request, channel_data, release, setup_channel, SetupError};
 use switchboard_core::stun::channel_data::ChannelData;
 
 #[derive(Parser, Debug)]
@@ -71,7 +71,7 @@ fn client(args: &Args, idx: usize) -> std::result::Result<Result, SetupError> {
     let (user, pass) = args.user.split_once(':').ok_or_else(|| SetupError("--user NAME:PASS".into()))?;
     let peer_addr = peer.local_addr().map_err(io)?;
     let channel = 0x4000 + idx as u16;
-    let relay = setup_channel(
+    let (relay, auth) = setup_channel(
         |req| {
             sock.send(req).map_err(io)?;
             let mut buf = [0u8; 1500];
@@ -128,6 +128,10 @@ fn client(args: &Args, idx: usize) -> std::result::Result<Result, SetupError> {
     res.span = Some((began, Instant::now()));
     stop.store(true, Ordering::Relaxed);
     let _ = echo.join();
+    // End the allocation, as a client should: a later run that gets the same source port from the OS would
+    // otherwise meet it (437 without a challenge) while it lives.
+    let _ = sock.send(&release(&auth, [0x52; 12]));
+    let _ = sock.recv(&mut buf);
     Ok(res)
 }
 
