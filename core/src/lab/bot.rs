@@ -223,6 +223,8 @@ pub struct Bot {
     peers: BTreeMap<String, String>,
     /// The `paused` messages received: (peer id, paused), in order.
     paused: Vec<(String, bool)>,
+    /// The server's offers so far, and the last one.
+    offers: (u32, Option<String>),
 }
 
 impl std::fmt::Debug for Bot {
@@ -264,6 +266,7 @@ impl Bot {
             latency_window: None,
             peers: BTreeMap::new(),
             paused: Vec::new(),
+            offers: (0, None),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
         bot.signal_out.push_back(json!({"type": "join", "room": room, "name": name, "mode": "sfu"}).to_string());
@@ -366,6 +369,11 @@ impl Bot {
         self.peers.get(name).map(String::as_str)
     }
 
+    /// How many SDP offers the server sent it, and the last one.
+    pub fn offers(&self) -> (u32, Option<&str>) {
+        (self.offers.0, self.offers.1.as_deref())
+    }
+
     /// The `paused` messages it received, in order: (peer id, paused).
     pub fn paused_messages(&self) -> &[(String, bool)] {
         &self.paused
@@ -460,6 +468,7 @@ impl Bot {
                 }
             }
             Some("offer") => {
+                self.offers = (self.offers.0 + 1, v["sdp"].as_str().map(str::to_owned));
                 if let Ok(offer) = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or("")) {
                     if let Ok(answer) = self.rtc.sdp_api().accept_offer(offer) {
                         self.signal_out.push_back(json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string());

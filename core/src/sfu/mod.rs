@@ -212,6 +212,18 @@ impl Leg {
     }
 }
 
+/// An m-line of a subscriber whose track ended: made inactive at the next
+/// negotiation, unless a new track of its kind takes it first.
+#[derive(Debug)]
+struct Slot {
+    mid: Mid,
+    kind: MediaKind,
+    /// The leg's rewrite state, so a reused m-line's sequence numbers run on.
+    rewrite: LegRewrite,
+    /// Whether the participant was told it is inactive.
+    inactive: bool,
+}
+
 /// An offer of the server that awaits the participant's answer.
 struct Pending {
     offer: SdpPendingOffer,
@@ -259,8 +271,10 @@ struct Participant {
     dirty: bool,
     /// Whether a first offer from the client was accepted.
     negotiated: bool,
-    /// m-lines of ended tracks to stop at the next negotiation.
-    stale_mids: Vec<Mid>,
+    /// m-lines whose track ended, free for the next track of their kind
+    /// (an SDP m-line is never removed: it is reused, so the SDP stays the
+    /// size of the most tracks the participant ever had at once).
+    idle: Vec<Slot>,
     channel: Option<ChannelId>,
     /// Whether it waits in [`Sfu::to_drive`].
     drive_queued: bool,

@@ -6,12 +6,12 @@
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, IceCreds};
 
 use super::allocate::RateMeter;
 use super::estimate::EgressEstimate;
-use super::{Leg, Participant, Pending, ParticipantStats, Sfu, SfuError, SfuMessage, TrackId};
+use super::{Leg, Participant, Pending, ParticipantStats, Sfu, SfuError, SfuMessage, Slot, TrackId};
 use crate::ids::ConnId;
 
 impl Sfu {
@@ -43,7 +43,7 @@ impl Sfu {
             pending: None,
             dirty: true,
             negotiated: false,
-            stale_mids: Vec::new(),
+            idle: Vec::new(),
             channel: None,
             drive_queued: false,
             stats: ParticipantStats::default(),
@@ -78,8 +78,20 @@ impl Sfu {
                 t.subscribers.retain(|c| *c != conn);
             }
         }
+        let mut touched = Vec::new();
         for tid in p.published {
-            self.remove_track(now, tid);
+            self.remove_track(now, tid, &mut touched);
+        }
+        self.renegotiate(now, touched);
+    }
+
+    /// One negotiation for each participant whose legs changed (however
+    /// many of its tracks ended at once).
+    pub(super) fn renegotiate(&mut self, now: Instant, mut touched: Vec<ConnId>) {
+        touched.sort_unstable();
+        touched.dedup();
+        for conn in touched {
+            self.negotiate(now, conn);
         }
     }
 
@@ -167,8 +179,10 @@ impl Sfu {
         self.drive(now, conn);
     }
 
-    /// Ends a track: every subscriber's leg is stopped and renegotiated away.
-    pub(super) fn remove_track(&mut self, now: Instant, tid: TrackId) {
+    /// Ends a track: every subscriber's leg is freed (its m-line waits for
+    /// the next track of its kind) and the subscriber is added to `touched`,
+    /// to be renegotiated once when everything that changed is done.
+    pub(super) fn remove_track(&mut self, now: Instant, tid: TrackId, touched: &mut Vec<ConnId>) {
         let Some(t) = self.tracks.remove(&tid) else { return };
         if let Some(p) = self.participants.get_mut(&t.owner) {
             p.published.retain(|x| *x != tid);
@@ -178,23 +192,11 @@ impl Sfu {
             let Some(s) = self.participants.get_mut(&sub) else { continue };
             let Some(i) = s.legs.iter().position(|l| l.track == tid) else { continue };
             let leg = s.legs.remove(i);
+            s.idle.push(Slot { mid: leg.mid, kind: leg.kind, rewrite: leg.rewrite, inactive: false });
+            s.dirty = true;
+            touched.push(sub);
             // What it took is free for the others.
             self.allocate(now, sub);
-            let Some(s) = self.participants.get_mut(&sub) else { continue };
-            if s.pending.is_some() {
-                // An offer is out: stop the m-line with the next one.
-                s.stale_mids.push(leg.mid);
-                s.dirty = true;
-                continue;
-            }
-            let mut api = s.rtc.sdp_api();
-            api.stop_media(leg.mid);
-            if let Some((offer, pending)) = api.apply() {
-                let sdp = offer.to_sdp_string();
-                s.pending = Some(Pending { offer: pending, sdp: sdp.clone(), sent_at: now, resent: 0 });
-                self.signal(sub, SfuMessage::Offer { sdp });
-            }
-            self.drive(now, sub);
         }
     }
 
@@ -216,8 +218,8 @@ impl Sfu {
         if !p.dirty || !p.negotiated || p.pending.is_some() {
             return;
         }
-        // (track, kind, its publisher's label as the stream id)
-        let wanted: Vec<(TrackId, MediaKind, String)> = self
+        // Every track of the others: (track, kind, its publisher's label as the stream id).
+        let room: Vec<(TrackId, MediaKind, String)> = self
             .rooms
             .get(&p.room)
             .into_iter()
@@ -225,29 +227,51 @@ impl Sfu {
             .filter(|c| **c != conn)
             .filter_map(|c| self.participants.get(c))
             .flat_map(|o| o.published.iter().map(move |t| (*t, o.label.clone())))
-            .filter(|(t, _)| !p.legs.iter().any(|l| l.track == *t))
             .filter_map(|(t, owner)| self.tracks.get(&t).map(|tr| (t, tr.kind, owner)))
             .collect();
+        let wanted: Vec<&(TrackId, MediaKind, String)> = room.iter().filter(|(t, ..)| !p.legs.iter().any(|l| l.track == *t)).collect();
         let Some(p) = self.participants.get_mut(&conn) else { return };
         p.dirty = false;
-        if wanted.is_empty() && p.stale_mids.is_empty() {
+        if wanted.is_empty() && p.idle.iter().all(|s| s.inactive) {
             return;
         }
-        let stale = std::mem::take(&mut p.stale_mids);
         let mut api = p.rtc.sdp_api();
-        for mid in stale {
-            api.stop_media(mid);
+        for &(tid, kind, ref owner) in wanted {
+            let Some(t) = self.tracks.get_mut(&tid) else { continue };
+            let leg = match p.idle.iter().position(|s| s.kind == kind) {
+                Some(i) => {
+                    // An m-line of an ended track takes the new one: sending again, under the
+                    // new publisher's stream id (see `retag_msids`), its numbers running on.
+                    let slot = p.idle.swap_remove(i);
+                    if !slot.inactive {
+                        // Still sending in the SDP the participant has: a change str0m sees.
+                        api.set_direction(slot.mid, Direction::Inactive);
+                    }
+                    api.set_direction(slot.mid, Direction::SendOnly);
+                    let mut leg = Leg::new(tid, slot.mid, kind, &t.layers);
+                    leg.rewrite = slot.rewrite.rebind(t.layers.first().copied(), !t.layers.is_empty(), kind == MediaKind::Video);
+                    leg
+                }
+                None => {
+                    let mid = api.add_media(kind, Direction::SendOnly, Some(owner.clone()), Some(format!("t{tid}")), None);
+                    Leg::new(tid, mid, kind, &t.layers)
+                }
+            };
+            p.legs.push(leg);
+            t.subscribers.push(conn);
         }
-        for (tid, kind, owner) in wanted {
-            let mid = api.add_media(kind, Direction::SendOnly, Some(owner), Some(format!("t{tid}")), None);
-            if let Some(t) = self.tracks.get_mut(&tid) {
-                p.legs.push(Leg::new(tid, mid, kind, &t.layers));
-                t.subscribers.push(conn);
-            }
+        for slot in p.idle.iter_mut().filter(|s| !s.inactive) {
+            api.set_direction(slot.mid, Direction::Inactive);
+            slot.inactive = true;
         }
         // `api` borrows the Rtc only; the legs above are the participant's other field.
         if let Some((offer, pending)) = api.apply() {
-            let sdp = offer.to_sdp_string();
+            let tags: Vec<(Mid, &str, TrackId)> = p
+                .legs
+                .iter()
+                .filter_map(|l| room.iter().find(|(t, ..)| *t == l.track).map(|(t, _, owner)| (l.mid, owner.as_str(), *t)))
+                .collect();
+            let sdp = retag_msids(&offer.to_sdp_string(), &tags);
             p.pending = Some(Pending { offer: pending, sdp: sdp.clone(), sent_at: now, resent: 0 });
             self.signal(conn, SfuMessage::Offer { sdp });
         }
@@ -255,4 +279,40 @@ impl Sfu {
         self.allocate(now, conn);
         self.drive(now, conn);
     }
+}
+
+/// The offer `sdp` with each leg's m-line carrying its current publisher's
+/// stream id (`a=msid:` and `a=ssrc:N msid:`): str0m keeps the msid an m-line
+/// was added with, and an m-line reused for another publisher's track must
+/// name the new one, so that the browser files the track under it. `tags`
+/// are (mid, stream id, track); other m-lines are left as they are.
+pub(super) fn retag_msids(sdp: &str, tags: &[(Mid, &str, TrackId)]) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    // The m-section's lines are held until its a=mid: is known.
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let mid = section.iter().find_map(|l| l.strip_prefix("a=mid:")).map(str::trim);
+        let tag = mid.and_then(|m| tags.iter().find(|(t, ..)| &**t == m));
+        for line in section.drain(..) {
+            match tag {
+                Some((_, stream, track)) if line.starts_with("a=msid:") => {
+                    out.push_str(&format!("a=msid:{stream} t{track}"));
+                }
+                Some((_, stream, track)) if line.starts_with("a=ssrc:") && line.contains(" msid:") => {
+                    let head = line.split(" msid:").next().unwrap_or(line);
+                    out.push_str(&format!("{head} msid:{stream} t{track}"));
+                }
+                _ => out.push_str(line),
+            }
+            out.push_str("\r\n");
+        }
+    };
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(line);
+    }
+    flush(&mut section, &mut out);
+    out
 }

@@ -78,12 +78,22 @@ pub struct LegRewrite {
     paused: bool,
     /// Whether the next packet forwarded must be a keyframe (resuming after a pause).
     resuming: bool,
+    /// Whether the leg carries another track since its last packet ([`LegRewrite::rebind`]).
+    rebound: bool,
 }
 
 impl LegRewrite {
     /// A fresh leg; for a simulcast track, wanting layer `target` first.
     pub fn new(target: Option<Rid>, simulcast: bool) -> Self {
         LegRewrite { target, simulcast, ..Self::default() }
+    }
+
+    /// The same leg carrying another track from now on (an m-line reused):
+    /// toward the subscriber the sequence numbers run on by one and the
+    /// timestamp moves a frame, as at a layer switch; video waits for a
+    /// keyframe. Payload types are learnt again.
+    pub fn rebind(&self, target: Option<Rid>, simulcast: bool, video: bool) -> LegRewrite {
+        LegRewrite { target, simulcast, last_out: self.last_out, resuming: video && self.last_out.is_some(), rebound: true, ..Self::default() }
     }
 
     /// The subscriber's payload type for the publisher's `pt`: `None` if not
@@ -154,7 +164,8 @@ impl LegRewrite {
         let Some(Some(pt)) = self.mapped_pt(p.pt) else { return Decision::Skip };
         let seq_in = i64::try_from(p.seq).unwrap_or(i64::MAX);
         // Resuming the layer it had: the same clock, so the timestamp runs on with the time paused.
-        let same_layer = self.layer == p.rid;
+        let same_layer = self.layer == p.rid && !self.rebound;
+        self.rebound = false;
         if switch {
             self.layer = p.rid;
             self.resuming = false;
@@ -170,8 +181,16 @@ impl LegRewrite {
                 None => self.seq_offset = None,
             }
         }
-        let first = i64::try_from(FIRST_SEQ).unwrap_or(0);
-        let offset = *self.seq_offset.get_or_insert(first.saturating_sub(seq_in));
+        let offset = match (self.seq_offset, self.last_out) {
+            (Some(o), _) => o,
+            // The first packet of a rebound leg: continuous with what the leg sent before.
+            (None, Some((seq, ts))) => {
+                self.ts_offset = ts.wrapping_add(SWITCH_TS_STEP).wrapping_sub(p.ts);
+                i64::try_from(seq).unwrap_or(i64::MAX).saturating_add(1).saturating_sub(seq_in)
+            }
+            (None, None) => i64::try_from(FIRST_SEQ).unwrap_or(0).saturating_sub(seq_in),
+        };
+        self.seq_offset = Some(offset);
         // A packet reordered from before a switch may land below 0: it is sent as 0.
         let seq = u64::try_from(seq_in.saturating_add(offset)).unwrap_or(0);
         let ts = p.ts.wrapping_add(self.ts_offset);
@@ -208,6 +227,30 @@ mod tests {
             Decision::Write { pt, seq, ts, switched } => (pt, seq, ts, switched),
             other => panic!("expected a write, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_rebound_leg_runs_on_from_what_it_sent() {
+        let mut l = leg();
+        for i in 0..5 {
+            written(l.rewrite(&pkt(70 + i, 9000 + 3000 * i as u32)));
+        }
+        // Audio: the next packet of another source follows at once.
+        let mut a = l.rebind(None, false, false);
+        assert_eq!(a.rewrite(&pkt(50_000, 777)), Decision::Skip, "payload types are learnt again");
+        a.learn_pt(VP8, Some(SUB_VP8));
+        assert_eq!(written(a.rewrite(&pkt(50_000, 777))), (SUB_VP8, 1005, 21_000 + SWITCH_TS_STEP, false));
+        assert_eq!(written(a.rewrite(&pkt(50_001, 877))), (SUB_VP8, 1006, 21_100 + SWITCH_TS_STEP, false));
+        // Video: from a keyframe of the new source on.
+        let mut v = l.rebind(None, false, true);
+        v.learn_pt(VP8, Some(SUB_VP8));
+        assert_eq!(v.rewrite(&pkt(50_000, 777)), Decision::AwaitKeyframe);
+        let key = Incoming { keyframe: true, ..pkt(50_001, 877) };
+        assert_eq!(written(v.rewrite(&key)), (SUB_VP8, 1005, 21_000 + SWITCH_TS_STEP, true));
+        // A fresh leg starts at FIRST_SEQ as before.
+        let mut f = LegRewrite::new(None, false).rebind(None, false, true);
+        f.learn_pt(VP8, Some(SUB_VP8));
+        assert_eq!(written(f.rewrite(&pkt(50_000, 777))), (SUB_VP8, FIRST_SEQ, 777, false));
     }
 
     #[test]

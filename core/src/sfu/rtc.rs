@@ -109,9 +109,11 @@ impl Sfu {
         if reallocate {
             self.allocate(now, conn);
         }
+        let mut touched = Vec::new();
         for t in ended_tracks {
-            self.remove_track(now, t);
+            self.remove_track(now, t, &mut touched);
         }
+        self.renegotiate(now, touched);
         if new_tracks {
             self.announce_tracks(now, conn);
         }

@@ -585,3 +585,57 @@ fn a_capped_subscriber_gets_lower_layers_before_any_video_pauses() {
         assert!(got as f64 >= 0.98 * sent as f64, "audio of {p}: {got} of {sent}");
     }
 }
+
+/// m-lines in an SDP, and how many of them are stopped (port 0) or inactive.
+fn m_lines(sdp: &str) -> (usize, usize, usize) {
+    let sections: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
+    let stopped = sections.iter().filter(|s| s.split(' ').nth(1) == Some("0")).count();
+    let inactive = sections.iter().filter(|s| s.contains("a=inactive")).count();
+    (sections.len(), stopped, inactive)
+}
+
+/// Issue 13: a room lasts. 100 participants join and leave one by one beside
+/// a long-lived one; each joiner's tracks take the m-lines of the last
+/// leaver's, so the long-lived participant's SDP stays the size of its room
+/// (its 2 tracks, 2 per other member, the data channel), each change costs it
+/// one offer, and every joiner is heard through a reused m-line.
+#[test]
+fn a_hundred_joins_and_leaves_reuse_m_lines_and_renegotiate_once_per_change() {
+    let mut net = Lab::new(crate::time::test_start());
+    net.add_bot(0);
+    net.add_bot(1);
+    net.run(Duration::from_secs(3));
+    let (_, first) = net.bots[0].bot.offers();
+    assert_eq!(m_lines(first.expect("offered bot 1's tracks")), (5, 0, 0));
+    for i in 2..=101u8 {
+        // The previous joiner leaves: one offer, its two m-lines inactive, none added.
+        let before = net.bots[0].bot.offers().0;
+        let leaver = net.bots.len() - 1;
+        net.remove_bot(leaver);
+        net.run(Duration::from_millis(300));
+        let (n, sdp) = net.bots[0].bot.offers();
+        assert_eq!(n, before + 1, "join {i}: one offer per leave");
+        assert_eq!(m_lines(sdp.unwrap_or_default()), (5, 0, 2), "join {i}: after the leave");
+        // The next one joins: one offer, the same m-lines sending again under its stream id.
+        let before = n;
+        net.add_bot(i);
+        net.run(Duration::from_millis(1500));
+        let (n, sdp) = net.bots[0].bot.offers();
+        assert_eq!(n, before + 1, "join {i}: one offer per join");
+        let sdp = sdp.unwrap_or_default();
+        assert_eq!(m_lines(sdp), (5, 0, 0), "join {i}: {sdp}");
+        let id = net.bots[0].bot.peer_id(std::str::from_utf8(&net.bots.last().unwrap().bot.tag()).unwrap()).unwrap().to_owned();
+        assert_eq!(sdp.matches(&format!("a=msid:{id} ")).count(), 2, "join {i}: the reused m-lines name the joiner");
+        if i % 10 == 1 || i == 2 {
+            // Media flows through the reused m-lines, both ways.
+            let tag = net.bots.last().unwrap().bot.tag();
+            let at = net.received(0).get(&tag).copied().unwrap_or_default();
+            net.run(Duration::from_secs(1));
+            let now = net.received(0).get(&tag).copied().unwrap_or_default();
+            assert!(now.0 > at.0 + 20 && now.1 > at.1 + 10, "join {i}: bot 0 hears the joiner: {at:?} -> {now:?}");
+            assert!(net.received(net.bots.len() - 1).contains_key(&net.bots[0].bot.tag()), "join {i}: the joiner hears bot 0");
+        }
+    }
+    let st = net.sb.stats().sfu;
+    assert_eq!(st.participants, 2);
+}
