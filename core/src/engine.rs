@@ -677,6 +677,7 @@ fn to_wire(msg: &SfuMessage) -> ServerMsg<'_> {
             ServerMsg::Candidate { candidate, sdp_mid: sdp_mid.as_deref(), sdp_mline_index: *sdp_mline_index }
         }
         SfuMessage::Paused { peer, paused } => ServerMsg::Paused { peer, paused: *paused },
+        SfuMessage::Speaker { peer } => ServerMsg::Speaker { peer },
         SfuMessage::Error { code, message } => ServerMsg::Error { code: error_code(*code), message },
     }
 }

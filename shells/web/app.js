@@ -128,6 +128,7 @@ function leave(tellServer = true) {
   $('grid').hidden = true;
   $('remote-video').closest('figure').hidden = false;
   state.names = {};
+  state.speaker = undefined;
   state.pausedPeers.clear();
   setInCall(false);
   status('Not connected.');
@@ -202,6 +203,12 @@ function onServerMessage(msg) {
       if (msg.paused) state.pausedPeers.add(msg.peer);
       else state.pausedPeers.delete(msg.peer);
       showPaused(msg.peer);
+      break;
+    case 'speaker':
+      // The server heard this participant speak (audio levels, debounced): highlight its tile, put it first.
+      if (state.speaker !== msg.peer) log(`${msg.peer === state.id ? 'you' : state.names[msg.peer] || msg.peer}: speaking`);
+      state.speaker = msg.peer;
+      showSpeaker();
       break;
     case 'error':
       log(`server error ${msg.code}: ${msg.message}`);
@@ -385,8 +392,16 @@ function tile(id) {
     fig.append(video, note, cap);
     $('grid').append(fig);
     showPaused(id);
+    showSpeaker();
   }
   return fig.querySelector('video');
+}
+
+// Marks the speaker's tile (the first in the grid, outlined); our own video when it is us.
+function showSpeaker() {
+  for (const fig of document.querySelectorAll('#grid figure')) fig.classList.toggle('speaking', fig.dataset.peer === state.speaker);
+  const me = $('local-video');
+  if (me) me.classList.toggle('speaking', state.speaker !== undefined && state.speaker === state.id);
 }
 
 // Shows on a peer's tile whether the server paused its video for us (see the `paused` message).

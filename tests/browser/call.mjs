@@ -508,6 +508,63 @@ async function simulcast() {
   await closeAll();
 }
 
+/**
+ * 12. Active speaker and rooms that last: of three pages only A's (fake) microphone makes sound, B and C mute
+ * theirs; every page is told A speaks and shows A's tile first (A: its own video outlined). Then C leaves and D
+ * joins: A's connection keeps its number of transceivers (C's m-lines carry D's tracks) and A shows D's video in
+ * D's tile.
+ */
+async function speakerAndReusedMLines() {
+  const room = `talk-${randomBytes(4).toString('hex')}`;
+  const a = await open(`room=${room}&name=Ada&mode=sfu&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&mode=sfu&autojoin=1`, 'B');
+  const c = await open(`room=${room}&name=Cy&mode=sfu&autojoin=1`, 'C');
+  for (const p of [b, c]) {
+    await until(`${p.label} has its microphone`, () => p.evaluate(() => !!window.sb.local && window.sb.local.getAudioTracks().length > 0));
+    await p.click('#mute');
+  }
+  await allDecode([a, b, c], 2, '12. SFU room of three, one speaking');
+  const aId = await a.evaluate(() => window.sb.id);
+  // B and C may have been heard before their mute (their beeps start with the call); from then on it is A.
+  const speakers = (p) => p.evaluate(() => window.sb.messages.filter((m) => m.type === 'speaker').map((m) => m.peer));
+  for (const p of [a, b, c]) await until(`${p.label} is told A speaks`, async () => (await speakers(p)).at(-1) === aId);
+  const told = await Promise.all([a, b, c].map(speakers));
+  await sleep(3000);
+  for (const [i, p] of [a, b, c].entries()) {
+    const now = await speakers(p);
+    check(now.length === told[i].length && now.at(-1) === aId, `${p.label} is told A speaks, and it stays A for 3 s`, JSON.stringify(now.map((x) => (x === aId ? 'A' : x))));
+  }
+  for (const p of [b, c]) {
+    const first = await p.evaluate(() => {
+      const figs = [...document.querySelectorAll('#grid figure')].filter((f) => getComputedStyle(f).display !== 'none');
+      figs.sort((x, y) => Number(getComputedStyle(x).order) - Number(getComputedStyle(y).order));
+      return figs[0] && { peer: figs[0].dataset.peer, speaking: figs[0].classList.contains('speaking') };
+    });
+    check(first && first.peer === aId && first.speaking, `${p.label} shows A's tile first, highlighted`, JSON.stringify(first));
+  }
+  check(await a.evaluate(() => document.getElementById('local-video').classList.contains('speaking')), 'A highlights its own video');
+  await a.screenshot({ path: `${outDir}/speaker-a.png` });
+  await b.screenshot({ path: `${outDir}/speaker-b.png` });
+  // Rooms that last: C leaves, D joins; A's m-lines are reused.
+  const transceivers = () => a.evaluate(() => window.sb.pc.getTransceivers().length);
+  const before = await transceivers();
+  await c.click('#hangup');
+  await until('A sees C\'s video end', async () => (await sfuMedia(a)).live === 1);
+  const d = await open(`room=${room}&name=Dee&mode=sfu&autojoin=1`, 'D');
+  await until('D joined', async () => (await types(d)).includes('joined'));
+  const dId = await d.evaluate(() => window.sb.id);
+  const shown = await until('A shows D\'s video in D\'s tile', () => a.evaluate((id) => {
+    const v = document.querySelector(`#grid figure[data-peer="${id}"] video`);
+    return v && v.videoWidth > 0 && v.srcObject.getAudioTracks().length === 1 ? { width: v.videoWidth, time: v.currentTime } : null;
+  }, dId), 30000);
+  await sleep(1000);
+  const playing = await a.evaluate((id) => document.querySelector(`#grid figure[data-peer="${id}"] video`).currentTime, dId);
+  check(playing > shown.time, 'D\'s video plays in its tile on A', `${shown.width} px, t ${shown.time.toFixed(2)} -> ${playing.toFixed(2)} s`);
+  const after = await transceivers();
+  check(after === before, 'A\'s connection reused C\'s m-lines for D (no new transceiver)', `${before} -> ${after} transceivers`);
+  await closeAll();
+}
+
 async function alone() {
   const room = `alone-${randomBytes(4).toString('hex')}`;
   const d = await open(`room=${room}&name=Dee&autojoin=1`, 'D');
@@ -519,8 +576,11 @@ async function alone() {
 }
 
 let failed = false;
+// CHECKS=name,name runs only those (while working on them); the test suite runs all.
+const only = process.env.CHECKS ? process.env.CHECKS.split(',') : null;
 try {
-  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, dashboardAndCallPanel, alone]) {
+  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, dashboardAndCallPanel, speakerAndReusedMLines, alone]) {
+    if (only && !only.includes(checks.name)) continue;
     const t0 = Date.now();
     await checks();
     console.log(`     (${checks.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);

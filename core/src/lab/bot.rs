@@ -31,7 +31,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Rtc, RtcConfig};
 
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
@@ -209,6 +209,8 @@ pub struct Bot {
     /// Whether the lower simulcast layers send fewer packets (see [`Bot::with_scaled_layers`]).
     scaled_layers: bool,
     listen_only: bool,
+    /// The audio level (dBov) its audio packets carry (RFC 6464), if any.
+    audio_level: Option<i8>,
     /// Interval between video packets (per simulcast layer).
     video_interval: Duration,
     /// RTP clock ticks per video packet.
@@ -223,6 +225,8 @@ pub struct Bot {
     peers: BTreeMap<String, String>,
     /// The `paused` messages received: (peer id, paused), in order.
     paused: Vec<(String, bool)>,
+    /// The `speaker` messages it received, in order.
+    speakers: Vec<String>,
     /// The server's offers so far, and the last one.
     offers: (u32, Option<String>),
 }
@@ -259,6 +263,7 @@ impl Bot {
             simulcast: false,
             scaled_layers: false,
             listen_only: false,
+            audio_level: None,
             video_interval: VIDEO_INTERVAL,
             video_clock: VIDEO_CLOCK_DEFAULT,
             epoch: now,
@@ -267,6 +272,7 @@ impl Bot {
             peers: BTreeMap::new(),
             paused: Vec::new(),
             offers: (0, None),
+            speakers: Vec::new(),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
         bot.signal_out.push_back(json!({"type": "join", "room": room, "name": name, "mode": "sfu"}).to_string());
@@ -328,6 +334,17 @@ impl Bot {
         self.latency_window = Some((send_time(self.epoch, from), send_time(self.epoch, until)));
     }
 
+    /// Its audio packets carry this audio level (dBov, RFC 6464).
+    pub fn with_audio_level(mut self, dbov: i8) -> Self {
+        self.audio_level = Some(dbov);
+        self
+    }
+
+    /// Sends its audio at another level (dBov) from now on.
+    pub fn set_audio_level(&mut self, dbov: i8) {
+        self.audio_level = Some(dbov);
+    }
+
     /// Publishes nothing: only subscribes (call before it joins).
     pub fn listen_only(mut self) -> Self {
         self.listen_only = true;
@@ -367,6 +384,11 @@ impl Bot {
     /// The peer id of the bot named `name` (its tag as text), once known.
     pub fn peer_id(&self, name: &str) -> Option<&str> {
         self.peers.get(name).map(String::as_str)
+    }
+
+    /// The peer ids of the `speaker` messages it received, in order.
+    pub fn speakers(&self) -> &[String] {
+        &self.speakers
     }
 
     /// How many SDP offers the server sent it, and the last one.
@@ -452,6 +474,9 @@ impl Bot {
                     let clock = self.video_clock.saturating_mul(scale);
                     self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval, frame: 0, clock });
                 }
+            }
+            Some("speaker") => {
+                self.speakers.push(v["peer"].as_str().unwrap_or("").into());
             }
             Some("paused") => {
                 if let (Some(peer), Some(paused)) = (v["peer"].as_str(), v["paused"].as_bool()) {
@@ -552,7 +577,13 @@ impl Bot {
                 s.seq += 1;
                 let kind = s.kind;
                 if let Some(tx) = self.rtc.direct_api().stream_tx(&ssrc) {
-                    tx.write_rtp(RtpWrite::new(pt, seq.into(), time, now, Arc::<[u8]>::from(payload)).marker(kind == MediaKind::Video));
+                    let mut ext = ExtensionValues::default();
+                    if kind == MediaKind::Audio {
+                        // str0m writes the extension only with both values.
+                        ext.audio_level = self.audio_level;
+                        ext.voice_activity = self.audio_level.map(|l| l > -50);
+                    }
+                    tx.write_rtp(RtpWrite::new(pt, seq.into(), time, now, Arc::<[u8]>::from(payload)).marker(kind == MediaKind::Video).ext_vals(ext));
                     if kind == MediaKind::Audio {
                         self.sent.0 += 1;
                     } else {

@@ -40,6 +40,11 @@ impl Sfu {
         if let Some(m) = t.rates.get_mut(layer) {
             m.record(now, pkt.payload.len() as u64);
         }
+        if t.kind == MediaKind::Audio {
+            let level = pkt.header.ext_vals.audio_level;
+            self.hear(now, from, level);
+        }
+        let Some(t) = self.tracks.get_mut(&tid) else { return };
         let keyframe = t.kind == MediaKind::Video && pub_params.is_some_and(|pp| is_keyframe(pp.spec().codec, &pkt.payload));
         let incoming = Incoming { pt: pkt.header.payload_type, seq: *pkt.seq_no, ts: pkt.header.timestamp, rid, keyframe };
         let ext = ExtensionValues {

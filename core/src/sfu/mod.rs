@@ -35,6 +35,7 @@ mod negotiate;
 pub mod rewrite;
 mod rtc;
 mod simulcast;
+mod speaker;
 mod stats;
 mod timers;
 #[cfg(test)]
@@ -62,6 +63,8 @@ use allocate::RateMeter;
 use estimate::EgressEstimate;
 use rewrite::LegRewrite;
 pub use simulcast::KEYFRAME_INTERVAL;
+pub use speaker::SPEAKER_INTERVAL;
+use speaker::{RoomSpeaker, Speech};
 pub use stats::{ParticipantStats, RoomStats, SfuStats};
 use timers::Deadlines;
 
@@ -137,6 +140,12 @@ pub enum SfuMessage {
         peer: String,
         /// Whether it is paused now.
         paused: bool,
+    },
+    /// Participant `peer` of the room is speaking now (the most active audio
+    /// of the last second or so, debounced); sent to everyone in the room.
+    Speaker {
+        /// The speaker's stream label (signaling's peer id).
+        peer: String,
     },
     /// What the participant asked cannot be done.
     Error {
@@ -287,6 +296,8 @@ struct Participant {
     estimate: EgressEstimate,
     /// What it is sent (RTP payload bytes, the unit of the layers' rates).
     egress: RateMeter,
+    /// Its recent loud audio packets.
+    speech: Speech,
 }
 
 /// The selective forwarding unit.
@@ -311,6 +322,10 @@ pub struct Sfu {
     driving: Vec<ConnId>,
     out: VecDeque<SfuOutput>,
     stats: SfuStats,
+    /// When the SFU started: the origin of the speaker intervals.
+    epoch: Instant,
+    /// Each room's speaker.
+    speakers: Map<String, RoomSpeaker>,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -345,6 +360,8 @@ impl Sfu {
             driving: Vec::new(),
             out: VecDeque::new(),
             stats: SfuStats::default(),
+            epoch: now,
+            speakers: Map::with_hasher(hash::hasher(seed)),
         }
     }
 

@@ -51,8 +51,11 @@ impl Sfu {
             allocated_at: None,
             estimate: EgressEstimate::default(),
             egress: RateMeter::default(),
+            speech: Default::default(),
         };
+        let room = p.room.clone();
         self.participants.insert(conn, p);
+        self.tell_speaker(conn, &room);
         self.drive(now, conn);
     }
 
@@ -73,6 +76,7 @@ impl Sfu {
                 self.rooms.remove(&p.room);
             }
         }
+        self.forget_speaker(conn, &p.room);
         for leg in &p.legs {
             if let Some(t) = self.tracks.get_mut(&leg.track) {
                 t.subscribers.retain(|c| *c != conn);

@@ -69,6 +69,8 @@ pub struct SfuStats {
     pub offers_resent: u64,
     /// Offers given up on after [`super::OFFER_RETRIES`] resends without an answer.
     pub offers_unanswered: u64,
+    /// Times a room's speaker changed (`speaker` messages sent to its members).
+    pub speaker_changes: u64,
 }
 
 impl Sfu {

@@ -639,3 +639,43 @@ fn a_hundred_joins_and_leaves_reuse_m_lines_and_renegotiate_once_per_change() {
     let st = net.sb.stats().sfu;
     assert_eq!(st.participants, 2);
 }
+
+/// Issue 13: the room is told who speaks. Of three bots only one sends loud
+/// audio (-20 dBov; the others -127, silence): everyone, itself included, is
+/// told it is the speaker, once. When another one talks louder and longer,
+/// the room follows; a short burst does not move it (debounce).
+#[test]
+fn the_room_is_told_who_speaks_and_a_short_burst_does_not_move_it() {
+    let mut net = Lab::new(crate::time::test_start());
+    let levels = [-127, -20, -127];
+    for (i, l) in levels.iter().enumerate() {
+        let mut tag = *b"bot-0000";
+        tag[7] = b'0' + i as u8;
+        net.add(i as u8, Bot::new(net.now, Lab::addr(i as u8), "room", tag).with_audio_level(*l));
+    }
+    net.run(Duration::from_secs(4));
+    let id = |net: &Lab, i: usize| net.bots[0].bot.peer_id(std::str::from_utf8(&net.bots[i].bot.tag()).unwrap()).map(str::to_owned);
+    let one = id(&net, 1).expect("bot 0 knows bot 1");
+    for i in 0..3 {
+        assert_eq!(net.bots[i].bot.speakers(), [one.clone()], "bot {i}");
+    }
+    // Bot 2 makes a sound for 200 ms: not enough to take the room.
+    net.bots[2].bot.set_audio_level(-10);
+    net.run(Duration::from_millis(200));
+    net.bots[2].bot.set_audio_level(-127);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.bots[0].bot.speakers(), [one.clone()]);
+    // Bot 1 falls silent and bot 2 speaks: the room follows.
+    net.bots[1].bot.set_audio_level(-127);
+    net.bots[2].bot.set_audio_level(-25);
+    net.run(Duration::from_secs(3));
+    let two = id(&net, 2).expect("bot 0 knows bot 2");
+    for i in 0..3 {
+        assert_eq!(net.bots[i].bot.speakers(), [one.clone(), two.clone()], "bot {i}");
+    }
+    // A late joiner is told at once.
+    net.add_bot(3);
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.bots[3].bot.speakers(), [two]);
+    assert_eq!(net.sb.stats().sfu.speaker_changes, 2);
+}

@@ -238,6 +238,13 @@ pub enum ServerMsg<'a> {
         /// Whether its video is paused now.
         paused: bool,
     },
+    /// SFU rooms: peer `peer` is speaking now, by the audio levels of its
+    /// packets (RFC 6464), debounced; sent to everyone in the room when it
+    /// changes, and to a participant that joins. `{"type":"speaker","peer":ID}`
+    Speaker {
+        /// The speaker's id.
+        peer: &'a str,
+    },
     /// Your last message was refused; the connection stays open.
     Error {
         /// A stable code (see [`ErrorCode`]).
