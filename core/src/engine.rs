@@ -24,6 +24,8 @@ use crate::rng::Seed;
 use crate::sfu::{RoomStats, Sfu, SfuConfig, SfuError, SfuMessage, SfuOutput, SfuStats};
 #[cfg(feature = "sfu")]
 use crate::signal::{ErrorCode, ServerMsg};
+#[cfg(feature = "sfu")]
+use crate::whip::{self, HttpRequest, HttpResponse, Sessions, WhipConfig, WhipStats};
 use crate::signal::{self, RoomEvent, SignalConfig, SignalStats, Signaling};
 use crate::time::Monotonic;
 use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnServer, TurnStats};
@@ -41,6 +43,10 @@ pub struct Config {
     pub sfu: Option<SfuConfig>,
     /// Which of the process's engines this is, when it runs one per worker thread.
     pub placement: Placement,
+    /// WHIP and WHEP (served by worker 0). When its `secret` is `None`, the
+    /// TURN server's REST secret checks REST tokens.
+    #[cfg(feature = "sfu")]
+    pub whip: WhipConfig,
 }
 
 /// Where an engine stands among the engines of one process (one per worker
@@ -154,6 +160,16 @@ pub enum Input<'a> {
     },
     /// A room event that worker 0 placed on this worker ([`Output::ToWorker`]).
     RoomEvent(RoomEvent),
+    /// A WHIP or WHEP request (`/whip/...`, `/whep/...`, see [`whip::is_media_path`])
+    /// on HTTP connection `conn`, for worker 0. Its answer comes out as
+    /// [`Output::HttpResponse`], at once or when the SFU answered the offer.
+    #[cfg(feature = "sfu")]
+    Http {
+        /// The HTTP connection.
+        conn: ConnId,
+        /// The request.
+        request: HttpRequest<'a>,
+    },
     /// What another worker's SFU says to a participant ([`Output::ToSignaling`]),
     /// for signaling on worker 0 to send.
     #[cfg(feature = "sfu")]
@@ -242,6 +258,14 @@ pub enum Output<'a> {
         /// The message.
         msg: SfuMessage,
     },
+    /// Answer the WHIP or WHEP request on HTTP connection `conn` (dropped if it closed).
+    #[cfg(feature = "sfu")]
+    HttpResponse {
+        /// The HTTP connection.
+        conn: ConnId,
+        /// The answer.
+        response: HttpResponse,
+    },
     /// Nothing more to do now: call again after the next input, or at this
     /// instant with [`Input::Timeout`] (`None`: no timer is pending).
     Timeout(Option<Instant>),
@@ -257,6 +281,9 @@ pub struct Stats {
     /// The SFU's counters.
     #[cfg(feature = "sfu")]
     pub sfu: SfuStats,
+    /// WHIP and WHEP counters.
+    #[cfg(feature = "sfu")]
+    pub whip: WhipStats,
     /// Stream connections open now.
     pub streams: u64,
     /// Stream connections closed because their bytes could not be framed.
@@ -327,6 +354,12 @@ pub struct Switchboard {
     placed: Map<ConnId, (WorkerId, String)>,
     /// Room events for other workers, in order.
     mail: VecDeque<(WorkerId, RoomEvent)>,
+    /// WHIP and WHEP sessions (worker 0).
+    #[cfg(feature = "sfu")]
+    whip: Sessions,
+    /// Answers to WHIP and WHEP requests, in order.
+    #[cfg(feature = "sfu")]
+    http_out: VecDeque<(ConnId, HttpResponse)>,
 }
 
 impl Switchboard {
@@ -345,7 +378,19 @@ impl Switchboard {
         let sfu_enabled = false;
         // Without an SFU, joining an `sfu` room is refused with `unsupported-mode`.
         signal.sfu_enabled = sfu_enabled;
+        #[cfg(feature = "sfu")]
+        let whip = {
+            let mut w = config.whip;
+            if w.secret.is_none() {
+                w.secret = config.turn.static_auth_secret.clone();
+            }
+            Sessions::new(w, now, unix_now, &crate::rng::derive(seed, "whip"))
+        };
         Switchboard {
+            #[cfg(feature = "sfu")]
+            whip,
+            #[cfg(feature = "sfu")]
+            http_out: VecDeque::new(),
             #[cfg(feature = "sfu")]
             sfu,
             signal: Signaling::new(signal, now, unix_now, &crate::rng::derive(seed, "signaling")),
@@ -405,6 +450,7 @@ impl Switchboard {
         #[cfg(feature = "sfu")]
         {
             s.sfu = self.sfu.as_ref().map(Sfu::stats).unwrap_or_default();
+            s.whip = self.whip.stats();
         }
         s.streams = self.streams.values().filter(|s| s.open).count() as u64;
         s
@@ -478,7 +524,14 @@ impl Switchboard {
             }
             #[cfg(feature = "sfu")]
             Input::SfuMessage { conn, msg } => {
-                self.signal.send_sfu(conn, &to_wire(&msg));
+                if !self.session_message(now, conn, &msg) {
+                    self.signal.send_sfu(conn, &to_wire(&msg));
+                }
+                Forward::None
+            }
+            #[cfg(feature = "sfu")]
+            Input::Http { conn, request } => {
+                self.http(now, conn, &request);
                 Forward::None
             }
             Input::Timeout => {
@@ -531,7 +584,7 @@ impl Switchboard {
     fn apply_room_event(&mut self, now: Instant, ev: RoomEvent) {
         let Some(sfu) = &mut self.sfu else { return };
         match ev {
-            RoomEvent::Join { conn, room, id } => sfu.join(now, conn, room, id),
+            RoomEvent::Join { conn, room, id, role } => sfu.join_as(now, conn, room, id, role),
             RoomEvent::Leave { conn } => sfu.leave(now, conn),
             RoomEvent::Offer { conn, sdp } => sfu.handle_offer(now, conn, &sdp),
             RoomEvent::Answer { conn, sdp } => sfu.handle_answer(now, conn, &sdp),
@@ -539,6 +592,69 @@ impl Switchboard {
             RoomEvent::Layer { conn, publisher, rid } => sfu.set_layer(now, conn, publisher, &rid),
             RoomEvent::MaxBitrate { conn, bps } => sfu.set_max_bitrate(now, conn, bps),
         }
+    }
+
+    /// A WHIP or WHEP request: answered now, or once the SFU answers its offer.
+    #[cfg(feature = "sfu")]
+    fn http(&mut self, now: Instant, http: ConnId, req: &HttpRequest<'_>) {
+        match self.whip.handle(now, http, req) {
+            whip::Action::Respond(r) => self.http_out.push_back((http, r)),
+            whip::Action::Join { conn, room, name, role, sdp } => match self.signal.join_media_client(now, conn, &room, &name, role) {
+                Err(why) => self.http_out.extend(self.whip.join_refused(conn, why)),
+                Ok(_) => {
+                    self.pump_sfu(now);
+                    self.signal.media_client_event(RoomEvent::Offer { conn, sdp });
+                    self.pump_sfu(now);
+                }
+            },
+            whip::Action::Candidates { conn, candidates } => {
+                for candidate in candidates {
+                    self.signal.media_client_event(RoomEvent::Candidate { conn, candidate });
+                }
+                self.pump_sfu(now);
+                self.http_out.push_back((http, Sessions::done(204)));
+            }
+            whip::Action::End { conn } => {
+                self.whip.count_deleted();
+                self.end_session(now, conn);
+                self.http_out.push_back((http, Sessions::done(200)));
+            }
+        }
+    }
+
+    /// What the SFU says to a WHIP or WHEP session's member; false if `conn` is not one.
+    #[cfg(feature = "sfu")]
+    fn session_message(&mut self, now: Instant, conn: ConnId, msg: &SfuMessage) -> bool {
+        if !Sessions::is_session(conn) {
+            return false;
+        }
+        match msg {
+            SfuMessage::Answer { sdp } => {
+                let ice = self.signal.ice_servers_for(now, conn);
+                self.http_out.extend(self.whip.answered(conn, sdp, &ice));
+            }
+            SfuMessage::Error { message, .. } => {
+                self.http_out.extend(self.whip.refused(conn, message));
+                self.end_session(now, conn);
+            }
+            SfuMessage::Ended { .. } => {
+                if self.whip.end(conn).is_some() {
+                    self.whip.count_timed_out();
+                }
+                self.end_session(now, conn);
+            }
+            // It cannot renegotiate and has no signaling to hear the rest on.
+            _ => {}
+        }
+        true
+    }
+
+    /// Ends a WHIP or WHEP session's member: it leaves its room.
+    #[cfg(feature = "sfu")]
+    fn end_session(&mut self, now: Instant, conn: ConnId) {
+        self.whip.end(conn);
+        self.signal.handle_close(now, conn);
+        self.pump_sfu(now);
     }
 
     /// Without an SFU no `sfu` room can be joined, so there is nothing to hand on.
@@ -613,8 +729,17 @@ impl Switchboard {
                 turn::Output::ReleaseRelay { allocation, relay } => Output::ReleaseRelay { allocation, relay },
             };
         }
-        if let Some(m) = self.signal.poll_output() {
+        while let Some(m) = self.signal.poll_output() {
+            // A WHIP or WHEP session's member has no WebSocket: what signaling tells it goes nowhere.
+            #[cfg(feature = "sfu")]
+            if Sessions::is_session(m.conn) {
+                continue;
+            }
             return Output::SignalSend(m);
+        }
+        #[cfg(feature = "sfu")]
+        if let Some((conn, response)) = self.http_out.pop_front() {
+            return Output::HttpResponse { conn, response };
         }
         if let Some((worker, event)) = self.mail.pop_front() {
             return Output::ToWorker { worker, event };
@@ -626,8 +751,13 @@ impl Switchboard {
                 SfuOutput::Signal { conn, msg } if self.placement.worker != WorkerId(0) => {
                     return Output::ToSignaling { conn, msg };
                 }
-                // Signaling encodes and counts it, and hands it out next.
                 SfuOutput::Signal { conn, msg } => {
+                    let now = self.time.now();
+                    if self.session_message(now, conn, &msg) {
+                        // Its answer (or what its end told the room) goes out next.
+                        return self.poll_output();
+                    }
+                    // Signaling encodes and counts it, and hands it out next.
                     self.signal.send_sfu(conn, &to_wire(&msg));
                     if let Some(m) = self.signal.poll_output() {
                         return Output::SignalSend(m);
@@ -678,6 +808,8 @@ fn to_wire(msg: &SfuMessage) -> ServerMsg<'_> {
         }
         SfuMessage::Paused { peer, paused } => ServerMsg::Paused { peer, paused: *paused },
         SfuMessage::Speaker { peer } => ServerMsg::Speaker { peer },
+        // For WHIP and WHEP sessions only, which the engine ends; never on a WebSocket.
+        SfuMessage::Ended { reason } => ServerMsg::Error { code: ErrorCode::BadMessage, message: reason },
         SfuMessage::Error { code, message } => ServerMsg::Error { code: error_code(*code), message },
     }
 }

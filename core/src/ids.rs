@@ -7,6 +7,23 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
+/// What a member of an SFU room does with media.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MediaRole {
+    /// A browser on signaling: publishes, and is offered everyone else's tracks.
+    #[default]
+    Member,
+    /// Publishes only, and takes no offers from the server (a WHIP client).
+    Publisher,
+    /// Receives only, on the m-lines of its own offer (a WHEP client): one
+    /// audio and one video source at a time, the publisher with stream label
+    /// `peer` or, without one, the room's speaker (else its first publisher).
+    Viewer {
+        /// The publisher it watches, if pinned.
+        peer: Option<String>,
+    },
+}
+
 /// A TURN allocation, numbered by the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AllocationId(pub u64);

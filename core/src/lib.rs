@@ -36,6 +36,8 @@ pub mod signal;
 pub mod stun;
 pub mod time;
 pub mod turn;
+#[cfg(feature = "sfu")]
+pub mod whip;
 
 pub use engine::{Config, Forward, Input, Output, Placement, Stats, Switchboard};
 pub use ids::{AllocationId, Client, ConnId, Family, Via};

@@ -211,6 +211,8 @@ pub struct Bot {
     listen_only: bool,
     /// The audio level (dBov) its audio packets carry (RFC 6464), if any.
     audio_level: Option<i8>,
+    /// Whether it only receives, on audio and video m-lines of its own offer (a WHEP client).
+    viewer: bool,
     /// Interval between video packets (per simulcast layer).
     video_interval: Duration,
     /// RTP clock ticks per video packet.
@@ -264,6 +266,7 @@ impl Bot {
             scaled_layers: false,
             listen_only: false,
             audio_level: None,
+            viewer: false,
             video_interval: VIDEO_INTERVAL,
             video_clock: VIDEO_CLOCK_DEFAULT,
             epoch: now,
@@ -343,6 +346,13 @@ impl Bot {
     /// Sends its audio at another level (dBov) from now on.
     pub fn set_audio_level(&mut self, dbov: i8) {
         self.audio_level = Some(dbov);
+    }
+
+    /// Publishes nothing, and offers to receive one audio and one video
+    /// track (a WHEP client's offer); no data channel.
+    pub fn viewer(mut self) -> Self {
+        self.viewer = true;
+        self
     }
 
     /// Publishes nothing: only subscribes (call before it joins).
@@ -443,6 +453,17 @@ impl Bot {
                     }
                     sc
                 });
+                if self.viewer {
+                    let mut api = self.rtc.sdp_api();
+                    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+                    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+                    if let Some((offer, pending)) = api.apply() {
+                        self.pending = Some(pending);
+                        self.signal_out.push_back(json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string());
+                    }
+                    self.drive(now);
+                    return;
+                }
                 if self.listen_only {
                     let mut api = self.rtc.sdp_api();
                     api.add_channel("bot".into());

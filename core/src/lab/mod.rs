@@ -19,6 +19,9 @@ use crate::engine::{Config, Input, Output, Switchboard};
 use crate::ids::ConnId;
 use crate::sfu::SfuConfig;
 
+/// The bearer token the lab's engine takes for WHIP and WHEP.
+pub const LAB_TOKEN: &str = "lab-token";
+
 /// The SFU's media address in the lab.
 pub const MEDIA: &str = "10.0.0.100:7882";
 
@@ -37,6 +40,22 @@ pub struct Member {
     pub downlink: Option<Link>,
     /// How many of the server's next SDP offers to it are lost on the way.
     pub lose_offers: u32,
+    /// For a WHIP or WHEP client: its HTTP side (it has no signaling).
+    pub http: Option<HttpClient>,
+}
+
+/// The HTTP side of a bot that is a WHIP or WHEP client: its offer is
+/// `POST`ed to `path`, its candidates `PATCH`ed to the session.
+#[derive(Debug, Clone, Default)]
+pub struct HttpClient {
+    /// Where the offer goes (`/whip/room`, `/whep/room?peer=...`).
+    pub path: String,
+    /// The bearer token.
+    pub token: String,
+    /// The session's `Location`, once created.
+    pub location: Option<String>,
+    /// The status of every answer, in order.
+    pub statuses: Vec<u16>,
 }
 
 /// A bot's limited downlink: a token-bucket policer in datagram bytes, with
@@ -110,7 +129,9 @@ impl Lab {
         let media: SocketAddr = MEDIA.parse().expect("valid address");
         // Rooms big enough for load: 256 participants.
         let signal = crate::signal::SignalConfig { sfu_capacity: 256, ..Default::default() };
-        let config = Config { sfu: Some(SfuConfig::new(media)), signal, ..Config::default() };
+        // WHIP and WHEP clients present [`LAB_TOKEN`].
+        let whip = crate::whip::WhipConfig { tokens: vec![LAB_TOKEN.into()], secret: None };
+        let config = Config { sfu: Some(SfuConfig::new(media)), signal, whip, ..Config::default() };
         Lab { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new(), deliver: true, step: Duration::from_millis(1), media }
     }
 
@@ -151,7 +172,37 @@ impl Lab {
     pub fn add(&mut self, i: u8, bot: Bot) {
         let conn = ConnId(100 + u64::from(i));
         let _ = self.sb.handle_input(self.now, Input::SignalOpened { conn });
-        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true, downlink: None, lose_offers: 0 });
+        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true, downlink: None, lose_offers: 0, http: None });
+        self.settle();
+    }
+
+    /// Adds a bot made by the caller, as number `i`, as a WHIP or WHEP
+    /// client: its offer is `POST`ed to `path` (`/whip/room`, `/whep/room`)
+    /// with `token`, and the `201`'s SDP is its answer.
+    pub fn add_http(&mut self, i: u8, mut bot: Bot, path: &str, token: &str) {
+        let conn = ConnId(100 + u64::from(i));
+        // What `joined` makes a bot do: publish (or, as a viewer, offer to receive).
+        bot.handle_signal(self.now, r#"{"type":"joined","room":"room","id":"-","mode":"sfu","peers":[],"iceServers":[]}"#);
+        let http = HttpClient { path: path.into(), token: token.into(), ..Default::default() };
+        self.bots.push(Member { conn, addr: Self::addr(i), bot, live: true, downlink: None, lose_offers: 0, http: Some(http) });
+        self.settle();
+    }
+
+    /// One request of bot `index`'s HTTP side; its answer is handled when the engine hands it out.
+    pub fn http_request(&mut self, index: usize, method: &str, path: &str, content_type: &str, body: &str) {
+        let m = &self.bots[index];
+        let auth = m.http.as_ref().map(|h| format!("Bearer {}", h.token));
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let request = crate::whip::HttpRequest {
+            method,
+            path,
+            query,
+            authorization: auth.as_deref(),
+            content_type: Some(content_type),
+            if_match: None,
+            body: body.as_bytes(),
+        };
+        let _ = self.sb.handle_input(self.now, Input::Http { conn: m.conn, request });
         self.settle();
     }
 
@@ -186,7 +237,17 @@ impl Lab {
                 while let Some(text) = self.bots[i].bot.poll_signal() {
                     moved = true;
                     let conn = self.bots[i].conn;
-                    let _ = self.sb.handle_input(self.now, Input::SignalText { conn, text: &text });
+                    let Some(http) = &self.bots[i].http else {
+                        let _ = self.sb.handle_input(self.now, Input::SignalText { conn, text: &text });
+                        continue;
+                    };
+                    // A WHIP or WHEP client: its offer is POSTed; trickled candidates are not needed (ICE-lite server).
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if v["type"] == "offer" {
+                        let path = http.path.clone();
+                        let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
+                        self.http_request(i, "POST", &path, "application/sdp", &sdp);
+                    }
                 }
                 while let Some((to, data)) = self.bots[i].bot.poll_transmit() {
                     moved = true;
@@ -227,6 +288,19 @@ impl Lab {
                     if let Some(b) = self.bots.iter_mut().find(|b| b.addr == to && b.live) {
                         if b.downlink.as_mut().is_none_or(|l| l.pass(self.now, data.len())) {
                             b.bot.handle_datagram(self.now, self.media, to, &data);
+                        }
+                    }
+                }
+                Output::HttpResponse { conn, response } => {
+                    moved = true;
+                    let now = self.now;
+                    if let Some(b) = self.bots.iter_mut().find(|b| b.conn == conn && b.live) {
+                        let Some(http) = &mut b.http else { continue };
+                        http.statuses.push(response.status);
+                        if response.status == 201 {
+                            http.location = response.headers.iter().find(|(k, _)| *k == "Location").map(|(_, v)| v.clone());
+                            let sdp = String::from_utf8_lossy(&response.body);
+                            b.bot.handle_signal(now, &serde_json::json!({"type": "answer", "sdp": sdp}).to_string());
                         }
                     }
                 }

@@ -36,6 +36,7 @@ pub mod rewrite;
 mod rtc;
 mod simulcast;
 mod speaker;
+mod viewer;
 mod stats;
 mod timers;
 #[cfg(test)]
@@ -54,7 +55,7 @@ use str0m::rtp::Ssrc;
 use str0m::{Rtc, RtcConfig};
 
 use crate::hash::{self, Map};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, MediaRole};
 use crate::rng::{Rng, Seed};
 use crate::stun::view::{attr, method, StunView};
 use crate::time::Monotonic;
@@ -64,6 +65,7 @@ use estimate::EgressEstimate;
 use rewrite::LegRewrite;
 pub use simulcast::KEYFRAME_INTERVAL;
 pub use speaker::SPEAKER_INTERVAL;
+pub use viewer::MEDIA_CLIENT_IDLE;
 use speaker::{RoomSpeaker, Speech};
 pub use stats::{ParticipantStats, RoomStats, SfuStats};
 use timers::Deadlines;
@@ -146,6 +148,12 @@ pub enum SfuMessage {
     Speaker {
         /// The speaker's stream label (signaling's peer id).
         peer: String,
+    },
+    /// A WHIP or WHEP client is taken for gone (nothing came from it for
+    /// [`MEDIA_CLIENT_IDLE`]): the embedder ends its session and its leave.
+    Ended {
+        /// Why.
+        reason: &'static str,
     },
     /// What the participant asked cannot be done.
     Error {
@@ -298,6 +306,12 @@ struct Participant {
     egress: RateMeter,
     /// Its recent loud audio packets.
     speech: Speech,
+    /// What it does with media.
+    role: MediaRole,
+    /// When a datagram last came from it.
+    heard: Instant,
+    /// Whether it was reported [`SfuOutput::Signal`] `Ended`.
+    ended: bool,
 }
 
 /// The selective forwarding unit.
@@ -436,6 +450,7 @@ impl Sfu {
             match self.participants.get_mut(&conn) {
                 Some(p) => {
                     let _ = p.rtc.handle_input(str0m::Input::Timeout(now));
+                    self.check_idle(now, conn);
                     self.retry_offer(now, conn);
                     self.drive(now, conn);
                     if self.deadlines.get(conn).is_some_and(|at| at <= now) {
@@ -461,6 +476,7 @@ impl Sfu {
             },
         };
         let Some(p) = self.participants.get_mut(&conn) else { return };
+        p.heard = now;
         let Ok(recv) = Receive::new(Protocol::Udp, from, self.config.media_addr, data) else {
             self.stats.unrouted_datagrams += 1;
             return;

@@ -12,12 +12,19 @@ use str0m::{Candidate, IceCreds};
 use super::allocate::RateMeter;
 use super::estimate::EgressEstimate;
 use super::{Leg, Participant, Pending, ParticipantStats, Sfu, SfuError, SfuMessage, Slot, TrackId};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, MediaRole};
 
 impl Sfu {
     /// `conn` joins the room with key `room`; `label` names its media streams
     /// toward the others (the msid stream id; signaling's peer id).
     pub fn join(&mut self, now: Instant, conn: ConnId, room: String, label: String) {
+        self.join_as(now, conn, room, label, MediaRole::Member);
+    }
+
+    /// `conn` joins as [`Sfu::join`] does, in role `role`: a publisher (WHIP)
+    /// is never offered anything; a viewer (WHEP) receives on the m-lines of
+    /// its own offer (see `viewer`).
+    pub fn join_as(&mut self, now: Instant, conn: ConnId, room: String, label: String, role: MediaRole) {
         let now = self.time.advance(now);
         if self.participants.contains_key(&conn) {
             // Already in: leave first, as signaling does.
@@ -52,6 +59,9 @@ impl Sfu {
             estimate: EgressEstimate::default(),
             egress: RateMeter::default(),
             speech: Default::default(),
+            role,
+            heard: now,
+            ended: false,
         };
         let room = p.room.clone();
         self.participants.insert(conn, p);
@@ -87,6 +97,7 @@ impl Sfu {
             self.remove_track(now, tid, &mut touched);
         }
         self.renegotiate(now, touched);
+        self.bind_viewers(now, &p.room);
     }
 
     /// One negotiation for each participant whose legs changed (however
@@ -95,7 +106,10 @@ impl Sfu {
         touched.sort_unstable();
         touched.dedup();
         for conn in touched {
-            self.negotiate(now, conn);
+            match self.participants.get(&conn).map(|p| &p.role) {
+                Some(MediaRole::Viewer { .. }) => self.bind_viewer(now, conn),
+                _ => self.negotiate(now, conn),
+            }
         }
     }
 
@@ -212,14 +226,14 @@ impl Sfu {
             if let Some(p) = self.participants.get_mut(&o) {
                 p.dirty = true;
             }
-            self.negotiate(now, o);
+            self.renegotiate(now, vec![o]);
         }
     }
 
     /// Offers the participant the tracks of its room it lacks, if no offer is pending.
     fn negotiate(&mut self, now: Instant, conn: ConnId) {
         let Some(p) = self.participants.get(&conn) else { return };
-        if !p.dirty || !p.negotiated || p.pending.is_some() {
+        if !p.dirty || !p.negotiated || p.pending.is_some() || p.role != MediaRole::Member {
             return;
         }
         // Every track of the others: (track, kind, its publisher's label as the stream id).

@@ -9,7 +9,8 @@ use str0m::bwe::BweKind;
 use str0m::media::Direction;
 use str0m::Event;
 
-use super::{Pending, Sfu, SfuOutput, Track, TrackId, ALLOCATION_INTERVAL};
+use super::{Pending, Sfu, SfuOutput, Slot, Track, TrackId, ALLOCATION_INTERVAL};
+use crate::ids::MediaRole;
 use crate::ids::ConnId;
 
 /// Times one drive re-runs str0m's timers for work due now, before deferring it.
@@ -26,6 +27,7 @@ impl Sfu {
         let mut ended_tracks: Vec<TrackId> = Vec::new();
         let mut refeeds = 0;
         let mut reallocate = false;
+        let mut bind_viewer = false;
         loop {
             let Some(p) = self.participants.get_mut(&conn) else { return };
             let out = match p.rtc.poll_output() {
@@ -63,6 +65,15 @@ impl Sfu {
                 }
                 str0m::Output::Event(ev) => match ev {
                     Event::Connected => p.stats.connected = true,
+                    // A viewer's m-line (it receives, we send): bound to a track below.
+                    Event::MediaAdded(m)
+                        if matches!(p.role, MediaRole::Viewer { .. }) && m.direction == Direction::SendOnly && !p.idle.iter().any(|s| s.mid == m.mid) =>
+                    {
+                        p.idle.push(Slot { mid: m.mid, kind: m.kind, rewrite: Default::default(), inactive: true });
+                        bind_viewer = true;
+                    }
+                    // Nothing else a viewer offers is published.
+                    Event::MediaAdded(_) if matches!(p.role, MediaRole::Viewer { .. }) => {}
                     Event::MediaAdded(m)
                         if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) && !p.legs.iter().any(|l| l.mid == m.mid) =>
                     {
@@ -116,6 +127,9 @@ impl Sfu {
         self.renegotiate(now, touched);
         if new_tracks {
             self.announce_tracks(now, conn);
+        }
+        if bind_viewer {
+            self.bind_viewer(now, conn);
         }
     }
 }

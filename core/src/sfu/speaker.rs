@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Sfu, SfuMessage};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, MediaRole};
 
 /// How often a room's speaker is decided.
 pub const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
@@ -60,6 +60,13 @@ pub(super) struct RoomSpeaker {
     candidate: Option<(ConnId, u32)>,
     /// The interval number of the last decision.
     decided: u64,
+}
+
+impl RoomSpeaker {
+    /// The speaker now, if any.
+    pub(super) fn current(&self) -> Option<ConnId> {
+        self.current
+    }
 }
 
 impl Sfu {
@@ -118,8 +125,12 @@ impl Sfu {
         self.stats.speaker_changes += 1;
         let Some(peer) = self.participants.get(&leader).map(|p| p.label.clone()) else { return };
         for m in members {
-            self.signal(m, SfuMessage::Speaker { peer: peer.clone() });
+            if self.participants.get(&m).is_some_and(|p| p.role == MediaRole::Member) {
+                self.signal(m, SfuMessage::Speaker { peer: peer.clone() });
+            }
         }
+        // Viewers that follow the speaker switch to it.
+        self.bind_viewers(self.time.now(), room);
     }
 
     /// Tells a participant that just joined who is speaking, if anyone.

@@ -71,6 +71,8 @@ pub struct SfuStats {
     pub offers_unanswered: u64,
     /// Times a room's speaker changed (`speaker` messages sent to its members).
     pub speaker_changes: u64,
+    /// WHIP and WHEP clients ended because nothing came from them for [`super::MEDIA_CLIENT_IDLE`].
+    pub media_clients_timed_out: u64,
 }
 
 impl Sfu {

@@ -679,3 +679,63 @@ fn the_room_is_told_who_speaks_and_a_short_burst_does_not_move_it() {
     assert_eq!(net.bots[3].bot.speakers(), [two]);
     assert_eq!(net.sb.stats().sfu.speaker_changes, 2);
 }
+
+/// Issue 13: WHIP and WHEP on the lab's engine. A bot publishes over WHIP
+/// and the room's member hears it as any participant; a WHEP viewer
+/// receives the room's first publisher on the m-lines of its own offer, then
+/// the other one when the first is DELETEd (no renegotiation), and a pinned
+/// viewer gets the one it named. A WHIP client that goes quiet is ended
+/// after `MEDIA_CLIENT_IDLE`; a wrong token gets 401.
+#[test]
+fn whip_publishers_and_whep_viewers_share_the_room() {
+    use crate::lab::LAB_TOKEN;
+    let mut net = Lab::new(crate::time::test_start());
+    net.add_http(0, Bot::new(net.now, Lab::addr(0), "room", *b"whip-pub"), "/whip/room?name=Encoder", LAB_TOKEN);
+    net.add_bot(1);
+    net.add_http(2, Bot::new(net.now, Lab::addr(2), "room", *b"viewer-1").viewer(), "/whep/room", LAB_TOKEN);
+    net.run(Duration::from_secs(4));
+    let status = |net: &Lab, i: usize| net.bots[i].http.as_ref().unwrap().statuses.clone();
+    assert_eq!(status(&net, 0), [201]);
+    assert_eq!(status(&net, 2), [201]);
+    assert!(net.bots[0].bot.is_connected() && net.bots[2].bot.is_connected());
+    // The member hears the WHIP publisher, and knows it by its name.
+    let whip_tag = net.bots[0].bot.tag();
+    let heard = net.received(1).get(&whip_tag).copied().unwrap_or_default();
+    assert!(heard.0 > 50 && heard.1 > 30, "bot 1 hears the WHIP publisher: {heard:?}");
+    let whip_id = net.bots[1].bot.peer_id("Encoder").expect("otherjoin named the WHIP publisher").to_owned();
+    assert!(net.bots[1].bot.offers().1.unwrap().contains(&format!("a=msid:{whip_id} ")));
+    // The WHIP publisher gets nothing (it cannot renegotiate), the viewer the first publisher only.
+    assert!(net.received(0).is_empty(), "{:?}", net.received(0).keys().collect::<Vec<_>>());
+    let seen = net.received(2).get(&whip_tag).copied().unwrap_or_default();
+    assert!(seen.0 > 50 && seen.1 > 30, "the viewer receives the WHIP publisher: {seen:?}");
+    assert!(!net.received(2).contains_key(&net.bots[1].bot.tag()));
+    // A pinned viewer gets bot 1.
+    let bot1_id = net.sb.signaling().peer_id(net.bots[1].conn).unwrap().to_owned();
+    net.add_http(3, Bot::new(net.now, Lab::addr(3), "room", *b"viewer-2").viewer(), &format!("/whep/room?peer={bot1_id}"), LAB_TOKEN);
+    net.run(Duration::from_secs(3));
+    let got = net.received(3);
+    assert!(got.get(&net.bots[1].bot.tag()).is_some_and(|x| x.1 > 30) && !got.contains_key(&whip_tag), "{got:?}");
+    // DELETE the WHIP session: the first viewer moves to bot 1 on the same m-lines.
+    let location = net.bots[0].http.as_ref().unwrap().location.clone().unwrap();
+    let offers_before = net.bots[2].bot.offers().0;
+    net.http_request(0, "DELETE", &location, "application/sdp", "");
+    assert_eq!(status(&net, 0), [201, 200]);
+    net.bots[0].live = false;
+    let before = net.received(2).get(&net.bots[1].bot.tag()).copied().unwrap_or_default();
+    net.run(Duration::from_secs(2));
+    let after = net.received(2).get(&net.bots[1].bot.tag()).copied().unwrap_or_default();
+    assert!(after.0 > before.0 + 50 && after.1 > before.1 + 20, "the viewer now receives bot 1: {before:?} -> {after:?}");
+    assert_eq!(net.bots[2].bot.offers().0, offers_before, "no renegotiation");
+    let st = net.sb.stats();
+    assert_eq!((st.whip.whip_sessions, st.whip.whep_sessions, st.whip.deleted), (0, 2, 1));
+    assert_eq!(st.sfu.participants, 3);
+    // A viewer that goes quiet is ended after MEDIA_CLIENT_IDLE; the room is told it left.
+    net.bots[3].live = false;
+    net.run(MEDIA_CLIENT_IDLE + Duration::from_secs(2));
+    let st = net.sb.stats();
+    assert_eq!((st.whip.whep_sessions, st.whip.timed_out, st.sfu.participants, st.sfu.media_clients_timed_out), (1, 1, 2, 1));
+    // A wrong token: 401, nothing joins.
+    net.add_http(4, Bot::new(net.now, Lab::addr(4), "room", *b"intruder"), "/whip/room", "wrong");
+    assert_eq!(status(&net, 4), [401]);
+    assert_eq!(net.sb.stats().sfu.participants, 2);
+}

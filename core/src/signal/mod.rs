@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::hash::{self, Map};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, MediaRole};
 use crate::rng::{Rng, Seed};
 use crate::time::{Monotonic, WallClock};
 use crate::turn::auth::{rest_password, rest_username};
@@ -130,6 +130,8 @@ pub enum RoomEvent {
         room: String,
         /// The peer's id (what the others know it by).
         id: String,
+        /// What it does with media (a browser on signaling: [`MediaRole::Member`]).
+        role: MediaRole,
     },
     /// `conn` left its `sfu` room (or disconnected).
     Leave {
@@ -211,10 +213,24 @@ pub struct SignalStats {
     pub rate_limited: u64,
 }
 
+/// Why [`Signaling::join_media_client`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The room name or display name is not valid.
+    BadName,
+    /// SFU rooms are not available.
+    NoSfu,
+    /// The room exists as a p2p room.
+    ModeMismatch,
+    /// The room is full.
+    Full,
+}
+
 #[derive(Debug)]
 struct Peer {
     id: String,
     name: String,
+    role: MediaRole,
     room: Option<String>,
     /// Token bucket, in thousandths of a message.
     tokens: u64,
@@ -290,7 +306,7 @@ impl Signaling {
         };
         self.ids.insert(id.clone(), conn);
         let tokens = u64::from(self.config.rate_burst) * 1000;
-        self.peers.insert(conn, Peer { id, name: String::new(), room: None, tokens, refilled: now, limited: false });
+        self.peers.insert(conn, Peer { id, name: String::new(), role: MediaRole::Member, room: None, tokens, refilled: now, limited: false });
     }
 
     /// A signaling connection closed: a leave, with `bye` to the others.
@@ -341,6 +357,58 @@ impl Signaling {
             self.stats.errors += 1;
         }
         self.send(conn, msg);
+    }
+
+    /// A member the server makes for a media client without a WebSocket (a
+    /// WHIP publisher or WHEP viewer, on connection `conn`, a number the
+    /// embedder keeps apart from the shell's): it joins `sfu` room `room` as
+    /// `name` and the room sees it as any other peer (`otherjoin`, `bye`).
+    /// Returns its peer id. What signaling would send it is the embedder's to
+    /// drop; its SDP and candidates go in through [`Signaling::media_client_event`],
+    /// and [`Signaling::handle_close`] ends it.
+    pub fn join_media_client(&mut self, now: Instant, conn: ConnId, room: &str, name: &str, role: MediaRole) -> Result<String, JoinRefused> {
+        let now = self.time.advance(now);
+        if !self.config.sfu_enabled {
+            return Err(JoinRefused::NoSfu);
+        }
+        match self.rooms.get(room) {
+            Some(r) if r.mode != Mode::Sfu => return Err(JoinRefused::ModeMismatch),
+            Some(r) if r.members.len() >= self.config.sfu_capacity => return Err(JoinRefused::Full),
+            _ => {}
+        }
+        self.handle_open(now, conn);
+        if let Some(p) = self.peers.get_mut(&conn) {
+            p.role = role;
+        }
+        match self.join(now, conn, room.to_owned(), name.to_owned(), Mode::Sfu) {
+            Ok(()) => Ok(self.peers.get(&conn).map(|p| p.id.clone()).unwrap_or_default()),
+            Err(_) => {
+                self.handle_close(now, conn);
+                Err(JoinRefused::BadName)
+            }
+        }
+    }
+
+    /// An offer or candidate of a media client made by [`Signaling::join_media_client`], for the media server.
+    pub fn media_client_event(&mut self, event: RoomEvent) {
+        let conn = event.conn();
+        let _ = self.pass_to_sfu(conn, event);
+    }
+
+    /// The peer id of connection `conn`, if it is open.
+    pub fn peer_id(&self, conn: ConnId) -> Option<&str> {
+        self.peers.get(&conn).map(|p| p.id.as_str())
+    }
+
+    /// The connection of peer `id`, if it is open.
+    pub fn conn_of(&self, id: &str) -> Option<ConnId> {
+        self.ids.get(id).copied()
+    }
+
+    /// This server's STUN and TURN URLs, with a fresh REST credential for the
+    /// TURN ones made for connection `conn` (as `joined` hands them out).
+    pub fn ice_servers_for(&self, now: Instant, conn: ConnId) -> Vec<IceServer> {
+        self.ice_servers(now, conn)
     }
 
     /// The token bucket: true if the message may be handled.
@@ -478,7 +546,8 @@ impl Signaling {
             self.push(c, other.clone());
         }
         if mode == Mode::Sfu {
-            self.room_events.push_back(RoomEvent::Join { conn, room, id });
+            let role = self.peers.get(&conn).map(|p| p.role.clone()).unwrap_or_default();
+            self.room_events.push_back(RoomEvent::Join { conn, room, id, role });
         }
         Ok(())
     }

@@ -258,8 +258,8 @@ fn sfu_rooms_emit_room_events_with_peers_resolved_to_connections() {
     let b = sfu_join(&mut h, 2);
     let events: Vec<RoomEvent> = std::iter::from_fn(|| h.s.poll_room_event()).collect();
     assert_eq!(events, vec![
-        RoomEvent::Join { conn: ConnId(1), room: "r".into(), id: a.clone() },
-        RoomEvent::Join { conn: ConnId(2), room: "r".into(), id: b },
+        RoomEvent::Join { conn: ConnId(1), room: "r".into(), id: a.clone(), role: MediaRole::Member },
+        RoomEvent::Join { conn: ConnId(2), room: "r".into(), id: b, role: MediaRole::Member },
     ]);
     // A layer choice names a peer; the media server gets its connection.
     h.say(2, &format!(r#"{{"type":"layer","peer":"{a}","rid":"h"}}"#));
