@@ -40,6 +40,15 @@ pub fn banner(binary: &str, s: &Settings, unix_now: u64) -> String {
         let _ = writeln!(out, "  certificate {what}, SHA-256 {}", t.certs.fingerprint());
     }
     let _ = writeln!(out, "Open the web page in two browser tabs and join the same room to make a call.");
+    let web = format!("http://{}", s.http_listen);
+    if s.generated_secret && s.whip.tokens.is_empty() {
+        let secret = s.turn.static_auth_secret.as_deref().unwrap_or_default();
+        let token = switchboard_core::whip::rest_token(secret, unix_now + SAMPLE_CREDENTIAL_SECS, Some("demo"));
+        let _ = writeln!(out, "WHIP/WHEP: POST an SDP offer to {web}/whip/ROOM or {web}/whep/ROOM with");
+        let _ = writeln!(out, "  Authorization: Bearer {token}   (valid 24 h, this run only)");
+    } else {
+        let _ = writeln!(out, "WHIP/WHEP: {web}/whip/ROOM and {web}/whep/ROOM (bearer token: --whip-token, or `switchboard token`)");
+    }
     let _ = writeln!(out, "Try it (coturn's clients, Debian package coturn):");
     let _ = writeln!(out, "  turnutils_stunclient -p {port} {host}");
     let creds = if s.generated_secret {

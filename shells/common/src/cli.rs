@@ -37,6 +37,23 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Print a REST bearer token for WHIP and WHEP (`Authorization: Bearer TOKEN`), made from the
+    /// static-auth-secret of the same flags or config file the server runs with.
+    Token(TokenArgs),
+}
+
+/// Flags of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// How long the token is valid, in seconds.
+    #[arg(long, default_value_t = 86400, value_name = "SECS")]
+    pub ttl: u64,
+    /// A name carried in the token (shown in nothing; for the operator's records).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The server's flags or config file, for its secret.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Declares the `serve` settings once: each one's flag (clap attributes and
@@ -214,6 +231,10 @@ serve_settings! {
     /// the videos that do not fit go to lower simulcast layers, then pause (audio is always sent) [default: no cap].
     #[arg(long, value_name = "BPS")]
     sfu_max_subscriber_bitrate: u64;
+    /// A bearer token WHIP and WHEP clients may present (`Authorization: Bearer TOKEN`; repeat for more). REST
+    /// tokens made from --static-auth-secret are taken too: `switchboard token` prints one.
+    #[arg(long, value_name = "TOKEN")]
+    whip_token: Vec<String> = Vec::new();
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
@@ -258,6 +279,8 @@ pub struct Settings {
     pub turn: TurnConfig,
     /// The signaling configuration for the core (its TURN secret is the TURN server's).
     pub signal: SignalConfig,
+    /// WHIP and WHEP: static tokens (REST tokens are checked with the TURN secret).
+    pub whip: switchboard_core::whip::WhipConfig,
 }
 
 impl std::fmt::Debug for Settings {
@@ -276,6 +299,7 @@ impl std::fmt::Debug for Settings {
             .field("turn", &self.turn)
             .field("signal", &self.signal)
             .field("sfu", &self.sfu)
+            .field("whip", &self.whip)
             .finish_non_exhaustive()
     }
 }
@@ -437,6 +461,7 @@ impl ServeArgs {
             generated_secret,
             turn,
             signal,
+            whip: switchboard_core::whip::WhipConfig { tokens: a.whip_token, secret: None },
         })
     }
 }
@@ -459,6 +484,7 @@ impl Settings {
             turn: self.turn.clone(),
             signal: self.signal.clone(),
             sfu: Some(self.sfu.clone()),
+            whip: self.whip.clone(),
             ..Default::default()
         }
     }
@@ -473,7 +499,19 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v).unwrap().command {
             Command::Serve(a) => a,
+            Command::Token(_) => unreachable!("parsed `serve`"),
         }
+    }
+
+    #[test]
+    fn token_takes_the_servers_flags() {
+        let Command::Token(t) = Cli::try_parse_from(["switchboard", "token", "--ttl", "60", "--static-auth-secret", "s"]).unwrap().command else {
+            panic!("not token")
+        };
+        assert_eq!((t.ttl, t.serve.static_auth_secret.as_deref()), (60, Some("s")));
+        let s = parse(&["--whip-token", "a", "--whip-token", "b"]).resolve().unwrap();
+        assert_eq!(s.whip.tokens, ["a", "b"]);
+        assert!(!format!("{s:?}").contains("\"a\""), "tokens are not in Debug output");
     }
 
     /// Writes a config file for one test.
@@ -565,11 +603,12 @@ mod tests {
         ("self-signed", "lan.example", "[\"lan.example\"]"),
         ("tls-listen", "127.0.0.2:5350", "\"127.0.0.2:5350\""),
         ("https-listen", "127.0.0.2:8444", "\"127.0.0.2:8444\""),
+        ("whip-token", "tok", "[\"tok\"]"),
     ];
 
     /// Everything a resolved [`Settings`] holds, secrets included, for comparing.
     fn all_of(s: &Settings) -> String {
-        format!("{s:?} {:?} {:?} {} {}", s.turn.users, s.turn.static_auth_secret, s.log_level, s.log_format)
+        format!("{s:?} {:?} {:?} {} {} {:?}", s.turn.users, s.turn.static_auth_secret, s.log_level, s.log_format, s.whip.tokens)
     }
 
     #[test]

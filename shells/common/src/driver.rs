@@ -16,6 +16,7 @@ use std::time::Instant;
 use switchboard_core::hash::Map;
 use switchboard_core::turn::{PortRequest, RELAY_HEADROOM, RELAY_TAILROOM};
 use switchboard_core::directory::WorkerId;
+use switchboard_core::whip::HttpRequest;
 use switchboard_core::{AllocationId, Client, ConnId, Family, Forward, Input, Output, Placement, Switchboard, Via};
 use tracing::{debug, warn};
 
@@ -67,6 +68,8 @@ pub struct Driver {
     conn_stats: ConnStats,
     /// WebSocket clients whose out-queue overflowed, closed after this drain.
     slow: Vec<ConnId>,
+    /// HTTP connections whose deferred answer was written: their next requests are read after this drain.
+    resume: Vec<ConnId>,
     worker: Worker,
     /// Something happened since the counters were last published (workers 1..).
     dirty: bool,
@@ -130,6 +133,7 @@ impl Driver {
             limits: settings.conn_limits.clone(),
             conn_stats: ConnStats::default(),
             slow: Vec::new(),
+            resume: Vec::new(),
             worker,
             dirty: false,
             published_at: Instant::now(),
@@ -369,6 +373,20 @@ impl Driver {
                             self.input(io, Input::SignalOpened { conn });
                         }
                         Reply::Respond(r) => h.respond(r.status, r.content_type, &r.body, r.close, &mut more),
+                        Reply::Engine(req) => {
+                            // Answered by the engine, maybe after the SFU (on another worker) answered the offer.
+                            h.defer();
+                            let request = HttpRequest {
+                                method: &req.method,
+                                path: &req.path,
+                                query: &req.query,
+                                authorization: req.authorization.as_deref(),
+                                content_type: req.content_type.as_deref(),
+                                if_match: req.if_match.as_deref(),
+                                body: &req.body,
+                            };
+                            self.input(io, Input::Http { conn, request });
+                        }
                     }
                 }
                 Event::BadRequest => {
@@ -534,6 +552,17 @@ impl Driver {
                             }
                         }
                     }
+                    Output::HttpResponse { conn, response } => {
+                        if let Some(Conn::Http(h)) = self.conns.get_mut(&conn) {
+                            let status = format!("{} {}", response.status, response.reason());
+                            let headers: Vec<(&str, &str)> = response.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                            let mut more = Vec::new();
+                            h.respond_with(&status, &headers, &response.body, false, &mut more);
+                            self.flush_http(io, conn);
+                            // Requests that waited behind it are read now.
+                            self.resume.push(conn);
+                        }
+                    }
                     Output::ToWorker { worker, event } => self.worker.post.send(worker, Mail::Room(event)),
                     Output::ToSignaling { conn, msg } => self.worker.post.send(WorkerId(0), Mail::Sfu { conn, msg }),
                     Output::Timeout(at) => {
@@ -546,6 +575,9 @@ impl Driver {
             }
             for conn in std::mem::take(&mut self.slow) {
                 self.close_conn(io, conn);
+            }
+            for conn in std::mem::take(&mut self.resume) {
+                self.http_data(io, conn, &[]);
             }
             if self.pending_binds.is_empty() {
                 return;

@@ -91,11 +91,32 @@ pub fn reload_on_sighup(certs: tls::Certs) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `token`: prints a WHIP/WHEP REST token from the configured secret, and exits.
+fn print_token(name: &str, t: cli::TokenArgs) -> ! {
+    let settings = match t.serve.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let secret = settings.turn.static_auth_secret.as_deref().filter(|_| !settings.generated_secret);
+    let Some(secret) = secret else {
+        eprintln!("{name}: no static-auth-secret is configured (a server without one makes a new secret each run): give --static-auth-secret or --config");
+        std::process::exit(2);
+    };
+    println!("{}", switchboard_core::whip::rest_token(secret, unix_now() + t.ttl, t.name.as_deref()));
+    std::process::exit(0);
+}
+
 /// The `main` of a shell binary: parses the command line, resolves the
 /// settings (exit 2 on a config error), sets up logging, and runs `serve`
 /// (exit 1 on an I/O error).
 pub fn main_with(name: &str, serve: impl FnOnce(Settings) -> std::io::Result<()>) {
-    let Command::Serve(args) = parse_cli().command;
+    let args = match parse_cli().command {
+        Command::Serve(args) => args,
+        Command::Token(t) => print_token(name, t),
+    };
     let settings = match args.resolve() {
         Ok(s) => s,
         Err(e) => {

@@ -16,6 +16,8 @@ pub mod router;
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body accepted (WHIP and WHEP SDP); larger is answered 400 and closed.
+pub const MAX_BODY: usize = 64 * 1024;
 /// Largest WebSocket message accepted; the core refuses anything over its own
 /// limit (64 KiB) with an `error`, and a message beyond this closes the connection.
 pub const MAX_WS_MESSAGE: usize = 1 << 20;
@@ -47,7 +49,7 @@ impl Write for Mem {
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     /// The method.
     pub method: String,
@@ -55,6 +57,16 @@ pub struct Request {
     pub path: String,
     /// `Sec-WebSocket-Key`, if this is a WebSocket upgrade.
     pub websocket_key: Option<String>,
+    /// The query, without the `?`.
+    pub query: String,
+    /// `Authorization`.
+    pub authorization: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `If-Match`.
+    pub if_match: Option<String>,
+    /// The body (`Content-Length` bytes; at most [`MAX_BODY`]).
+    pub body: Vec<u8>,
 }
 
 /// What happened on a connection after some bytes came in.
@@ -82,11 +94,13 @@ pub struct HttpConn {
     state: State,
     /// Bytes to write to the socket.
     out: Vec<u8>,
+    /// A request is being answered later ([`HttpConn::defer`]): the next is not read until then.
+    deferred: bool,
 }
 
 impl Default for HttpConn {
     fn default() -> Self {
-        HttpConn { state: State::Head(Vec::new()), out: Vec::new() }
+        HttpConn { state: State::Head(Vec::new()), out: Vec::new(), deferred: false }
     }
 }
 
@@ -112,6 +126,9 @@ impl HttpConn {
     }
 
     fn parse_head(&mut self, events: &mut Vec<Event>) {
+        if self.deferred {
+            return;
+        }
         let State::Head(buf) = &mut self.state else { return };
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -122,18 +139,34 @@ impl HttpConn {
                 };
                 let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
                 let websocket_key = header("sec-websocket-key").filter(|_| upgrade).map(str::to_owned);
-                let has_body = header("content-length").is_some_and(|v| v.trim() != "0") || header("transfer-encoding").is_some();
-                let path = req.path.unwrap_or("/");
-                let path = path.split('?').next().unwrap_or("/").to_owned();
-                let method = req.method.unwrap_or("").to_owned();
-                buf.drain(..n);
-                if has_body {
-                    // No endpoint takes a body; do not try to find the next request after one.
+                let length = match (header("content-length").map(|v| v.trim().parse::<usize>()), header("transfer-encoding")) {
+                    (None, None) => Some(0),
+                    (Some(Ok(n)), None) if n <= MAX_BODY => Some(n),
+                    // Chunked bodies, bad or oversized lengths: no way to find the next request.
+                    _ => None,
+                };
+                let Some(length) = length else {
                     self.state = State::Done;
                     events.push(Event::BadRequest);
                     return;
+                };
+                if buf.len() < n + length {
+                    // The body is still coming.
+                    return;
                 }
-                events.push(Event::Request(Request { method, path, websocket_key }));
+                let (path, query) = req.path.unwrap_or("/").split_once('?').unwrap_or((req.path.unwrap_or("/"), ""));
+                let request = Request {
+                    method: req.method.unwrap_or("").to_owned(),
+                    path: path.to_owned(),
+                    websocket_key,
+                    query: query.to_owned(),
+                    authorization: header("authorization").map(str::to_owned),
+                    content_type: header("content-type").map(str::to_owned),
+                    if_match: header("if-match").map(str::to_owned),
+                    body: buf[n..n + length].to_vec(),
+                };
+                buf.drain(..n + length);
+                events.push(Event::Request(request));
             }
             Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {}
             _ => {
@@ -146,11 +179,25 @@ impl HttpConn {
     /// Answers the last request with `status` and `body`; the connection stays
     /// open for the next request unless `close`.
     pub fn respond(&mut self, status: &str, content_type: &str, body: &[u8], close: bool, events: &mut Vec<Event>) {
+        self.respond_with(status, &[("Content-Type", content_type)], body, close, events);
+    }
+
+    /// Answers the last request (or the deferred one) with `status`, these
+    /// `headers` (besides `Content-Length` and the connection's) and `body`.
+    pub fn respond_with(&mut self, status: &str, headers: &[(&str, &str)], body: &[u8], close: bool, events: &mut Vec<Event>) {
+        self.deferred = false;
         let conn = if close { "close" } else { "keep-alive" };
-        let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: {conn}\r\n\r\n",
+        let mut head = format!("HTTP/1.1 {status}\r\n");
+        for (k, v) in headers {
+            // A header value never carries a line break (a name or reason from a client could).
+            if !v.contains(['\r', '\n']) {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: {conn}\r\n\r\n",
             body.len()
-        );
+        ));
         self.out.extend_from_slice(head.as_bytes());
         self.out.extend_from_slice(body);
         if close {
@@ -159,6 +206,12 @@ impl HttpConn {
             // A pipelined request may already be buffered.
             self.parse_head(events);
         }
+    }
+
+    /// The last request is answered later, with [`HttpConn::respond_with`];
+    /// requests behind it wait until then.
+    pub fn defer(&mut self) {
+        self.deferred = true;
     }
 
     /// Accepts a WebSocket upgrade with `key` (from [`Request::websocket_key`]).
@@ -241,12 +294,12 @@ mod tests {
         let mut c = HttpConn::default();
         let mut ev = Vec::new();
         c.feed(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /st", &mut ev);
-        assert_eq!(ev, vec![Event::Request(Request { method: "GET".into(), path: "/healthz".into(), websocket_key: None })]);
+        assert_eq!(ev, vec![Event::Request(Request { method: "GET".into(), path: "/healthz".into(), ..Default::default() })]);
         ev.clear();
         c.respond("200 OK", "text/plain", b"ok\n", false, &mut ev);
         assert!(String::from_utf8(c.take_output()).unwrap().ends_with("Content-Length: 3\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\nok\n"));
         c.feed(b"ats?x=1 HTTP/1.1\r\n\r\n", &mut ev);
-        assert_eq!(ev, vec![Event::Request(Request { method: "GET".into(), path: "/stats".into(), websocket_key: None })]);
+        assert_eq!(ev, vec![Event::Request(Request { method: "GET".into(), path: "/stats".into(), query: "x=1".into(), ..Default::default() })]);
         ev.clear();
         // An upgrade, with the first (masked) frame in the same read.
         let mut req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
@@ -272,8 +325,32 @@ mod tests {
         assert_eq!(ev, vec![Event::BadRequest]);
         let mut c = HttpConn::default();
         ev.clear();
-        c.feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", &mut ev);
+        c.feed(format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1).as_bytes(), &mut ev);
         assert_eq!(ev, vec![Event::BadRequest]);
+        let mut c = HttpConn::default();
+        ev.clear();
+        c.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", &mut ev);
+        assert_eq!(ev, vec![Event::BadRequest]);
+    }
+
+    #[test]
+    fn a_body_is_read_whole_and_a_deferred_answer_holds_the_next_request() {
+        let mut c = HttpConn::default();
+        let mut ev = Vec::new();
+        c.feed(b"POST /whip/r?name=x HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nhel", &mut ev);
+        assert!(ev.is_empty() && c.head_pending(), "the body is still coming");
+        c.feed(b"loGET /healthz HTTP/1.1\r\n\r\n", &mut ev);
+        let Event::Request(r) = ev.remove(0) else { panic!() };
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.query.as_str(), r.body.as_slice()), ("POST", "/whip/r", "name=x", &b"hello"[..]));
+        assert_eq!((r.authorization.as_deref(), r.content_type.as_deref()), (Some("Bearer t"), Some("application/sdp")));
+        assert!(ev.is_empty());
+        c.defer();
+        c.feed(b"", &mut ev);
+        assert!(ev.is_empty(), "the GET waits for the deferred answer");
+        c.respond_with("201 Created", &[("Location", "/whip/r/1"), ("X-Bad", "a\r\nInjected: 1")], b"sdp", false, &mut ev);
+        let out = String::from_utf8(c.take_output()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 201 Created\r\nLocation: /whip/r/1\r\nContent-Length: 3\r\n") && !out.contains("Injected"), "{out}");
+        assert!(matches!(&ev[..], [Event::Request(r)] if r.path == "/healthz"));
     }
 
     #[test]

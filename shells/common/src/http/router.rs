@@ -94,6 +94,8 @@ pub struct Response {
 pub enum Reply {
     /// Upgrade to a WebSocket with this `Sec-WebSocket-Key`, for signaling.
     Signaling(String),
+    /// A WHIP or WHEP request: the engine answers it (`Input::Http`).
+    Engine(Request),
     /// Answer it.
     Respond(Response),
 }
@@ -109,6 +111,9 @@ pub fn bad_request() -> Response {
 
 /// Routes a request.
 pub fn route(req: Request, stats: &impl StatsView) -> Reply {
+    if switchboard_core::whip::is_media_path(&req.path) {
+        return Reply::Engine(req);
+    }
     if req.method != "GET" {
         return Reply::Respond(response("405 Method Not Allowed", "text/plain", &b"method not allowed\n"[..], true));
     }
@@ -186,13 +191,14 @@ mod tests {
     }
 
     fn get(path: &str, key: Option<&str>) -> Reply {
-        route(Request { method: "GET".into(), path: path.into(), websocket_key: key.map(str::to_owned) }, &Counters)
+        route(Request { method: "GET".into(), path: path.into(), websocket_key: key.map(str::to_owned), ..Default::default() }, &Counters)
     }
 
     fn status(r: Reply) -> &'static str {
         match r {
             Reply::Respond(r) => r.status,
             Reply::Signaling(_) => "101",
+            Reply::Engine(_) => "engine",
         }
     }
 
@@ -215,7 +221,9 @@ mod tests {
         let one = stats_json(&Switchboard::new(Default::default(), std::time::Instant::now(), 0, &[0; 32]));
         let one: serde_json::Value = serde_json::from_str(&one).unwrap();
         assert_eq!((one["allocations"].as_u64(), one["workers"].as_array().map(Vec::len)), (Some(0), Some(1)));
-        let post = route(Request { method: "POST".into(), path: "/".into(), websocket_key: None }, &Counters);
+        let post = route(Request { method: "POST".into(), path: "/".into(), ..Default::default() }, &Counters);
+        assert_eq!(status(route(Request { method: "POST".into(), path: "/whip/room".into(), ..Default::default() }, &Counters)), "engine");
+        assert_eq!(status(get("/whep/room/abc", None)), "engine");
         assert!(matches!(post, Reply::Respond(Response { close: true, status: "405 Method Not Allowed", .. })));
     }
 }
