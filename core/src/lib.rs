@@ -29,6 +29,8 @@ pub mod hash;
 pub mod ids;
 #[cfg(all(feature = "sfu", any(test, feature = "lab")))]
 pub mod lab;
+#[cfg(feature = "sfu")]
+pub mod record;
 pub mod rng;
 #[cfg(feature = "sfu")]
 pub mod sfu;
