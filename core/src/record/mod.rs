@@ -64,6 +64,9 @@ pub const MAX_PAYLOAD: usize = 16 << 10;
 pub const MAX_FRAME: usize = 4 << 20;
 /// How often (in media time) an IVF header's duration is rewritten.
 const IVF_PATCH_EVERY_MS: i64 = 1000;
+/// While frames wait for a keyframe, it is asked for again after this long (by arrival), in case
+/// the request or the keyframe was lost.
+pub const KEYFRAME_REASK: Duration = Duration::from_secs(1);
 /// Ogg stream serial number: fixed, each track is its own file.
 const OGG_SERIAL: u32 = 0x5357_4244; // "SWBD"
 
@@ -254,8 +257,10 @@ pub struct TrackRecorder {
     frame: Option<Frame>,
     /// Frames are dropped until a keyframe is written.
     waiting_key: bool,
-    /// A keyframe was asked for during this wait.
-    key_asked: bool,
+    /// When a keyframe was last asked for during this wait (arrival time).
+    key_asked_at: Option<Instant>,
+    /// The latest arrival seen: the recorder's only sense of time passing.
+    latest_arrival: Option<Instant>,
     key_request: bool,
     file: FileState,
     stats: RecStats,
@@ -282,7 +287,8 @@ impl TrackRecorder {
             reorder,
             frame: None,
             waiting_key: true,
-            key_asked: false,
+            key_asked_at: None,
+            latest_arrival: None,
             key_request: false,
             file: FileState::default(),
             stats: RecStats::default(),
@@ -305,6 +311,7 @@ impl TrackRecorder {
             return;
         }
         self.stats.packets += 1;
+        self.latest_arrival = Some(self.latest_arrival.map_or(p.arrival, |l| l.max(p.arrival)));
         if p.payload.len() > MAX_PAYLOAD {
             self.stats.malformed += 1;
             return;
@@ -361,7 +368,8 @@ impl TrackRecorder {
     }
 
     /// True once after a video frame was lost (or a frame had to be skipped
-    /// while waiting for a keyframe): the SFU should send a PLI.
+    /// while waiting for a keyframe): the SFU should send a PLI. While frames
+    /// keep waiting, it turns true again every [`KEYFRAME_REASK`].
     pub fn wants_keyframe(&mut self) -> bool {
         let yes = std::mem::take(&mut self.key_request);
         if yes {
@@ -492,10 +500,13 @@ impl TrackRecorder {
 
     fn video(&mut self, p: Held, gap: bool, origin: &mut Origin, out: &mut Vec<FileOp>) {
         if gap {
-            // The frame in progress lost a packet, or lost its end.
+            // The frame in progress lost a packet or its end, or whole frames were lost between
+            // frames: either way the chain of reference frames is broken until a keyframe.
             if let Some(f) = self.frame.as_mut() {
                 f.damaged = true;
             }
+            self.waiting_key = true;
+            self.ask_keyframe();
         }
         if self.frame.as_ref().is_some_and(|f| f.ts != p.ts) {
             // The next frame began without a marker: the previous one ended.
@@ -556,8 +567,7 @@ impl TrackRecorder {
         if frame.damaged || frame.fu_open || frame.data.is_empty() {
             self.stats.frames_dropped += 1;
             self.waiting_key = true;
-            self.key_request = true;
-            self.key_asked = true;
+            self.ask_keyframe();
             return;
         }
         let (keyframe, size) = match self.codec {
@@ -567,23 +577,23 @@ impl TrackRecorder {
         };
         if self.waiting_key && !keyframe {
             self.stats.frames_dropped += 1;
-            self.ask_keyframe_once();
+            self.ask_keyframe();
             return;
         }
         let start = *origin.start.get_or_insert(self.micros(frame.ts));
         let pts = self.since(frame.ts, start, 1000);
         if pts < 0 {
             self.stats.before_origin += 1;
-            self.ask_keyframe_once_if_waiting();
+            self.ask_keyframe_if_waiting();
             return;
         }
         if self.file.last_pts.is_some_and(|last| pts < last) {
             self.stats.malformed += 1;
-            self.ask_keyframe_once_if_waiting();
+            self.ask_keyframe_if_waiting();
             return;
         }
         self.waiting_key = false;
-        self.key_asked = false;
+        self.key_asked_at = None;
         if self.codec == RecCodec::H264 {
             self.file.started = true;
             self.append(frame.data, out);
@@ -610,16 +620,23 @@ impl TrackRecorder {
         }
     }
 
-    fn ask_keyframe_once(&mut self) {
-        if !self.key_asked {
-            self.key_asked = true;
+    /// Ask for a keyframe, unless one was asked for less than [`KEYFRAME_REASK`] ago (by arrival).
+    fn ask_keyframe(&mut self) {
+        let now = self.latest_arrival;
+        let recent = match (self.key_asked_at, now) {
+            (Some(asked), Some(now)) => now.saturating_duration_since(asked) < KEYFRAME_REASK,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !recent {
+            self.key_asked_at = now;
             self.key_request = true;
         }
     }
 
-    fn ask_keyframe_once_if_waiting(&mut self) {
+    fn ask_keyframe_if_waiting(&mut self) {
         if self.waiting_key {
-            self.ask_keyframe_once();
+            self.ask_keyframe();
         }
     }
 

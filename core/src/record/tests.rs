@@ -318,6 +318,34 @@ fn the_first_frame_written_is_a_keyframe() {
 }
 
 #[test]
+fn a_whole_lost_frame_waits_for_a_keyframe_and_asks_again_each_second() {
+    // One packet per frame, 30 fps; frame 5 never arrives, frame 80 is the next keyframe.
+    let mut origin = Origin::default();
+    let mut rig = Rig::new(RecCodec::Vp8, 90_000);
+    rig.sr(&mut origin, WALL, 0);
+    let mut asked_at = Vec::new();
+    for f in 0..90u64 {
+        let at = f * 33;
+        if f != 5 {
+            let frame = vp8_frame(f == 0 || f == 80, 40);
+            rig.packet(&mut origin, f, f as u32 * 3000, true, &vp8_packets(&frame, 1)[0], at);
+        }
+        if rig.rec.wants_keyframe() {
+            asked_at.push(at);
+        }
+    }
+    rig.finish(&mut origin);
+    let pts: Vec<u64> = ivf_frames(&rig.disk.0).iter().map(|f| f.0).collect();
+    assert_eq!(pts.len(), 5 + 10, "frames 0-4, then 80-89");
+    assert_eq!(pts[5], 2666);
+    assert_eq!(rig.rec.stats().frames_dropped, 74, "frames 6-79: nothing to decode them from");
+    // Given up 500 ms after frame 6 arrived, then again a second later while still waiting.
+    assert_eq!(asked_at.len(), 2, "{asked_at:?}");
+    assert!(asked_at[0] >= 198 + 500 && asked_at[0] < 198 + 540, "{asked_at:?}");
+    assert!(asked_at[1] - asked_at[0] >= 1000 && asked_at[1] - asked_at[0] < 1040, "{asked_at:?}");
+}
+
+#[test]
 fn duplicates_are_ignored() {
     let mut origin = Origin::default();
     let mut audio = Rig::new(RecCodec::Opus, 48_000);
