@@ -16,7 +16,9 @@
 //! [`Origin`]: the first frame any of them writes sets it, and every file's
 //! timestamps are `t - origin`, so audio and video line up as the sender
 //! captured them, not as each file happened to start. Frames before the
-//! origin are dropped.
+//! origin are dropped: if the track that maps first starts later than another
+//! track's first frames, those are lost (for video, until the next keyframe,
+//! which is asked for).
 //!
 //! Until its first sender report a track holds its packets (at most
 //! [`STASH_PACKETS`] packets, [`STASH_BYTES`] bytes or [`STASH_SPAN`] of
@@ -319,6 +321,9 @@ impl TrackRecorder {
         let held =
             Held { seq: p.seq, ts: self.unwrap.ext(p.ts), marker: p.marker, payload: p.payload.to_vec(), arrival: p.arrival };
         if self.map.is_some() {
+            if origin.anchor.is_none() && !origin.by_arrival {
+                origin.anchor = Some((held.arrival, self.micros(held.ts)));
+            }
             self.order(held, origin, out);
             return;
         }
