@@ -19,6 +19,8 @@ command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The recording tests make media with ffmpeg and read the recordings back with ffprobe.
+command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 # The /metrics test parses the page with Prometheus's own Python parser.
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need_apt+=(python3-prometheus-client)
 if [ ${#need_apt[@]} -gt 0 ]; then

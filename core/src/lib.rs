@@ -8,7 +8,8 @@
 //! Start at [`Switchboard`] for the whole server and its drive contract, or
 //! use a part alone: [`turn::TurnServer`] (which also answers Binding),
 //! [`stun::StunServer`], [`signal::Signaling`] or `sfu::Sfu`. `examples/`
-//! shows a complete server in a plain blocking loop.
+//! shows a complete server in a plain blocking loop. With `sfu`,
+//! `record::TrackRecorder` turns one track's RTP into a container file's bytes.
 //!
 //! Cargo features: `sfu` (default) builds the SFU, with str0m and its crypto;
 //! without it the core is STUN/TURN and signaling, and `sfu` rooms are
@@ -29,6 +30,8 @@ pub mod hash;
 pub mod ids;
 #[cfg(all(feature = "sfu", any(test, feature = "lab")))]
 pub mod lab;
+#[cfg(feature = "sfu")]
+pub mod record;
 pub mod rng;
 #[cfg(feature = "sfu")]
 pub mod sfu;
