@@ -131,7 +131,7 @@ impl HttpResponse {
 fn cors() -> Vec<(&'static str, String)> {
     vec![
         ("Access-Control-Allow-Origin", "*".into()),
-        ("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Patch".into()),
+        ("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Patch, WWW-Authenticate".into()),
     ]
 }
 

@@ -6,7 +6,8 @@
 //
 // Prints one line per check; exits 1 on the first failure (with the pages' logs), 0 when all pass.
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
 
 const [httpPort, turnPort, outDir, httpsPort, tlsPort] = process.argv.slice(2);
@@ -565,6 +566,146 @@ async function speakerAndReusedMLines() {
   await closeAll();
 }
 
+/** The token the server takes for WHIP and WHEP (tests/tests/browser.rs starts it with --whip-token). */
+const WHIP_TOKEN = 'browser-whip-token';
+const npm = (file) => readFileSync(new URL(`./node_modules/whip-whep/${file}`, import.meta.url));
+
+/**
+ * Pages on another origin: a small web server of the test's own (node's http module, on another loopback port)
+ * serves them and medooze's WHIP/WHEP client from npm (`whip-whep`), so their requests to Switchboard are
+ * cross-origin and Chromium makes the CORS preflight a page on another site would.
+ */
+const foreign = { pages: {}, origin: null };
+const foreignServer = createServer((req, res) => {
+  const path = new URL(req.url, 'http://x').pathname.slice(1);
+  if (path === 'whip.js' || path === 'whep.js') {
+    res.writeHead(200, { 'Content-Type': 'text/javascript' }).end(npm(path));
+  } else if (foreign.pages[path]) {
+    res.writeHead(200, { 'Content-Type': 'text/html' }).end(`<!doctype html><video autoplay muted playsinline></video><script type="module">${foreign.pages[path]}</script>`);
+  } else {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((r) => foreignServer.listen(0, '127.0.0.1', r));
+foreign.origin = `http://127.0.0.1:${foreignServer.address().port}`;
+
+async function foreignPage(name, label, script) {
+  foreign.pages[name] = script;
+  const context = await browser.newContext({ viewport: { width: 700, height: 500 } });
+  const page = await context.newPage();
+  page.label = label;
+  page.consoleLines = [];
+  page.on('console', (m) => page.consoleLines.push(`${label}: ${m.text()}`));
+  page.on('pageerror', (e) => page.consoleLines.push(`${label}: page error ${e.message}`));
+  await page.goto(`${foreign.origin}/${name}`);
+  await page.waitForFunction(() => typeof window.go === 'function');
+  pages.push(page);
+  return page;
+}
+
+/** A WHIP publisher page: the fake camera and microphone, sent with whip-whep's WHIPClient. */
+const whipPage = (label) =>
+  foreignPage('whip', label, `
+    import { WHIPClient } from './whip.js';
+    window.go = async (url, token) => {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      const pc = new RTCPeerConnection();
+      for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: 'sendonly' });
+      window.whip = new WHIPClient();
+      window.pc = pc;
+      await window.whip.publish(pc, url, token);
+      return window.whip.resourceURL.href;
+    };`);
+
+/** A WHEP player page: whip-whep's WHEPClient on a connection that receives audio and video. */
+const whepPage = (label) =>
+  foreignPage('whep', label, `
+    import { WHEPClient } from './whep.js';
+    window.go = async (url, token) => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      const video = document.querySelector('video');
+      video.srcObject = new MediaStream();
+      pc.ontrack = (e) => video.srcObject.addTrack(e.track);
+      window.whep = new WHEPClient();
+      window.pc = pc;
+      await window.whep.view(pc, url, token);
+      return window.whep.resourceURL.href;
+    };`);
+
+/** Inbound media on a page whose connection is `window.pc` (the WHIP/WHEP pages). */
+const pcMedia = (page) =>
+  page.evaluate(async () => {
+    let video = 0;
+    let audio = 0;
+    (await window.pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') video = Math.max(video, r.framesDecoded || 0);
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') audio = Math.max(audio, r.packetsReceived || 0);
+    });
+    return { video, audio };
+  });
+
+/**
+ * 13. WHIP and WHEP with a client library from npm (medooze's whip-whep, by the WHEP draft's author), on pages of
+ * other origins: a WHIP publisher appears in an SFU room as a participant with a name and a browser decodes it; a
+ * WHEP player pinned to the browser plays it; a wrong token gets 401; DELETE stops the forwarding; a publisher
+ * whose page vanishes without DELETE is removed.
+ */
+async function whipAndWhep() {
+  const room = `whip-${randomBytes(4).toString('hex')}`;
+  const api = `http://127.0.0.1:${httpPort}`;
+  const p = await whipPage('WHIP');
+  const location = await p.evaluate(({ url, token }) => window.go(url, token), { url: `${api}/whip/${room}?name=Encoder`, token: WHIP_TOKEN });
+  check(location.startsWith(`${api}/whip/${room}/`), '13. WHIP: the publisher page got 201 Created with a Location (cross-origin, CORS)', location);
+  const b = await open(`room=${room}&name=Bob&mode=sfu&autojoin=1`, 'B');
+  await allDecode([b], 1, 'a browser in the room decodes the WHIP publisher');
+  const caption = await until('B shows a tile named Encoder', () => b.evaluate(() => [...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent).find((t) => t.includes('Encoder'))));
+  check(true, 'the WHIP publisher is a participant with a name', caption);
+  const bId = await b.evaluate(() => window.sb.id);
+  // WHEP, pinned to the browser.
+  const v = await whepPage('WHEP');
+  const whepLocation = await v.evaluate(({ url, token }) => window.go(url, token), { url: `${api}/whep/${room}?peer=${bId}`, token: WHIP_TOKEN });
+  check(whepLocation.startsWith(`${api}/whep/${room}/`), 'WHEP: the player page got 201 Created with a Location', whepLocation);
+  const played = await until('the WHEP player decodes the browser\'s video and receives its audio', async () => {
+    const m = await pcMedia(v);
+    return m.video > 10 && m.audio > 10 ? m : null;
+  }, 30000);
+  const t0 = await v.evaluate(() => document.querySelector('video').currentTime);
+  await sleep(1000);
+  const t1 = await v.evaluate(() => document.querySelector('video').currentTime);
+  check(t1 > t0, 'WHEP: the player plays the room (a browser publishing)', `${JSON.stringify(played)}, t ${t0.toFixed(2)} -> ${t1.toFixed(2)} s`);
+  await v.screenshot({ path: `${outDir}/whep-player.png` });
+  // A wrong token: 401, readable cross-origin.
+  const refused = await v.evaluate(async (url) => {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    const offer = await pc.createOffer();
+    const r = await fetch(url, { method: 'POST', body: offer.sdp, headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer wrong' } });
+    return { status: r.status, auth: r.headers.get('www-authenticate') };
+  }, `${api}/whep/${room}`);
+  check(refused.status === 401 && /^Bearer/.test(refused.auth), 'a wrong token gets 401 with WWW-Authenticate: Bearer', JSON.stringify(refused));
+  // DELETE: the WHIP publisher's tracks end on B.
+  await p.evaluate(() => window.whip.stop());
+  await until('B sees the WHIP publisher\'s video end', async () => (await sfuMedia(b)).live === 0);
+  const afterDelete = (await serverStats()).whip;
+  check(afterDelete.whip_sessions === 0 && afterDelete.deleted >= 1, 'DELETE ends the session and its forwarding', JSON.stringify(afterDelete));
+  // A publisher that vanishes without DELETE.
+  const q = await whipPage('WHIP2');
+  await q.evaluate(({ url, token }) => window.go(url, token), { url: `${api}/whip/${room}?name=Vanishing`, token: WHIP_TOKEN });
+  await until('B decodes the second WHIP publisher', async () => (await sfuMedia(b)).videos >= 2 || (await sfuMedia(b)).live >= 1);
+  const before = (await serverStats()).sfu.participants;
+  await q.context().close();
+  pages.splice(pages.indexOf(q), 1);
+  const t = Date.now();
+  const gone = await until('the vanished publisher is removed', async () => {
+    const st = await serverStats();
+    return st.whip.whip_sessions === 0 && st.sfu.participants === before - 1 ? st : null;
+  }, 30000);
+  check(true, 'a WHIP publisher that vanished without DELETE is removed', `after ${((Date.now() - t) / 1000).toFixed(1)} s; media_clients_lost ${gone.sfu.media_clients_lost}`);
+  await closeAll();
+}
+
 async function alone() {
   const room = `alone-${randomBytes(4).toString('hex')}`;
   const d = await open(`room=${room}&name=Dee&autojoin=1`, 'D');
@@ -579,7 +720,7 @@ let failed = false;
 // CHECKS=name,name runs only those (while working on them); the test suite runs all.
 const only = process.env.CHECKS ? process.env.CHECKS.split(',') : null;
 try {
-  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, dashboardAndCallPanel, speakerAndReusedMLines, alone]) {
+  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, dashboardAndCallPanel, speakerAndReusedMLines, whipAndWhep, alone]) {
     if (only && !only.includes(checks.name)) continue;
     const t0 = Date.now();
     await checks();
@@ -598,5 +739,6 @@ try {
     console.log(p.consoleLines.join('\n'));
   }
 }
+foreignServer.close();
 await browser.close();
 process.exit(failed ? 1 : 0);

@@ -45,7 +45,9 @@ fn browser_calls_through_each_server() {
         // Browsers relay to each other's relay addresses, which are loopback here.
         let (https, tls) = (free_port(), free_port());
         let (h, t) = (format!("127.0.0.1:{https}"), format!("127.0.0.1:{tls}"));
-        let s = Server::start(bin, &["--allow-loopback-peers", "--self-signed", "127.0.0.1", "--https-listen", &h, "--tls-listen", &t]);
+        // call.mjs's WHIP and WHEP pages present this token.
+        let whip = ["--whip-token", "browser-whip-token"];
+        let s = Server::start(bin, &["--allow-loopback-peers", "--self-signed", "127.0.0.1", "--https-listen", &h, "--tls-listen", &t, whip[0], whip[1]]);
         let out = s.dir.join("browser");
         std::fs::create_dir_all(&out).expect("output dir");
         let script = dir.join("call.mjs").display().to_string();

@@ -33,8 +33,14 @@ impl Sfu {
             let out = match p.rtc.poll_output() {
                 Ok(o) => o,
                 Err(_) => {
-                    // A broken connection: it stops here; signaling's leave removes it.
+                    // A broken connection: it stops here; signaling's leave removes it (a WHIP or
+                    // WHEP client has no signaling to close: it is ended now).
                     self.deadlines.remove(conn);
+                    if p.role != MediaRole::Member && !p.ended {
+                        p.ended = true;
+                        self.stats.media_clients_lost += 1;
+                        self.signal(conn, super::SfuMessage::Ended { reason: "the connection broke" });
+                    }
                     break;
                 }
             };

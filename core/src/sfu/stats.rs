@@ -71,8 +71,9 @@ pub struct SfuStats {
     pub offers_unanswered: u64,
     /// Times a room's speaker changed (`speaker` messages sent to its members).
     pub speaker_changes: u64,
-    /// WHIP and WHEP clients ended because nothing came from them for [`super::MEDIA_CLIENT_IDLE`].
-    pub media_clients_timed_out: u64,
+    /// WHIP and WHEP clients ended without a DELETE: nothing came from them for
+    /// [`super::MEDIA_CLIENT_IDLE`], or their connection broke.
+    pub media_clients_lost: u64,
 }
 
 impl Sfu {

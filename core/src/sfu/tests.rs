@@ -733,7 +733,7 @@ fn whip_publishers_and_whep_viewers_share_the_room() {
     net.bots[3].live = false;
     net.run(MEDIA_CLIENT_IDLE + Duration::from_secs(2));
     let st = net.sb.stats();
-    assert_eq!((st.whip.whep_sessions, st.whip.timed_out, st.sfu.participants, st.sfu.media_clients_timed_out), (1, 1, 2, 1));
+    assert_eq!((st.whip.whep_sessions, st.whip.timed_out, st.sfu.participants, st.sfu.media_clients_lost), (1, 1, 2, 1));
     // A wrong token: 401, nothing joins.
     net.add_http(4, Bot::new(net.now, Lab::addr(4), "room", *b"intruder"), "/whip/room", "wrong");
     assert_eq!(status(&net, 4), [401]);

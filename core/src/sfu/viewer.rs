@@ -108,7 +108,7 @@ impl Sfu {
             return;
         }
         p.ended = true;
-        self.stats.media_clients_timed_out += 1;
+        self.stats.media_clients_lost += 1;
         self.signal(conn, SfuMessage::Ended { reason: "nothing received from the client for 10 s" });
     }
 }

@@ -51,6 +51,7 @@ pub fn snapshot(engine: &Switchboard) -> Value {
         "streams": s.streams,
         "sfu": s.sfu,
         "sfu_rooms": engine.sfu_rooms(),
+        "whip": s.whip,
     })
 }
 
