@@ -258,6 +258,15 @@ pub enum Output<'a> {
         /// The message.
         msg: SfuMessage,
     },
+    /// Create, write to or close recording file `file` (numbered by the SFU
+    /// of this engine): see [`crate::sfu::RecordOp`].
+    #[cfg(feature = "sfu")]
+    Record {
+        /// The file.
+        file: u64,
+        /// What to do.
+        op: crate::sfu::RecordOp,
+    },
     /// Answer the WHIP or WHEP request on HTTP connection `conn` (dropped if it closed).
     #[cfg(feature = "sfu")]
     HttpResponse {
@@ -576,7 +585,8 @@ impl Switchboard {
                 directory.leave(&room);
                 Some(worker)
             }
-            ev => self.placed.get(&ev.conn()).map(|(w, _)| *w),
+            RoomEvent::RecordRoom { room, .. } => directory.lookup(room),
+            ev => ev.conn().and_then(|c| self.placed.get(&c)).map(|(w, _)| *w),
         }
     }
 
@@ -591,6 +601,10 @@ impl Switchboard {
             RoomEvent::Candidate { conn, candidate } => sfu.handle_candidate(now, conn, &candidate),
             RoomEvent::Layer { conn, publisher, rid } => sfu.set_layer(now, conn, publisher, &rid),
             RoomEvent::MaxBitrate { conn, bps } => sfu.set_max_bitrate(now, conn, bps),
+            RoomEvent::Record { conn, on } => sfu.record_by(now, conn, on),
+            RoomEvent::RecordRoom { room, on } => {
+                let _ = sfu.set_recording(now, &room, on, "http");
+            }
         }
     }
 
@@ -613,6 +627,11 @@ impl Switchboard {
                 }
                 self.pump_sfu(now);
                 self.http_out.push_back((http, Sessions::done(204)));
+            }
+            whip::Action::Record { room, on } => {
+                let found = self.signal.record_room(&room, on);
+                self.pump_sfu(now);
+                self.http_out.push_back((http, Sessions::recording(found)));
             }
             whip::Action::End { conn } => {
                 self.whip.count_deleted();
@@ -764,6 +783,7 @@ impl Switchboard {
                     }
                 }
                 SfuOutput::Transmit { to, data } => return Output::MediaTransmit { to, data },
+                SfuOutput::Record { file, op } => return Output::Record { file, op },
             }
         }
         if let Some(conn) = self.closing.pop_front() {
@@ -808,6 +828,7 @@ fn to_wire(msg: &SfuMessage) -> ServerMsg<'_> {
         }
         SfuMessage::Paused { peer, paused } => ServerMsg::Paused { peer, paused: *paused },
         SfuMessage::Speaker { peer } => ServerMsg::Speaker { peer },
+        SfuMessage::Recording { on, by } => ServerMsg::Record { on: *on, by },
         // For WHIP and WHEP sessions only, which the engine ends; never on a WebSocket.
         SfuMessage::Ended { reason } => ServerMsg::Error { code: ErrorCode::BadMessage, message: reason },
         SfuMessage::Error { code, message } => ServerMsg::Error { code: error_code(*code), message },
@@ -820,6 +841,7 @@ fn error_code(e: SfuError) -> ErrorCode {
     match e {
         SfuError::NotJoined => ErrorCode::NotJoined,
         SfuError::NoSuchPeer => ErrorCode::NoSuchPeer,
+        SfuError::NotRecording => ErrorCode::NotRecording,
         SfuError::BadOffer | SfuError::BadAnswer | SfuError::BadCandidate | SfuError::NoSuchLayer => ErrorCode::BadMessage,
     }
 }

@@ -63,6 +63,24 @@ pub fn rest_token(secret: &str, expiry_unix: u64, name: Option<&str>) -> String 
     format!("{user}:{pass}")
 }
 
+/// Whether `token` is one of `config`'s static tokens, or a REST token of its
+/// secret ([`rest_token`]) not expired at `unix_now`. Compared in constant time.
+pub fn token_ok(config: &WhipConfig, unix_now: u64, token: &str) -> bool {
+    if config.tokens.iter().any(|t| ct_eq(t.as_bytes(), token.as_bytes())) {
+        return true;
+    }
+    let Some(secret) = &config.secret else { return false };
+    let Some((user, pass)) = token.rsplit_once(':') else { return false };
+    let expiry = user.split(':').next().and_then(|e| e.parse::<u64>().ok());
+    if expiry.is_none_or(|e| e < unix_now) {
+        return false;
+    }
+    let Ok(mac) = base64::engine::general_purpose::STANDARD.decode(pass) else { return false };
+    let mut m = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    m.update(user.as_bytes());
+    m.verify_slice(&mac).is_ok()
+}
+
 /// An HTTP request for WHIP or WHEP, as the shell parsed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpRequest<'a> {
@@ -111,6 +129,7 @@ impl HttpResponse {
         match self.status {
             200 => "OK",
             201 => "Created",
+            202 => "Accepted",
             204 => "No Content",
             400 => "Bad Request",
             401 => "Unauthorized",
@@ -138,6 +157,12 @@ fn cors() -> Vec<(&'static str, String)> {
 /// Whether `path` is WHIP's or WHEP's (the shell hands those to the engine).
 pub fn is_media_path(path: &str) -> bool {
     path.starts_with("/whip/") || path.starts_with("/whep/")
+}
+
+/// Whether a request is the engine's: WHIP, WHEP, and `POST /recordings/{room}?on=…`
+/// (recording on or off; listing and downloading recordings is the shell's).
+pub fn is_engine_request(method: &str, path: &str) -> bool {
+    is_media_path(path) || (path.starts_with("/recordings/") && method != "GET" && method != "HEAD")
 }
 
 /// Which way media goes in a session.
@@ -202,6 +227,8 @@ pub(crate) enum Action {
     Candidates { conn: ConnId, candidates: Vec<String> },
     /// End the session's member; then 200.
     End { conn: ConnId },
+    /// Record `room` (or stop); then 202, or 404 if it is not an SFU room with members.
+    Record { room: String, on: bool },
 }
 
 /// The WHIP and WHEP sessions of one engine (worker 0).
@@ -248,22 +275,8 @@ impl Sessions {
 
     /// Whether `auth` carries a token this server accepts.
     fn authorized(&self, now: Instant, auth: Option<&str>) -> bool {
-        let Some(token) = auth.and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer "))).map(str::trim) else {
-            return false;
-        };
-        if self.config.tokens.iter().any(|t| ct_eq(t.as_bytes(), token.as_bytes())) {
-            return true;
-        }
-        let Some(secret) = &self.config.secret else { return false };
-        let Some((user, pass)) = token.rsplit_once(':') else { return false };
-        let expiry = user.split(':').next().and_then(|e| e.parse::<u64>().ok());
-        if expiry.is_none_or(|e| e < self.clock.unix(now)) {
-            return false;
-        }
-        let Ok(mac) = base64::engine::general_purpose::STANDARD.decode(pass) else { return false };
-        let mut m = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-        m.update(user.as_bytes());
-        m.verify_slice(&mac).is_ok()
+        let token = auth.and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer "))).map(str::trim);
+        token.is_some_and(|t| token_ok(&self.config, self.clock.unix(now), t))
     }
 
     /// Decides what a request asks (`http`: the connection it came on).
@@ -286,6 +299,7 @@ impl Sessions {
         let direction = match parts.next() {
             Some("whip") => Direction::Publish,
             Some("whep") => Direction::Play,
+            Some("recordings") => return self.record(now, parts.next(), req),
             _ => return refuse(404, "not a WHIP or WHEP path"),
         };
         let Some(room) = parts.next().and_then(percent_decode).filter(|r| valid(r, MAX_ROOM_NAME) && !r.is_empty()) else {
@@ -332,6 +346,44 @@ impl Sessions {
                     }
                 }
             }
+        }
+    }
+
+    /// `POST /recordings/{room}?on=1` (or `on=0`): recording on or off, with a token.
+    fn record(&mut self, now: Instant, room: Option<&str>, req: &HttpRequest<'_>) -> Action {
+        let refuse = |status, reason: &str| Action::Respond(HttpResponse::error(status, reason));
+        let Some(room) = room.and_then(percent_decode).filter(|r| valid(r, MAX_ROOM_NAME) && !r.is_empty()) else {
+            return refuse(404, "POST /recordings/ROOM?on=1 (or on=0)");
+        };
+        if req.method == "OPTIONS" {
+            let mut r = HttpResponse::new(204);
+            r.headers.push(("Access-Control-Allow-Methods", "POST, OPTIONS".into()));
+            r.headers.push(("Access-Control-Allow-Headers", "Authorization".into()));
+            return Action::Respond(r);
+        }
+        if !self.authorized(now, req.authorization) {
+            let mut r = HttpResponse::error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
+            r.headers.push(("WWW-Authenticate", "Bearer realm=\"switchboard\"".into()));
+            return Action::Respond(r);
+        }
+        if req.method != "POST" {
+            let mut r = HttpResponse::error(405, "POST /recordings/ROOM?on=1 (or on=0)");
+            r.headers.push(("Allow", "POST, OPTIONS".into()));
+            return Action::Respond(r);
+        }
+        let on = req.query.split('&').find_map(|kv| kv.strip_prefix("on=")).map(|v| matches!(v, "1" | "true" | "on"));
+        match on {
+            Some(on) => Action::Record { room, on },
+            None => refuse(400, "say on=1 or on=0"),
+        }
+    }
+
+    /// The answer to a recording request that was passed on (202) or found no room (404).
+    pub(crate) fn recording(found: bool) -> HttpResponse {
+        if found {
+            HttpResponse::new(202)
+        } else {
+            HttpResponse::error(404, "no SFU room of that name has members")
         }
     }
 
@@ -556,6 +608,7 @@ mod tests {
             Action::Join { .. } => 1,
             Action::Candidates { .. } => 2,
             Action::End { .. } => 3,
+            Action::Record { .. } => 4,
         }
     }
 

@@ -70,6 +70,8 @@ function setInCall(joined) {
   $('hangup').disabled = !joined;
   for (const id of ['room', 'name', 'media', 'mode', 'simulcast', 'relay']) $(id).disabled = joined;
   for (const id of ['chat-input', 'chat-send', 'mute', 'camera', 'share']) $(id).disabled = !joined;
+  $('server-record').disabled = !joined || state.mode !== 'sfu';
+  if (!joined) showRecording(false);
   updatePeerControls();
 }
 
@@ -203,6 +205,11 @@ function onServerMessage(msg) {
       if (msg.paused) state.pausedPeers.add(msg.peer);
       else state.pausedPeers.delete(msg.peer);
       showPaused(msg.peer);
+      break;
+    case 'record':
+      // The room is recorded on the server now, or no longer: everyone in it is told.
+      log(`${msg.on ? 'recording started' : 'recording stopped'} by ${msg.by === state.id ? 'you' : state.names[msg.by] || msg.by}`);
+      showRecording(msg.on);
       break;
     case 'speaker':
       // The server heard this participant speak (audio levels, debounced): highlight its tile, put it first.
@@ -397,6 +404,13 @@ function tile(id) {
   return fig.querySelector('video');
 }
 
+// Shows whether the room is recorded on the server, and what the button would do.
+function showRecording(on) {
+  state.recording = on;
+  $('recording-note').hidden = !on;
+  $('server-record').textContent = on ? 'Stop server recording' : 'Record on server';
+}
+
 // Marks the speaker's tile (the first in the grid, outlined); our own video when it is us.
 function showSpeaker() {
   for (const fig of document.querySelectorAll('#grid figure')) fig.classList.toggle('speaking', fig.dataset.peer === state.speaker);
@@ -571,6 +585,7 @@ $('camera').onclick = () => toggleTracks('video', $('camera'), 'Camera off', 'Ca
 $('share').onclick = shareScreen;
 $('snapshot').onclick = snapshot;
 $('record').onclick = toggleRecording;
+$('server-record').onclick = () => send({ type: 'record', on: !state.recording });
 $('file-send').onclick = sendFile;
 $('chat-form').onsubmit = (ev) => {
   ev.preventDefault();

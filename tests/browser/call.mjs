@@ -8,9 +8,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
-const [httpPort, turnPort, outDir, httpsPort, tlsPort] = process.argv.slice(2);
+const [httpPort, turnPort, outDir, httpsPort, tlsPort, serverPid, recordDir] = process.argv.slice(2);
 if (!httpPort || !turnPort || !outDir) {
   console.error('usage: call.mjs HTTP_PORT TURN_PORT OUT_DIR');
   process.exit(2);
@@ -706,6 +708,89 @@ async function whipAndWhep() {
   await closeAll();
 }
 
+/** ffprobe's view of a file: streams (codec, start, frames decoded) and the duration. */
+function probe(path) {
+  const out = execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-show_entries', 'stream=codec_name,start_time,nb_read_frames:format=duration', '-of', 'json', path]);
+  const j = JSON.parse(out);
+  const s = j.streams[0] || {};
+  return { codec: s.codec_name, start: Number(s.start_time), frames: Number(s.nb_read_frames || 0), duration: Number(j.format.duration) };
+}
+
+/** Two SFU pages in a room: started, and both decoding each other. */
+async function sfuPair(room) {
+  const a = await open(`room=${room}&name=Ada&mode=sfu&autojoin=1`, 'A');
+  const b = await open(`room=${room}&name=Bob&mode=sfu&autojoin=1`, 'B');
+  await allDecode([a, b], 1, `SFU room ${room}`);
+  return [a, b];
+}
+
+/**
+ * 14. Recording on the server: A presses "Record on server"; both pages show it; after 20 s A stops it. /recordings
+ * lists a file per track (4), each downloaded and read by ffprobe (Debian's ffmpeg): frames decode, each duration is
+ * within 5% of the recorded time, and each participant's audio and video start within 100 ms of each other.
+ */
+async function serverRecording() {
+  const room = `rec-${randomBytes(4).toString('hex')}`;
+  const [a, b] = await sfuPair(room);
+  await a.click('#server-record');
+  const noted = (p) => p.evaluate(() => !document.getElementById('recording-note').hidden);
+  await until('both pages show the room is recorded', async () => (await noted(a)) && (await noted(b)));
+  const started = Date.now();
+  await sleep(20000);
+  const stopped = Date.now();
+  await a.click('#server-record');
+  await until('both pages show the recording stopped', async () => !(await noted(a)) && !(await noted(b)));
+  const seconds = (stopped - started) / 1000;
+  const q = `token=${WHIP_TOKEN}`;
+  const list = await (await fetch(`${base}recordings.json?${q}`)).json();
+  const files = list.filter((f) => f.room === room);
+  check(files.length === 4, '14. /recordings lists one file per published track', files.map((f) => `${f.file} ${f.bytes} B`).join(', '));
+  const html = await (await fetch(`${base}recordings?${q}`)).text();
+  check(files.every((f) => html.includes(`href="${f.url}?${q}"`)), 'the /recordings page links each file');
+  const probed = {};
+  for (const f of files) {
+    const bytes = Buffer.from(await (await fetch(`${base}${f.url.slice(1)}?${q}`)).arrayBuffer());
+    check(bytes.length === f.bytes, `downloaded ${f.file}`, `${bytes.length} bytes`);
+    const path = `${outDir}/${f.file}`;
+    writeFileSync(path, bytes);
+    const pr = probe(path);
+    probed[f.file] = pr;
+    const off = Math.abs(pr.duration - seconds) / seconds;
+    check(pr.frames > 0 && off <= 0.05, `ffprobe reads ${f.file}`, `${pr.codec}, ${pr.frames} frames decoded, ${pr.duration.toFixed(2)} s for ${seconds.toFixed(2)} s recorded (${(off * 100).toFixed(1)}% off), start ${pr.start.toFixed(3)} s`);
+  }
+  for (const who of new Set(files.map((f) => f.file.replace(/^.*?-([0-9a-f]{16})-(audio|video)-.*$/, '$1')))) {
+    const mine = Object.entries(probed).filter(([name]) => name.includes(`-${who}-`));
+    const audio = mine.find(([n]) => n.includes('-audio-'));
+    const video = mine.find(([n]) => n.includes('-video-'));
+    const gap = Math.abs(audio[1].start - video[1].start);
+    check(gap <= 0.1, `participant ${who}: audio and video start together`, `audio ${audio[1].start.toFixed(3)} s, video ${video[1].start.toFixed(3)} s (${(gap * 1000).toFixed(0)} ms apart)`);
+  }
+  await closeAll();
+}
+
+/**
+ * 15 (last: the server does not survive it). A recording in progress when the server is killed with SIGKILL: the
+ * files in the recording directory (nothing closed them) are still read by ffprobe, with frames.
+ */
+async function killedWhileRecording() {
+  check(!!serverPid && !!recordDir, 'the server\'s pid and recording directory are given');
+  const room = `kill-${randomBytes(4).toString('hex')}`;
+  const [a] = await sfuPair(room);
+  await a.click('#server-record');
+  await until('A shows the room is recorded', () => a.evaluate(() => !document.getElementById('recording-note').hidden));
+  await sleep(6000);
+  process.kill(Number(serverPid), 'SIGKILL');
+  await sleep(500);
+  const dir = `${recordDir}/${room}`;
+  const files = readdirSync(dir);
+  check(files.length === 4, '15. a server killed with SIGKILL mid-recording leaves a file per track', files.join(', '));
+  for (const f of files) {
+    const pr = probe(`${dir}/${f}`);
+    check(pr.frames > 0, `ffprobe still reads ${f}`, `${pr.codec}, ${pr.frames} frames, ${Number.isNaN(pr.duration) ? '?' : pr.duration.toFixed(2)} s`);
+  }
+  await closeAll();
+}
+
 async function alone() {
   const room = `alone-${randomBytes(4).toString('hex')}`;
   const d = await open(`room=${room}&name=Dee&autojoin=1`, 'D');
@@ -720,7 +805,7 @@ let failed = false;
 // CHECKS=name,name runs only those (while working on them); the test suite runs all.
 const only = process.env.CHECKS ? process.env.CHECKS.split(',') : null;
 try {
-  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, dashboardAndCallPanel, speakerAndReusedMLines, whipAndWhep, alone]) {
+  for (const checks of [directCall, relayedCall, roomLife, voiceCallAndScreenShare, sfuRoom, simulcast, sixPagesAndALimitedOne, twoRoomsOnTwoWorkers, tlsCall, dashboardAndCallPanel, speakerAndReusedMLines, whipAndWhep, serverRecording, alone, killedWhileRecording]) {
     if (only && !only.includes(checks.name)) continue;
     const t0 = Date.now();
     await checks();

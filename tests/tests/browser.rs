@@ -47,14 +47,19 @@ fn browser_calls_through_each_server() {
         let (h, t) = (format!("127.0.0.1:{https}"), format!("127.0.0.1:{tls}"));
         // call.mjs's WHIP and WHEP pages present this token.
         let whip = ["--whip-token", "browser-whip-token"];
-        let s = Server::start(bin, &["--allow-loopback-peers", "--self-signed", "127.0.0.1", "--https-listen", &h, "--tls-listen", &t, whip[0], whip[1]]);
+        // Recordings go to a fresh directory of this run (check 14 downloads them, 15 reads them after a SIGKILL).
+        let rec_dir = std::env::temp_dir().join(format!("sb-browser-rec-{}-{bin}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&rec_dir);
+        let rec = rec_dir.display().to_string();
+        let s = Server::start(bin, &["--allow-loopback-peers", "--self-signed", "127.0.0.1", "--https-listen", &h, "--tls-listen", &t, whip[0], whip[1], "--record-dir", &rec]);
         let out = s.dir.join("browser");
         std::fs::create_dir_all(&out).expect("output dir");
         let script = dir.join("call.mjs").display().to_string();
-        let args = [script, s.http_port.to_string(), s.port.to_string(), out.display().to_string(), https.to_string(), tls.to_string()];
-        let r = run("node", &args, Duration::from_secs(240));
+        // The last check kills the server (SIGKILL) mid-recording.
+        let args = [script, s.http_port.to_string(), s.port.to_string(), out.display().to_string(), https.to_string(), tls.to_string(), s.proc.pid().to_string(), rec];
+        let r = run("node", &args, Duration::from_secs(420));
         println!("{bin}:\n{}", r.output);
         assert_eq!(r.status.map(|st| st.success()), Some(true), "{bin}: browser checks failed\n{}\nserver stderr:\n{}", r.output, s.proc.stderr());
-        assert!(r.output.contains("4. negative control"), "{bin}: not every check ran\n{}", r.output);
+        assert!(r.output.contains("4. negative control") && r.output.contains("15. a server killed"), "{bin}: not every check ran\n{}", r.output);
     }
 }

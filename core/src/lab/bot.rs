@@ -229,6 +229,8 @@ pub struct Bot {
     paused: Vec<(String, bool)>,
     /// The `speaker` messages it received, in order.
     speakers: Vec<String>,
+    /// The `record` messages it received, in order: (on, by).
+    recording: Vec<(bool, String)>,
     /// The server's offers so far, and the last one.
     offers: (u32, Option<String>),
 }
@@ -276,6 +278,7 @@ impl Bot {
             paused: Vec::new(),
             offers: (0, None),
             speakers: Vec::new(),
+            recording: Vec::new(),
         };
         let name = String::from_utf8_lossy(&tag).into_owned();
         bot.signal_out.push_back(json!({"type": "join", "room": room, "name": name, "mode": "sfu"}).to_string());
@@ -401,6 +404,11 @@ impl Bot {
         &self.speakers
     }
 
+    /// The `record` messages it received, in order: (on, by).
+    pub fn recording(&self) -> &[(bool, String)] {
+        &self.recording
+    }
+
     /// How many SDP offers the server sent it, and the last one.
     pub fn offers(&self) -> (u32, Option<&str>) {
         (self.offers.0, self.offers.1.as_deref())
@@ -495,6 +503,9 @@ impl Bot {
                     let clock = self.video_clock.saturating_mul(scale);
                     self.senders.push(Sender { mid: video, rid, kind: MediaKind::Video, ssrc: None, pt: None, seq: 1, next: now, interval, frame: 0, clock });
                 }
+            }
+            Some("record") => {
+                self.recording.push((v["on"].as_bool().unwrap_or(false), v["by"].as_str().unwrap_or("").into()));
             }
             Some("speaker") => {
                 self.speakers.push(v["peer"].as_str().unwrap_or("").into());

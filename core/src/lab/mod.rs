@@ -113,6 +113,8 @@ pub struct Lab {
     deadline: Option<Instant>,
     /// Every datagram the SFU sent: when, and to whom.
     pub sent_to: Vec<(Instant, SocketAddr)>,
+    /// What the SFU asked to write to recording files, in order.
+    pub records: Vec<(u64, crate::sfu::RecordOp)>,
     /// Whether to deliver the SFU's datagrams to the bots (benchmarks turn it off).
     pub deliver: bool,
     /// How far [`Lab::run`] moves time at each step: 1 ms by default, finer
@@ -131,8 +133,10 @@ impl Lab {
         let signal = crate::signal::SignalConfig { sfu_capacity: 256, ..Default::default() };
         // WHIP and WHEP clients present [`LAB_TOKEN`].
         let whip = crate::whip::WhipConfig { tokens: vec![LAB_TOKEN.into()], secret: None };
-        let config = Config { sfu: Some(SfuConfig::new(media)), signal, whip, ..Config::default() };
-        Lab { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new(), deliver: true, step: Duration::from_millis(1), media }
+        // Rooms may be recorded (the lab keeps what would be written in `records`).
+        let sfu = SfuConfig { record: true, ..SfuConfig::new(media) };
+        let config = Config { sfu: Some(sfu), signal, whip, ..Config::default() };
+        Lab { sb: Switchboard::new(config, now, 1_800_000_000, &[4; 32]), now, bots: Vec::new(), deadline: None, sent_to: Vec::new(), records: Vec::new(), deliver: true, step: Duration::from_millis(1), media }
     }
 
     /// An engine with one publishing bot (number 0) and `listeners` listening
@@ -290,6 +294,10 @@ impl Lab {
                             b.bot.handle_datagram(self.now, self.media, to, &data);
                         }
                     }
+                }
+                Output::Record { file, op } => {
+                    moved = true;
+                    self.records.push((file, op));
                 }
                 Output::HttpResponse { conn, response } => {
                     moved = true;

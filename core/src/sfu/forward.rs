@@ -34,6 +34,9 @@ impl Sfu {
         };
         let Some(tid) = track else { return };
         let pub_params = p.rtc.codec_config().find(|c| c.pt() == pkt.header.payload_type).copied();
+        if !self.recordings.is_empty() {
+            self.record_packet(now, from, tid, &pkt, pub_params, rid);
+        }
         let Some(t) = self.tracks.get_mut(&tid) else { return };
         // The layer's rate, in the unit of the egress estimate (see `estimate`): RTP payload bytes.
         let layer = rid.and_then(|r| t.layers.iter().position(|l| *l == r)).unwrap_or(0);

@@ -32,6 +32,7 @@ pub mod allocate;
 pub mod estimate;
 mod forward;
 mod negotiate;
+mod record;
 pub mod rewrite;
 mod rtc;
 mod simulcast;
@@ -64,6 +65,8 @@ use allocate::RateMeter;
 use estimate::EgressEstimate;
 use rewrite::LegRewrite;
 pub use simulcast::KEYFRAME_INTERVAL;
+pub use record::RecordOp;
+use record::{RoomRecording, TrackRec};
 pub use speaker::SPEAKER_INTERVAL;
 pub use viewer::MEDIA_CLIENT_IDLE;
 use speaker::{RoomSpeaker, Speech};
@@ -79,12 +82,16 @@ pub struct SfuConfig {
     /// The most bits per second sent to one subscriber (its egress estimate
     /// is capped by this); `None` for no cap. See [`allocate`].
     pub max_subscriber_bps: Option<u64>,
+    /// Whether rooms may be recorded (the embedder writes [`SfuOutput::Record`] somewhere).
+    pub record: bool,
+    /// Rooms recorded from their first member on (when `record`).
+    pub record_rooms: Vec<String>,
 }
 
 impl SfuConfig {
     /// Media at `media_addr`, no cap on a subscriber's bitrate.
     pub fn new(media_addr: SocketAddr) -> Self {
-        SfuConfig { media_addr, max_subscriber_bps: None }
+        SfuConfig { media_addr, max_subscriber_bps: None, record: false, record_rooms: Vec::new() }
     }
 }
 
@@ -102,6 +109,14 @@ pub enum SfuOutput {
         conn: ConnId,
         /// What to tell it.
         msg: SfuMessage,
+    },
+    /// A recording file of track `file` (numbered by the SFU): create it,
+    /// write to it, or close it. See `record`.
+    Record {
+        /// The file.
+        file: u64,
+        /// What to do.
+        op: RecordOp,
     },
     /// A datagram from the media socket.
     Transmit {
@@ -149,6 +164,14 @@ pub enum SfuMessage {
         /// The speaker's stream label (signaling's peer id).
         peer: String,
     },
+    /// The room is being recorded (`on`), or no longer; `by` is the peer id
+    /// of who asked (or `http`, `config`).
+    Recording {
+        /// Whether it is recorded now.
+        on: bool,
+        /// Who turned it on or off.
+        by: String,
+    },
     /// A WHIP or WHEP client is taken for gone (nothing came from it for
     /// [`MEDIA_CLIENT_IDLE`]): the embedder ends its session and its leave.
     Ended {
@@ -180,6 +203,8 @@ pub enum SfuError {
     NoSuchPeer,
     /// The publisher sends no such simulcast layer.
     NoSuchLayer,
+    /// This server records nothing.
+    NotRecording,
 }
 
 /// A published track, numbered by the SFU.
@@ -198,12 +223,14 @@ struct Track {
     layers: Vec<Rid>,
     /// Measured bitrate of each layer (one without simulcast), as received.
     rates: Vec<RateMeter>,
+    /// Its recording, while its room is recorded.
+    rec: Option<TrackRec>,
 }
 
 impl Track {
     fn new(owner: ConnId, mid: Mid, kind: MediaKind, layers: Vec<Rid>) -> Track {
         let rates = vec![RateMeter::default(); layers.len().max(1)];
-        Track { owner, mid, kind, subscribers: Vec::new(), last_keyframe_request: None, layers, rates }
+        Track { owner, mid, kind, subscribers: Vec::new(), last_keyframe_request: None, layers, rates, rec: None }
     }
 }
 
@@ -312,6 +339,8 @@ struct Participant {
     heard: Instant,
     /// Whether it was reported [`SfuOutput::Signal`] `Ended`.
     ended: bool,
+    /// The time origin its tracks' recordings share.
+    origin: crate::record::Origin,
 }
 
 /// The selective forwarding unit.
@@ -340,6 +369,10 @@ pub struct Sfu {
     epoch: Instant,
     /// Each room's speaker.
     speakers: Map<String, RoomSpeaker>,
+    /// Rooms being recorded.
+    recordings: Map<String, RoomRecording>,
+    /// The next recording file's number.
+    next_file: u64,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -376,6 +409,8 @@ impl Sfu {
             stats: SfuStats::default(),
             epoch: now,
             speakers: Map::with_hasher(hash::hasher(seed)),
+            recordings: Map::with_hasher(hash::hasher(seed)),
+            next_file: 0,
         }
     }
 

@@ -62,10 +62,12 @@ impl Sfu {
             role,
             heard: now,
             ended: false,
+            origin: Default::default(),
         };
         let room = p.room.clone();
         self.participants.insert(conn, p);
         self.tell_speaker(conn, &room);
+        self.recording_on_join(now, conn, &room);
         self.drive(now, conn);
     }
 
@@ -84,6 +86,8 @@ impl Sfu {
             m.retain(|c| *c != conn);
             if m.is_empty() {
                 self.rooms.remove(&p.room);
+                // Its tracks' files are closed below; a room of that name later starts unrecorded.
+                self.recordings.remove(&p.room);
             }
         }
         self.forget_speaker(conn, &p.room);
@@ -201,6 +205,7 @@ impl Sfu {
     /// the next track of its kind) and the subscriber is added to `touched`,
     /// to be renegotiated once when everything that changed is done.
     pub(super) fn remove_track(&mut self, now: Instant, tid: TrackId, touched: &mut Vec<ConnId>) {
+        self.stop_track_recording(tid);
         let Some(t) = self.tracks.remove(&tid) else { return };
         if let Some(p) = self.participants.get_mut(&t.owner) {
             p.published.retain(|x| *x != tid);

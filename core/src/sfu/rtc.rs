@@ -28,6 +28,7 @@ impl Sfu {
         let mut refeeds = 0;
         let mut reallocate = false;
         let mut bind_viewer = false;
+        let mut reports = Vec::new();
         loop {
             let Some(p) = self.participants.get_mut(&conn) else { return };
             let out = match p.rtc.poll_output() {
@@ -118,6 +119,8 @@ impl Sfu {
                     Event::ChannelOpen(id, _) => p.channel = Some(id),
                     Event::ChannelClose(_) => p.channel = None,
                     Event::ChannelData(d) => self.relay_data(conn, d.binary, &d.data),
+                    // For recordings: RTP time to the sender's wallclock.
+                    Event::SenderFeedback(fb) if !self.recordings.is_empty() => reports.push((fb.mid, fb.rid, fb.sender_info)),
                     _ => {}
                 },
             }
@@ -136,6 +139,9 @@ impl Sfu {
         }
         if bind_viewer {
             self.bind_viewer(now, conn);
+        }
+        for (mid, rid, info) in reports {
+            self.record_sender_report(conn, mid, rid, &info);
         }
     }
 }

@@ -74,6 +74,10 @@ pub struct SfuStats {
     /// WHIP and WHEP clients ended without a DELETE: nothing came from them for
     /// [`super::MEDIA_CLIENT_IDLE`], or their connection broke.
     pub media_clients_lost: u64,
+    /// Times a room's recording was turned on.
+    pub recordings_started: u64,
+    /// Bytes handed out to be written to recording files.
+    pub recorded_bytes: u64,
 }
 
 impl Sfu {

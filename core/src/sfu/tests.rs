@@ -739,3 +739,74 @@ fn whip_publishers_and_whep_viewers_share_the_room() {
     assert_eq!(status(&net, 4), [401]);
     assert_eq!(net.sb.stats().sfu.participants, 2);
 }
+
+/// Issue 13: a room recorded on request. A member's `record {on}` is told to
+/// everyone (and to a joiner); each published track gets a file, opened at
+/// its first packet, written as it goes (audio here: the bots' payloads are
+/// not real video), and closed when recording stops or its publisher leaves.
+/// Over HTTP: 202 for a room with members, 404 otherwise. (The files' content
+/// is checked against ffprobe in tests/tests/recording.rs and the browser test.)
+#[test]
+fn a_room_is_recorded_on_request_and_everyone_is_told() {
+    use crate::sfu::RecordOp;
+    let mut net = Lab::new(crate::time::test_start());
+    net.add_bot(0);
+    net.add_bot(1);
+    net.run(Duration::from_secs(2));
+    assert!(net.records.is_empty(), "nothing is recorded unasked");
+    let conn = net.bots[0].conn;
+    let _ = net.sb.handle_input(net.now, Input::SignalText { conn, text: r#"{"type":"record","on":true}"# });
+    net.run(Duration::from_secs(3));
+    let id0 = net.sb.signaling().peer_id(conn).unwrap().to_owned();
+    for i in 0..2 {
+        assert_eq!(net.bots[i].bot.recording(), [(true, id0.clone())], "bot {i}");
+    }
+    let opened: Vec<(u64, String)> = net.records.iter().filter_map(|(f, op)| match op {
+        RecordOp::Open { name } => Some((*f, name.clone())),
+        _ => None,
+    }).collect();
+    assert_eq!(opened.len(), 4, "one file per published track: {opened:?}");
+    assert!(opened.iter().all(|(_, n)| n.starts_with("room/") && (n.ends_with(".ogg") || n.ends_with(".ivf"))), "{opened:?}");
+    let appended = |net: &Lab, f: u64| net.records.iter().filter(|(x, op)| *x == f && matches!(op, RecordOp::Write(_))).count();
+    for (f, n) in &opened {
+        if n.ends_with(".ogg") {
+            assert!(appended(&net, *f) > 50, "{n}: {} writes", appended(&net, *f));
+        }
+    }
+    // A joiner is told; its tracks are recorded too.
+    net.add_bot(2);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.bots[2].bot.recording(), [(true, id0.clone())]);
+    let opens = |net: &Lab| net.records.iter().filter(|(_, op)| matches!(op, RecordOp::Open { .. })).count();
+    let closes = |net: &Lab| net.records.iter().filter(|(_, op)| matches!(op, RecordOp::Close)).count();
+    assert_eq!((opens(&net), closes(&net)), (6, 0));
+    // Its publisher leaves: its two files close.
+    net.remove_bot(2);
+    assert_eq!(closes(&net), 2);
+    // Off over HTTP: the rest close, everyone is told.
+    let request = crate::whip::HttpRequest {
+        method: "POST",
+        path: "/recordings/room",
+        query: "on=0",
+        authorization: Some("Bearer lab-token"),
+        content_type: None,
+        if_match: None,
+        body: b"",
+    };
+    let _ = net.sb.handle_input(net.now, Input::Http { conn: ConnId(900), request });
+    net.settle();
+    assert_eq!((opens(&net), closes(&net)), (6, 6));
+    assert_eq!(net.bots[1].bot.recording().last(), Some(&(false, "http".to_owned())));
+    let request = crate::whip::HttpRequest { path: "/recordings/nobody-here", query: "on=1", ..request };
+    let _ = net.sb.handle_input(net.now, Input::Http { conn: ConnId(900), request });
+    let mut statuses = Vec::new();
+    loop {
+        match net.sb.poll_output() {
+            crate::engine::Output::HttpResponse { response, .. } => statuses.push(response.status),
+            crate::engine::Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(statuses, [404]);
+    assert_eq!(net.sb.stats().sfu.recordings_started, 1);
+}

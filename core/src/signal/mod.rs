@@ -177,11 +177,26 @@ pub enum RoomEvent {
         /// The most bits per second, or none.
         bps: Option<u64>,
     },
+    /// The peer asks to record its room (or to stop).
+    Record {
+        /// The signaling connection.
+        conn: ConnId,
+        /// Whether to record.
+        on: bool,
+    },
+    /// Record the `sfu` room `room` (or stop), asked over HTTP. It is about a
+    /// room, not a connection: [`RoomEvent::conn`] is `None`.
+    RecordRoom {
+        /// The room.
+        room: String,
+        /// Whether to record.
+        on: bool,
+    },
 }
 
 impl RoomEvent {
-    /// The signaling connection it is about.
-    pub fn conn(&self) -> ConnId {
+    /// The signaling connection it is about (`None` for [`RoomEvent::RecordRoom`]).
+    pub fn conn(&self) -> Option<ConnId> {
         match self {
             RoomEvent::Join { conn, .. }
             | RoomEvent::Leave { conn }
@@ -189,7 +204,9 @@ impl RoomEvent {
             | RoomEvent::Answer { conn, .. }
             | RoomEvent::Candidate { conn, .. }
             | RoomEvent::Layer { conn, .. }
-            | RoomEvent::MaxBitrate { conn, .. } => *conn,
+            | RoomEvent::MaxBitrate { conn, .. }
+            | RoomEvent::Record { conn, .. } => Some(*conn),
+            RoomEvent::RecordRoom { .. } => None,
         }
     }
 }
@@ -391,8 +408,24 @@ impl Signaling {
 
     /// An offer or candidate of a media client made by [`Signaling::join_media_client`], for the media server.
     pub fn media_client_event(&mut self, event: RoomEvent) {
-        let conn = event.conn();
-        let _ = self.pass_to_sfu(conn, event);
+        if let Some(conn) = event.conn() {
+            let _ = self.pass_to_sfu(conn, event);
+        }
+    }
+
+    /// Whether `room` is an `sfu` room with members.
+    pub fn is_sfu_room(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(|r| r.mode == Mode::Sfu)
+    }
+
+    /// Asks the media server to record `room` (or to stop), for an HTTP call;
+    /// false if it is not an `sfu` room with members.
+    pub fn record_room(&mut self, room: &str, on: bool) -> bool {
+        if !self.is_sfu_room(room) {
+            return false;
+        }
+        self.room_events.push_back(RoomEvent::RecordRoom { room: room.to_owned(), on });
+        true
     }
 
     /// The peer id of connection `conn`, if it is open.
@@ -449,7 +482,7 @@ impl Signaling {
         if text.len() > limit {
             return Err(too_large);
         }
-        if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate" | "layer" | "maxbitrate") {
+        if !matches!(typ, "join" | "leave" | "message" | "chat" | "offer" | "answer" | "candidate" | "layer" | "maxbitrate" | "record") {
             return Err(Refusal(ErrorCode::UnknownType, "unknown message type"));
         }
         let msg: ClientMsg = serde_json::from_value(value).map_err(|_| Refusal(ErrorCode::BadMessage, "a field is missing or has the wrong type"))?;
@@ -475,6 +508,7 @@ impl Signaling {
                 self.sfu_room(conn)?;
                 self.pass_to_sfu(conn, RoomEvent::MaxBitrate { conn, bps })
             }
+            ClientMsg::Record { on } => self.pass_to_sfu(conn, RoomEvent::Record { conn, on }),
             ClientMsg::Candidate { candidate, .. } => {
                 if candidate.is_empty() {
                     return Ok(()); // end of gathering

@@ -122,6 +122,13 @@ pub enum ClientMsg {
         #[serde(default)]
         bps: Option<u64>,
     },
+    /// SFU rooms: record the room on the server (`true`) or stop (`false`);
+    /// everyone in the room is told with `record {on, by}`.
+    /// `{"type":"record","on":true}`
+    Record {
+        /// Whether to record.
+        on: bool,
+    },
 }
 
 /// A peer as listed in `joined`.
@@ -245,6 +252,16 @@ pub enum ServerMsg<'a> {
         /// The speaker's id.
         peer: &'a str,
     },
+    /// SFU rooms: the room is recorded on the server now (`on: true`) or no
+    /// longer; `by` is who asked (a peer id, `http` or `config`). Sent to
+    /// everyone in the room when it changes, and to a joiner of a recorded
+    /// room. `{"type":"record","on":true,"by":ID}`
+    Record {
+        /// Whether the room is recorded.
+        on: bool,
+        /// Who turned it on or off.
+        by: &'a str,
+    },
     /// Your last message was refused; the connection stays open.
     Error {
         /// A stable code (see [`ErrorCode`]).
@@ -281,4 +298,6 @@ pub enum ErrorCode {
     UnsupportedMode,
     /// The message is for SFU rooms only.
     NotSfu,
+    /// This server does not record (it has no recording directory).
+    NotRecording,
 }

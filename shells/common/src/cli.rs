@@ -235,6 +235,14 @@ serve_settings! {
     /// tokens made from --static-auth-secret are taken too: `switchboard token` prints one.
     #[arg(long, value_name = "TOKEN")]
     whip_token: Vec<String> = Vec::new();
+    /// Record SFU rooms into this directory (one file per published track: Opus as Ogg, VP8/VP9 as IVF, H.264 as
+    /// Annex-B), when a participant sends `record {on: true}`, on `POST /recordings/ROOM?on=1`, or for the rooms of
+    /// --record-rooms; listed at /recordings [default: no recording].
+    #[arg(long, value_name = "DIR")]
+    record_dir: PathBuf;
+    /// SFU rooms recorded from their first participant on (needs --record-dir; repeat for more).
+    #[arg(long, value_name = "ROOM")]
+    record_rooms: Vec<String> = Vec::new();
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
@@ -281,6 +289,8 @@ pub struct Settings {
     pub signal: SignalConfig,
     /// WHIP and WHEP: static tokens (REST tokens are checked with the TURN secret).
     pub whip: switchboard_core::whip::WhipConfig,
+    /// Where recordings go, if anywhere.
+    pub record_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -300,6 +310,7 @@ impl std::fmt::Debug for Settings {
             .field("signal", &self.signal)
             .field("sfu", &self.sfu)
             .field("whip", &self.whip)
+            .field("record_dir", &self.record_dir)
             .finish_non_exhaustive()
     }
 }
@@ -399,6 +410,9 @@ impl ServeArgs {
         if a.sfu_room_capacity == 0 {
             return Err(ConfigError("--sfu-room-capacity must be at least 1".into()));
         }
+        if !a.record_rooms.is_empty() && a.record_dir.is_none() {
+            return Err(ConfigError("--record-rooms needs --record-dir".into()));
+        }
         if a.sfu_max_subscriber_bitrate == Some(0) {
             return Err(ConfigError("--sfu-max-subscriber-bitrate must be at least 1 (leave it out for no cap)".into()));
         }
@@ -440,7 +454,12 @@ impl ServeArgs {
             turn_listen: a.turn_listen,
             http_listen: a.http_listen,
             media_listen: a.media_listen,
-            sfu: SfuConfig { max_subscriber_bps: a.sfu_max_subscriber_bitrate, ..SfuConfig::new(media_public) },
+            sfu: SfuConfig {
+                max_subscriber_bps: a.sfu_max_subscriber_bitrate,
+                record: a.record_dir.is_some(),
+                record_rooms: a.record_rooms,
+                ..SfuConfig::new(media_public)
+            },
             relay_ips,
             ports,
             udp_buffer: a.udp_buffer,
@@ -462,6 +481,7 @@ impl ServeArgs {
             turn,
             signal,
             whip: switchboard_core::whip::WhipConfig { tokens: a.whip_token, secret: None },
+            record_dir: a.record_dir,
         })
     }
 }
@@ -604,6 +624,8 @@ mod tests {
         ("tls-listen", "127.0.0.2:5350", "\"127.0.0.2:5350\""),
         ("https-listen", "127.0.0.2:8444", "\"127.0.0.2:8444\""),
         ("whip-token", "tok", "[\"tok\"]"),
+        ("record-dir", "/tmp/rec", "\"/tmp/rec\""),
+        ("record-rooms", "r", "[\"r\"]"),
     ];
 
     /// Everything a resolved [`Settings`] holds, secrets included, for comparing.
@@ -636,6 +658,7 @@ mod tests {
                 "cert" => (vec!["--pkey".into(), pkey.clone()], format!("pkey = \"{pkey}\"\n")),
                 "pkey" => (vec!["--cert".into(), cert.clone()], format!("cert = \"{cert}\"\n")),
                 "tls-listen" | "https-listen" => (vec!["--self-signed".into(), "x".into()], "self-signed = [\"x\"]\n".into()),
+                "record-rooms" => (vec!["--record-dir".into(), "/tmp/rec".into()], "record-dir = \"/tmp/rec\"\n".into()),
                 _ => (Vec::new(), String::new()),
             }
         };

@@ -16,13 +16,14 @@ use std::time::Instant;
 use switchboard_core::hash::Map;
 use switchboard_core::turn::{PortRequest, RELAY_HEADROOM, RELAY_TAILROOM};
 use switchboard_core::directory::WorkerId;
-use switchboard_core::whip::HttpRequest;
+use switchboard_core::whip::{HttpRequest, WhipConfig};
 use switchboard_core::{AllocationId, Client, ConnId, Family, Forward, Input, Output, Placement, Switchboard, Via};
 use tracing::{debug, warn};
 
 use crate::http::router::{self, Reply};
 use crate::http::{Event, HttpConn};
 use crate::limits::{Clocks, ConnLimits, Due, Wait};
+use crate::recordings::Recorder;
 use crate::listen::{ConnKind, ListenerKind, Listeners};
 use crate::relay::RelayPorts;
 use crate::sockets::{Sockets, BATCH};
@@ -70,6 +71,10 @@ pub struct Driver {
     slow: Vec<ConnId>,
     /// HTTP connections whose deferred answer was written: their next requests are read after this drain.
     resume: Vec<ConnId>,
+    /// The recording files this worker's SFU writes, if the server records.
+    recorder: Option<Recorder>,
+    /// Who may list and download recordings (the WHIP tokens and the REST secret).
+    recordings_auth: WhipConfig,
     worker: Worker,
     /// Something happened since the counters were last published (workers 1..).
     dirty: bool,
@@ -134,6 +139,8 @@ impl Driver {
             conn_stats: ConnStats::default(),
             slow: Vec::new(),
             resume: Vec::new(),
+            recorder: settings.record_dir.clone().map(Recorder::new),
+            recordings_auth: WhipConfig { secret: settings.turn.static_auth_secret.clone(), ..settings.whip.clone() },
             worker,
             dirty: false,
             published_at: Instant::now(),
@@ -363,6 +370,12 @@ impl Driver {
         while let Some(ev) = events.pop_front() {
             let mut more = Vec::new();
             match ev {
+                Event::Request(req) if crate::recordings::is_listing(&req) => {
+                    let dir = self.recorder.as_ref().map(Recorder::dir);
+                    let r = crate::recordings::reply(dir, &self.recordings_auth, &req);
+                    let Some(Conn::Http(h)) = self.conns.get_mut(&conn) else { return };
+                    h.respond(r.status, r.content_type, &r.body, r.close, &mut more);
+                }
                 Event::Request(req) => {
                     let view = AllWorkers { engine: &self.engine, worker: &self.worker, conns: &self.conn_stats };
                     let reply = router::route(req, &view);
@@ -550,6 +563,11 @@ impl Driver {
                             if !stream_send(&mut self.tls, io, m.conn, &out) {
                                 self.slow.push(m.conn);
                             }
+                        }
+                    }
+                    Output::Record { file, op } => {
+                        if let Some(r) = &mut self.recorder {
+                            r.apply(file, op);
                         }
                     }
                     Output::HttpResponse { conn, response } => {

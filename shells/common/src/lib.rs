@@ -22,6 +22,7 @@ pub mod http;
 pub mod limits;
 pub mod listen;
 pub mod os;
+pub mod recordings;
 pub mod relay;
 pub mod sockets;
 pub mod tls;

@@ -112,7 +112,7 @@ pub fn bad_request() -> Response {
 
 /// Routes a request.
 pub fn route(req: Request, stats: &impl StatsView) -> Reply {
-    if switchboard_core::whip::is_media_path(&req.path) {
+    if switchboard_core::whip::is_engine_request(&req.method, &req.path) {
         return Reply::Engine(req);
     }
     if req.method != "GET" {
