@@ -32,9 +32,10 @@ fi
 # coturn's package starts a turnserver on 3478 on some systems; ours must not share a port with it.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop coturn >/dev/null 2>&1 || true; fi
 
-# The browser tests drive Chromium with playwright-core (never its bundled browser download).
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
-    echo "test.sh: installing playwright-core for the browser tests"
+# The browser tests drive Chromium with playwright-core (never its bundled browser download), and load
+# medooze's WHIP/WHEP client (whip-whep) into their WHIP and WHEP pages.
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/whip-whep ]; then
+    echo "test.sh: installing playwright-core and whip-whep for the browser tests"
     (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 

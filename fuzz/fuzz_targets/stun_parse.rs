@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = message::decode(data);
     let from: SocketAddr = "192.0.2.1:3478".parse().unwrap();
-    let mut s = StunServer::new(None);
+    let mut s = StunServer::new();
     if let Some(resp) = s.handle_packet(from, data) {
         // Whatever the server answers must itself parse, with a valid FINGERPRINT.
         let v = StunView::new_checked(&resp).expect("server answered with an unparsable message");
