@@ -96,11 +96,13 @@ pub struct HttpConn {
     out: Vec<u8>,
     /// A request is being answered later ([`HttpConn::defer`]): the next is not read until then.
     deferred: bool,
+    /// The client sent `Connection: close`: the connection closes after the answer.
+    close_after: bool,
 }
 
 impl Default for HttpConn {
     fn default() -> Self {
-        HttpConn { state: State::Head(Vec::new()), out: Vec::new(), deferred: false }
+        HttpConn { state: State::Head(Vec::new()), out: Vec::new(), deferred: false, close_after: false }
     }
 }
 
@@ -165,7 +167,9 @@ impl HttpConn {
                     if_match: header("if-match").map(str::to_owned),
                     body: buf[n..n + length].to_vec(),
                 };
+                let close_after = header("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
                 buf.drain(..n + length);
+                self.close_after = close_after;
                 events.push(Event::Request(request));
             }
             Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {}
@@ -186,6 +190,7 @@ impl HttpConn {
     /// `headers` (besides `Content-Length` and the connection's) and `body`.
     pub fn respond_with(&mut self, status: &str, headers: &[(&str, &str)], body: &[u8], close: bool, events: &mut Vec<Event>) {
         self.deferred = false;
+        let close = close || self.close_after;
         let conn = if close { "close" } else { "keep-alive" };
         let mut head = format!("HTTP/1.1 {status}\r\n");
         for (k, v) in headers {
