@@ -84,9 +84,10 @@ impl Sfu {
             let b = &mut p.speech.buckets[(at % BUCKETS as u64) as usize];
             *b = b.saturating_add(1);
         }
-        let room = p.room.clone();
-        let decided = self.speakers.get(&room).map_or(0, |s| s.decided);
+        // A decision is due once per interval per room: only then is the room's name copied.
+        let decided = self.speakers.get(p.room.as_str()).map_or(0, |s| s.decided);
         if at > decided {
+            let room = p.room.clone();
             self.decide_speaker(at, &room);
         }
     }
