@@ -124,6 +124,13 @@ impl HttpResponse {
         r
     }
 
+    /// 401, with the challenge a client needs.
+    fn unauthorized() -> Self {
+        let mut r = Self::error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
+        r.headers.push(("WWW-Authenticate", "Bearer realm=\"switchboard\"".into()));
+        r
+    }
+
     /// The status line's reason phrase.
     pub fn reason(&self) -> &'static str {
         match self.status {
@@ -318,9 +325,7 @@ impl Sessions {
             return Action::Respond(r);
         }
         if !self.authorized(now, req.authorization) {
-            let mut r = HttpResponse::error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
-            r.headers.push(("WWW-Authenticate", "Bearer realm=\"switchboard\"".into()));
-            return Action::Respond(r);
+            return Action::Respond(HttpResponse::unauthorized());
         }
         if req.body.len() > MAX_BODY {
             return refuse(413, "the body is larger than 64 KiB");
@@ -362,9 +367,7 @@ impl Sessions {
             return Action::Respond(r);
         }
         if !self.authorized(now, req.authorization) {
-            let mut r = HttpResponse::error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
-            r.headers.push(("WWW-Authenticate", "Bearer realm=\"switchboard\"".into()));
-            return Action::Respond(r);
+            return Action::Respond(HttpResponse::unauthorized());
         }
         if req.method != "POST" {
             let mut r = HttpResponse::error(405, "POST /recordings/ROOM?on=1 (or on=0)");

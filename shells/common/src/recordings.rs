@@ -141,7 +141,7 @@ pub fn reply(dir: Option<&Path>, auth: &WhipConfig, req: &Request) -> Response {
         .as_deref()
         .and_then(|a| a.strip_prefix("Bearer "))
         .map(str::to_owned)
-        .or_else(|| req.query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| percent_decode(t)));
+        .or_else(|| req.query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(percent_decode));
     if !token.as_ref().is_some_and(|t| token_ok(auth, crate::unix_now(), t.trim())) {
         return respond("401 Unauthorized", "text/plain", b"a token is required: Authorization: Bearer TOKEN, or ?token=TOKEN\n".to_vec());
     }
