@@ -750,8 +750,7 @@ impl Switchboard {
         }
         while let Some(m) = self.signal.poll_output() {
             // A WHIP or WHEP session's member has no WebSocket: what signaling tells it goes nowhere.
-            #[cfg(feature = "sfu")]
-            if Sessions::is_session(m.conn) {
+            if is_session(m.conn) {
                 continue;
             }
             return Output::SignalSend(m);
@@ -816,6 +815,17 @@ impl Switchboard {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `conn` is a WHIP or WHEP session's member (none without the SFU).
+fn is_session(conn: ConnId) -> bool {
+    #[cfg(feature = "sfu")]
+    return Sessions::is_session(conn);
+    #[cfg(not(feature = "sfu"))]
+    {
+        let _ = conn;
+        false
+    }
+}
 
 /// What the SFU says to a participant, as the signaling message that carries it.
 #[cfg(feature = "sfu")]
