@@ -82,7 +82,7 @@ impl Sfu {
     /// Records `room` from now on (or stops), as `by` asked; everyone in it is
     /// told. Refused when this server records nothing ([`SfuConfig::record`]).
     pub fn set_recording(&mut self, now: Instant, room: &str, on: bool, by: &str) -> Result<(), SfuError> {
-        let _ = self.time.advance(now);
+        let now = self.time.advance(now);
         if !self.config.record {
             return Err(SfuError::NotRecording);
         }
@@ -92,6 +92,17 @@ impl Sfu {
         let members = self.rooms.get(room).cloned().unwrap_or_default();
         if on {
             self.recordings.insert(room.to_owned(), RoomRecording { by: by.to_owned() });
+            // Each video file starts at a keyframe: ask every publisher for one now (and again as each file
+            // opens), so that the files start as close to this moment as the encoders allow.
+            let videos: Vec<TrackId> = members
+                .iter()
+                .filter_map(|m| self.participants.get(m))
+                .flat_map(|p| p.published.iter().copied())
+                .filter(|t| self.tracks.get(t).is_some_and(|t| t.kind == MediaKind::Video))
+                .collect();
+            for t in videos {
+                self.request_keyframe(now, t);
+            }
         } else {
             self.recordings.remove(room);
             for m in &members {
