@@ -18,6 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use switchboard_core::stun::message::{append_attribute as raw_attr, append_fingerprint, append_integrity};
 use switchboard_core::stun::view::{attr, encode_xor_address, method, StunView, MAGIC_COOKIE};
 use switchboard_core::turn::auth::{long_term_key, rest_password};
+use switchboard_core::stun::NatDiscovery;
 use switchboard_core::turn::{PortRequest, TurnConfig, RELAY_HEADROOM, RELAY_TAILROOM};
 use switchboard_core::{AllocationId, Client, Config, ConnId, Forward, Input, Output, Switchboard, Via};
 
@@ -71,6 +72,10 @@ enum Attr {
     DontFragment,
     Data(Vec<u8>),
     Raw(u16, Vec<u8>),
+    /// RFC 5780.
+    ChangeRequest(u8),
+    ResponsePort(u16),
+    Padding(u16),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -105,10 +110,16 @@ struct Driver {
 fn client_of(c: u8) -> Client {
     let i = c % 6;
     if i < 4 {
-        Client { via: Via::Udp(LISTEN.parse().unwrap()), remote: SocketAddr::new([198, 51, 100, 1].into(), 40000 + u16::from(i)) }
+        // Each UDP client on one of the four RFC 5780 addresses.
+        Client { via: Via::Udp(nat().addresses()[usize::from(i)]), remote: SocketAddr::new([198, 51, 100, 1].into(), 40000 + u16::from(i)) }
     } else {
         Client { via: Via::Tcp(ConnId(u64::from(i - 4))), remote: SocketAddr::new([198, 51, 100, 2].into(), 40000 + u16::from(i)) }
     }
+}
+
+/// The server's RFC 5780 addresses: the listener and a second IP.
+fn nat() -> NatDiscovery {
+    NatDiscovery::new(LISTEN.parse().unwrap(), [192, 0, 2, 20].into())
 }
 
 fn peer_of(p: u8) -> SocketAddr {
@@ -123,6 +134,7 @@ impl Driver {
         turn.users = vec![("alice".into(), "alicepw".into())];
         turn.static_auth_secret = Some(SECRET.into());
         turn.relay_families = (true, true);
+        turn.nat_discovery = Some(nat());
         turn.total_quota = 6;
         turn.user_quota = 4;
         turn.max_permissions = 8;
@@ -176,6 +188,12 @@ impl Driver {
                 Output::Transmit(t) => {
                     let v = StunView::new_checked(&t.payload).expect("engine sent an unparsable message");
                     assert_eq!(v.fingerprint_ok(), Some(true));
+                    // A response leaves from one of the server's own addresses (CHANGE-REQUEST picks which),
+                    // to a client's IP (RESPONSE-PORT may change only the port).
+                    if let Via::Udp(from) = t.to.via {
+                        assert!(nat().addresses().contains(&from), "sent from {from}");
+                        assert_eq!(t.to.remote.ip(), std::net::IpAddr::from([198, 51, 100, 1]), "sent to {}", t.to.remote);
+                    }
                     if let Some(n) = v.find(attr::NONCE) {
                         self.nonces.insert(t.to, String::from_utf8(n.to_vec()).expect("nonce is text"));
                     }
@@ -269,6 +287,9 @@ impl Driver {
                 Attr::DontFragment => raw_attr(&mut b, attr::DONT_FRAGMENT, &[]),
                 Attr::Data(d) => raw_attr(&mut b, attr::DATA, &d),
                 Attr::Raw(t, v) => raw_attr(&mut b, t, &v),
+                Attr::ChangeRequest(c) => raw_attr(&mut b, attr::CHANGE_REQUEST, &[0, 0, 0, c]),
+                Attr::ResponsePort(p) => raw_attr(&mut b, attr::RESPONSE_PORT, &[(p >> 8) as u8, p as u8, 0, 0]),
+                Attr::Padding(n) => raw_attr(&mut b, attr::PADDING, &vec![0; usize::from(n % 2048)]),
             }
         }
         let nonce = self.nonces.get(&client).cloned();

@@ -283,3 +283,31 @@ fn parses_uclient_summary() {
     let out = "7: : start_mclient: msz=4, tot_send_msgs=369, tot_recv_msgs=369\n7: : start_mclient: tot_send_msgs=400, tot_recv_msgs=399\n7: : Total lost packets 1 (0.25%), total send dropped 0 (0.000000%)\n";
     assert_eq!(switchboard_tests::uclient_totals(out), Some(switchboard_tests::UclientTotals { sent: 400, received: 399, lost: 1 }));
 }
+
+/// RFC 5780 with coturn's own discovery client: with `--alt-ip`, `turnutils_natdiscovery -m -f` gets answers from
+/// the other IP and port it asks for (RESPONSE-ORIGIN, OTHER-ADDRESS) and, on loopback where there is no NAT,
+/// concludes endpoint-independent mapping and filtering. Without a second address CHANGE-REQUEST gets 420 and the
+/// client cannot conclude anything.
+#[test]
+fn natdiscovery_finds_the_other_address_and_no_nat_on_loopback() {
+    require("turnutils_natdiscovery");
+    for bin in SERVERS {
+        let s = Server::start(bin, &["--alt-ip", "127.0.0.2"]);
+        let args = ["-m".into(), "-f".into(), "-p".into(), s.port.to_string(), "127.0.0.1".into()];
+        let r = run("turnutils_natdiscovery", &args, Duration::from_secs(30));
+        let out = &r.output;
+        assert!(out.contains("NAT with Endpoint Independent Mapping!") && out.contains("NAT with Endpoint Independent Filtering!"), "{bin}: {out}");
+        // Answers came from all four addresses.
+        for origin in [format!("127.0.0.1:{}", s.port), format!("127.0.0.2:{}", s.port), format!("127.0.0.2:{}", s.port + 1)] {
+            assert!(out.contains(&format!("Response origin: : {origin}")), "{bin}: no answer from {origin}: {out}");
+        }
+        assert!(out.contains(&format!("Other addr: : 127.0.0.2:{}", s.port + 1)), "{bin}: {out}");
+        let st = s.stats();
+        assert!(st["turn"]["stun"]["discovery_requests"].as_u64().unwrap_or(0) >= 4, "{bin}: {}", st["turn"]["stun"]);
+        // Without --alt-ip: no RFC 5780 answers.
+        let plain = Server::start(bin, &[]);
+        let args = ["-m".into(), "-f".into(), "-p".into(), plain.port.to_string(), "127.0.0.1".into()];
+        let r = run("turnutils_natdiscovery", &args, Duration::from_secs(30));
+        assert!(!r.output.contains("Endpoint Independent Filtering!") && !r.output.contains("Response origin"), "{bin}: {}", r.output);
+    }
+}

@@ -16,6 +16,7 @@ use stun_codec::rfc5766::attributes::{
     Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
     XorPeerAddress, XorRelayAddress,
 };
+use stun_codec::rfc5780::attributes::{OtherAddress, ResponseOrigin};
 use stun_codec::rfc8656::attributes::RequestedAddressFamily;
 use stun_codec::{MessageClass, MessageDecoder, MessageEncoder, Method, TransactionId};
 
@@ -47,7 +48,9 @@ mod set {
             RequestedTransport,
             DontFragment,
             ReservationToken,
-            RequestedAddressFamily
+            RequestedAddressFamily,
+            OtherAddress,
+            ResponseOrigin
         ]
     );
 }

@@ -19,7 +19,7 @@ use stun_codec::rfc5389::attributes::{MappedAddress, UnknownAttributes, XorMappe
 use stun_codec::{AttributeType, MessageClass};
 
 use self::message::KNOWN_ATTRIBUTES;
-use self::view::{method, Class, StunView};
+use self::view::{attr, method, Class, StunView};
 
 /// What RFC 7983 says the first byte of a datagram on a STUN/TURN port is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,87 @@ pub fn unknown_attribute_response(view: &StunView<'_>, unknown: &[u16]) -> Vec<u
     message::encode(m, None, true)
 }
 
+/// The four addresses of RFC 5780 NAT behaviour discovery: the primary
+/// (the STUN/TURN listener), and the alternate IP and port (coturn's
+/// convention: the listening port + 1). The server listens on every
+/// combination of the two IPs and the two ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatDiscovery {
+    /// The primary address.
+    pub primary: SocketAddr,
+    /// The alternate address: the other IP, and the other port.
+    pub alternate: SocketAddr,
+}
+
+impl NatDiscovery {
+    /// The primary IP and port with the alternate ones: `primary` and
+    /// (`alternate_ip`, primary port + 1).
+    pub fn new(primary: SocketAddr, alternate_ip: std::net::IpAddr) -> Self {
+        NatDiscovery { primary, alternate: SocketAddr::new(alternate_ip, primary.port().wrapping_add(1)) }
+    }
+
+    /// The four local addresses: primary, alternate port, alternate IP, both.
+    pub fn addresses(&self) -> [SocketAddr; 4] {
+        let (p, a) = (self.primary, self.alternate);
+        [p, SocketAddr::new(p.ip(), a.port()), SocketAddr::new(a.ip(), p.port()), a]
+    }
+
+    /// Whether `local` is one of the four.
+    pub fn serves(&self, local: SocketAddr) -> bool {
+        self.addresses().contains(&local)
+    }
+
+    /// The other IP and port than those of `local` (OTHER-ADDRESS, RFC 5780 §7.4).
+    pub fn other(&self, local: SocketAddr) -> SocketAddr {
+        let ip = if local.ip() == self.primary.ip() { self.alternate.ip() } else { self.primary.ip() };
+        let port = if local.port() == self.primary.port() { self.alternate.port() } else { self.primary.port() };
+        SocketAddr::new(ip, port)
+    }
+
+    /// Where a response to a request received at `local` goes out from, for a
+    /// CHANGE-REQUEST asking to change the IP and/or the port.
+    pub fn source(&self, local: SocketAddr, change_ip: bool, change_port: bool) -> SocketAddr {
+        let other = self.other(local);
+        SocketAddr::new(if change_ip { other.ip() } else { local.ip() }, if change_port { other.port() } else { local.port() })
+    }
+}
+
+/// Largest PADDING echoed in a response (RFC 5780 §7.6: to test fragmentation; a larger one is cut).
+pub const MAX_PADDING: usize = 1500;
+
+/// How a Binding request asked to be answered (RFC 5780 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Discovery {
+    /// CHANGE-REQUEST: from the other IP, the other port.
+    pub change_ip: bool,
+    /// See `change_ip`.
+    pub change_port: bool,
+    /// RESPONSE-PORT: to this port of the client's IP.
+    pub response_port: Option<u16>,
+    /// PADDING: its length.
+    pub padding: usize,
+}
+
+impl Discovery {
+    /// The RFC 5780 attributes of `view`; `Err` for a malformed one (400).
+    pub fn of(view: &StunView<'_>) -> Result<Discovery, ()> {
+        let mut d = Discovery::default();
+        if let Some(v) = view.find(attr::CHANGE_REQUEST) {
+            let v: [u8; 4] = v.try_into().map_err(|_| ())?;
+            d.change_ip = v[3] & 0x04 != 0;
+            d.change_port = v[3] & 0x02 != 0;
+        }
+        if let Some(v) = view.find(attr::RESPONSE_PORT) {
+            let v: [u8; 4] = v.try_into().map_err(|_| ())?;
+            d.response_port = Some(u16::from_be_bytes([v[0], v[1]])).filter(|p| *p != 0);
+        }
+        if let Some(v) = view.find(attr::PADDING) {
+            d.padding = v.len().min(MAX_PADDING);
+        }
+        Ok(d)
+    }
+}
+
 /// Counters of the Binding server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StunStats {
@@ -69,6 +150,8 @@ pub struct StunStats {
     pub error_responses: u64,
     /// Packets dropped: not STUN, malformed, bad FINGERPRINT, or not a request.
     pub dropped: u64,
+    /// Binding requests answered with RFC 5780's attributes (NAT discovery).
+    pub discovery_requests: u64,
 }
 
 /// A stateless STUN Binding server (RFC 8489 §12), usable on its own.
@@ -110,6 +193,45 @@ impl StunServer {
             return None;
         }
         Some(self.answer_binding(&view, from))
+    }
+
+    /// Answers a Binding request received at `local` from `from` with RFC
+    /// 5780's attributes (`nat` serves `local`): OTHER-ADDRESS,
+    /// RESPONSE-ORIGIN, and PADDING as long as the request's. Returns the
+    /// response, the local address it must leave from (CHANGE-REQUEST), and
+    /// the address it goes to (RESPONSE-PORT). `over_udp`: CHANGE-REQUEST and
+    /// RESPONSE-PORT mean nothing on a stream and get 400 there.
+    pub fn answer_discovery(&mut self, view: &StunView<'_>, nat: &NatDiscovery, local: SocketAddr, from: SocketAddr, over_udp: bool) -> (Vec<u8>, SocketAddr, SocketAddr) {
+        let unknown: Vec<u16> = unknown_required(view).into_iter().filter(|t| *t != attr::CHANGE_REQUEST && *t != attr::RESPONSE_PORT && *t != attr::PADDING).collect();
+        if !unknown.is_empty() {
+            self.stats.error_responses += 1;
+            return (unknown_attribute_response(view, &unknown), local, from);
+        }
+        let d = match Discovery::of(view) {
+            Ok(d) if over_udp || (!d.change_ip && !d.change_port && d.response_port.is_none()) => d,
+            _ => {
+                self.stats.error_responses += 1;
+                let m = message::error_response(method::BINDING, view.transaction_id(), 400);
+                return (message::encode(m, None, true), local, from);
+            }
+        };
+        self.stats.binding_requests += 1;
+        self.stats.discovery_requests += 1;
+        let source = nat.source(local, d.change_ip, d.change_port);
+        let to = d.response_port.map_or(from, |p| SocketAddr::new(from.ip(), p));
+        let mut m = message::response(method::BINDING, MessageClass::SuccessResponse, view.transaction_id());
+        m.add_attribute(XorMappedAddress::new(from));
+        m.add_attribute(MappedAddress::new(from));
+        m.add_attribute(stun_codec::rfc5780::attributes::OtherAddress::new(nat.other(local)));
+        m.add_attribute(stun_codec::rfc5780::attributes::ResponseOrigin::new(source));
+        let mut resp = message::encode(m, None, false);
+        if d.padding > 0 {
+            // PADDING (an attribute stun_codec does not know), then FINGERPRINT last.
+            let pad = vec![0u8; d.padding.div_ceil(4) * 4];
+            message::append_attribute(&mut resp, attr::PADDING, &pad);
+        }
+        message::append_fingerprint(&mut resp);
+        (resp, source, to)
     }
 
     /// Answers a validated Binding request from `from`.
@@ -163,12 +285,70 @@ mod tests {
     fn unknown_required_attribute_gets_420() {
         let mut s = StunServer::new();
         let req = binding_request(&[(0x0003, &[0, 0, 0, 4]), (0x7777, b"x"), (0x8888, b"ok")]);
-        // (CHANGE-REQUEST, RFC 5780, is not supported yet.)
+        // Without a second address (no `NatDiscovery`), CHANGE-REQUEST is unknown: 420, as RFC 5780 says.
         let resp = s.handle_packet("1.2.3.4:5".parse().unwrap(), &req).unwrap();
         let v = StunView::new_checked(&resp).unwrap();
         assert_eq!(v.class(), Class::Error);
         assert_eq!(v.find(attr::ERROR_CODE).unwrap()[2..4], [4, 20]);
         assert_eq!(v.find(attr::UNKNOWN_ATTRIBUTES).unwrap(), &[0x00, 0x03, 0x77, 0x77]);
+    }
+
+    fn nat() -> NatDiscovery {
+        NatDiscovery::new("192.0.2.10:3478".parse().unwrap(), "192.0.2.20".parse().unwrap())
+    }
+
+    #[test]
+    fn the_four_addresses_and_the_other_of_each() {
+        let n = nat();
+        let a: Vec<String> = n.addresses().iter().map(|a| a.to_string()).collect();
+        assert_eq!(a, ["192.0.2.10:3478", "192.0.2.10:3479", "192.0.2.20:3478", "192.0.2.20:3479"]);
+        for local in n.addresses() {
+            let other = n.other(local);
+            assert!(other.ip() != local.ip() && other.port() != local.port(), "{local} -> {other}");
+            assert_eq!(n.source(local, false, false), local);
+            assert_eq!(n.source(local, true, true), other);
+            assert_eq!(n.source(local, true, false), SocketAddr::new(other.ip(), local.port()));
+            assert_eq!(n.source(local, false, true), SocketAddr::new(local.ip(), other.port()));
+        }
+        assert!(!n.serves("192.0.2.10:9999".parse().unwrap()));
+    }
+
+    #[test]
+    fn discovery_answers_from_the_address_asked_to_the_port_asked_with_padding() {
+        let mut s = StunServer::new();
+        let n = nat();
+        let from: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let local = n.primary;
+        // CHANGE-REQUEST: change IP and port; RESPONSE-PORT 40002; 100 bytes of PADDING.
+        let req = binding_request(&[(attr::CHANGE_REQUEST, &[0, 0, 0, 0x06]), (attr::RESPONSE_PORT, &[0x9c, 0x42, 0, 0]), (attr::PADDING, &[7; 100])]);
+        let view = StunView::new_checked(&req).unwrap();
+        let (resp, source, to) = s.answer_discovery(&view, &n, local, from, true);
+        assert_eq!(source, n.alternate);
+        assert_eq!(to, "198.51.100.7:40002".parse().unwrap());
+        let v = StunView::new_checked(&resp).unwrap();
+        assert_eq!(v.class(), Class::Success);
+        assert_eq!(v.xor_address(attr::XOR_MAPPED_ADDRESS), Some(from));
+        assert_eq!(v.fingerprint_ok(), Some(true));
+        assert_eq!(v.find(attr::PADDING).map(<[u8]>::len), Some(100));
+        // OTHER-ADDRESS and RESPONSE-ORIGIN, in MAPPED-ADDRESS form: family 1, port, IPv4.
+        assert_eq!(v.find(attr::OTHER_ADDRESS).unwrap(), &[0, 1, 0x0d, 0x97, 192, 0, 2, 20]);
+        assert_eq!(v.find(attr::RESPONSE_ORIGIN).unwrap(), &[0, 1, 0x0d, 0x97, 192, 0, 2, 20]);
+        // No attributes: answered from where it came, OTHER-ADDRESS still there.
+        let plain = binding_request(&[]);
+        let (resp, source, to) = s.answer_discovery(&StunView::new_checked(&plain).unwrap(), &n, local, from, true);
+        assert_eq!((source, to), (local, from));
+        assert!(StunView::new_checked(&resp).unwrap().find(attr::OTHER_ADDRESS).is_some());
+        // Over a stream CHANGE-REQUEST is refused (400); a malformed one too.
+        let (resp, _, _) = s.answer_discovery(&view, &n, local, from, false);
+        assert_eq!(StunView::new_checked(&resp).unwrap().find(attr::ERROR_CODE).unwrap()[2..4], [4, 0]);
+        let bad = binding_request(&[(attr::CHANGE_REQUEST, &[0, 0, 6])]);
+        let (resp, _, _) = s.answer_discovery(&StunView::new_checked(&bad).unwrap(), &n, local, from, true);
+        assert_eq!(StunView::new_checked(&resp).unwrap().find(attr::ERROR_CODE).unwrap()[2..4], [4, 0]);
+        // Other unknown comprehension-required attributes still get 420.
+        let unknown = binding_request(&[(attr::CHANGE_REQUEST, &[0, 0, 0, 4]), (0x7777, b"x")]);
+        let (resp, _, _) = s.answer_discovery(&StunView::new_checked(&unknown).unwrap(), &n, local, from, true);
+        assert_eq!(StunView::new_checked(&resp).unwrap().find(attr::UNKNOWN_ATTRIBUTES).unwrap(), &[0x77, 0x77]);
+        assert_eq!(s.stats().discovery_requests, 2);
     }
 
     #[test]

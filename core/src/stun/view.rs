@@ -21,6 +21,10 @@ pub const FINGERPRINT_XOR: u32 = 0x5354_554e;
 pub mod attr {
     pub const MAPPED_ADDRESS: u16 = 0x0001;
     pub const CHANGE_REQUEST: u16 = 0x0003;
+    pub const PADDING: u16 = 0x0026;
+    pub const RESPONSE_PORT: u16 = 0x0027;
+    pub const RESPONSE_ORIGIN: u16 = 0x802B;
+    pub const OTHER_ADDRESS: u16 = 0x802C;
     pub const USERNAME: u16 = 0x0006;
     pub const MESSAGE_INTEGRITY: u16 = 0x0008;
     pub const ERROR_CODE: u16 = 0x0009;

@@ -46,6 +46,11 @@ pub struct TurnConfig {
     /// default), the RFC 5766 range 0x4000-0x7FFF is accepted too, as coturn
     /// does and as its own clients need.
     pub strict_channel_numbers: bool,
+    /// RFC 5780 NAT behaviour discovery, when the server has a second address:
+    /// Binding requests get OTHER-ADDRESS and RESPONSE-ORIGIN, and
+    /// CHANGE-REQUEST, RESPONSE-PORT and PADDING are honoured. `None`:
+    /// CHANGE-REQUEST gets 420, as RFC 5780 says for a server without one.
+    pub nat_discovery: Option<crate::stun::NatDiscovery>,
 }
 
 impl Default for TurnConfig {
@@ -66,6 +71,7 @@ impl Default for TurnConfig {
             software: Some(concat!("switchboard ", env!("CARGO_PKG_VERSION")).into()),
             max_permissions: 128,
             strict_channel_numbers: false,
+            nat_discovery: None,
         }
     }
 }
@@ -85,6 +91,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("external_ip", &self.external_ip)
             .field("max_permissions", &self.max_permissions)
             .field("strict_channel_numbers", &self.strict_channel_numbers)
+            .field("nat_discovery", &self.nat_discovery)
             .finish()
     }
 }

@@ -49,7 +49,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::hash::{self, Map};
-use crate::ids::{AllocationId, Client, Family};
+use crate::ids::{AllocationId, Client, Family, Via};
 use crate::rng::{self, Rng, Seed};
 use crate::stun::view::{method, Class, StunView};
 use crate::stun::{classify, PacketKind, StunServer, StunStats};
@@ -303,8 +303,21 @@ impl TurnServer {
             (Class::Indication, method::SEND) => self.send_indication_to_peer(now, client, &v, packet),
             (Class::Request, method::BINDING) => {
                 self.stats.requests += 1;
-                let resp = self.stun.answer_binding(&v, client.remote);
-                self.transmit(client, resp);
+                match (self.config.nat_discovery, client.via) {
+                    // RFC 5780: answered from the address CHANGE-REQUEST asks for, to the port RESPONSE-PORT names.
+                    (Some(nat), Via::Udp(local)) if nat.serves(local) => {
+                        let (resp, source, to) = self.stun.answer_discovery(&v, &nat, local, client.remote, true);
+                        self.transmit(Client { via: Via::Udp(source), remote: to }, resp);
+                    }
+                    (Some(nat), Via::Tcp(_)) => {
+                        let (resp, _, _) = self.stun.answer_discovery(&v, &nat, nat.primary, client.remote, false);
+                        self.transmit(client, resp);
+                    }
+                    _ => {
+                        let resp = self.stun.answer_binding(&v, client.remote);
+                        self.transmit(client, resp);
+                    }
+                }
                 None
             }
             (Class::Request, m) => {

@@ -29,6 +29,10 @@ pub fn banner(binary: &str, s: &Settings, unix_now: u64) -> String {
         (n, p) => writeln!(out, "  SFU media  udp {}:{p}-{}   (a port per worker)", m.ip(), p as usize + n - 1),
     }
     .ok();
+    if let Some(nat) = s.turn.nat_discovery {
+        let a: Vec<String> = nat.addresses().iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "  NAT discovery (RFC 5780) on udp {}", a.join(", "));
+    }
     let _ = writeln!(out, "  workers    {}   (threads, each with its own engine and sockets)", s.workers);
     if let Some(t) = &s.tls {
         let _ = writeln!(out, "  TURN/TLS   tcp {}   (turns:)", t.turn_listen);

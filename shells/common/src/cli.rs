@@ -231,6 +231,12 @@ serve_settings! {
     /// the videos that do not fit go to lower simulcast layers, then pause (audio is always sent) [default: no cap].
     #[arg(long, value_name = "BPS")]
     sfu_max_subscriber_bitrate: u64;
+    /// A second IP address of this host for RFC 5780 NAT behaviour discovery (what coturn's
+    /// turnutils_natdiscovery and `switchboard probe` ask): STUN is served on both IPs and on the TURN port and
+    /// the port after it, and Binding requests may ask to be answered from the other IP or port. Needs a
+    /// specific --turn-listen IP and port [default: off: CHANGE-REQUEST gets 420].
+    #[arg(long, value_name = "IP")]
+    alt_ip: IpAddr;
     /// A bearer token WHIP and WHEP clients may present (`Authorization: Bearer TOKEN`; repeat for more). REST
     /// tokens made from --static-auth-secret are taken too: `switchboard token` prints one.
     #[arg(long, value_name = "TOKEN")]
@@ -400,6 +406,16 @@ impl ServeArgs {
             max_bps: a.max_bps,
             relay_families: (v4 > 0, v6 > 0),
             external_ip: a.external_ip,
+            nat_discovery: match a.alt_ip {
+                None => None,
+                Some(ip) if ip == a.turn_listen.ip() || ip.is_ipv4() != a.turn_listen.is_ipv4() => {
+                    return Err(ConfigError("--alt-ip must be another address of the --turn-listen IP's family".into()))
+                }
+                Some(_) if a.turn_listen.ip().is_unspecified() || a.turn_listen.port() == 0 || a.turn_listen.port() == u16::MAX => {
+                    return Err(ConfigError("--alt-ip needs a specific --turn-listen address and port (not 0.0.0.0, not port 0)".into()))
+                }
+                Some(ip) => Some(switchboard_core::stun::NatDiscovery::new(a.turn_listen, ip)),
+            },
             ..TurnConfig::default()
         };
         if a.room_capacity == 0 {
@@ -624,6 +640,7 @@ mod tests {
         ("tls-listen", "127.0.0.2:5350", "\"127.0.0.2:5350\""),
         ("https-listen", "127.0.0.2:8444", "\"127.0.0.2:8444\""),
         ("whip-token", "tok", "[\"tok\"]"),
+        ("alt-ip", "127.0.0.2", "\"127.0.0.2\""),
         ("record-dir", "/tmp/rec", "\"/tmp/rec\""),
         ("record-rooms", "r", "[\"r\"]"),
     ];

@@ -106,6 +106,12 @@ impl Listeners {
         let mut t = Listeners { udp_buffer: settings.udp_buffer, ..Listeners::default() };
         t.push(ListenerKind::TurnUdp, settings.turn_listen);
         t.push(ListenerKind::TurnTcp, settings.turn_listen);
+        // RFC 5780: the other three combinations of the two IPs and the two ports, for Binding requests.
+        if let Some(nat) = settings.turn.nat_discovery {
+            for addr in &nat.addresses()[1..] {
+                t.push(ListenerKind::TurnUdp, *addr);
+            }
+        }
         t.push(ListenerKind::Http, settings.http_listen);
         t.push(ListenerKind::Media, settings.media_listen);
         if let Some(tls) = &settings.tls {
