@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use switchboard_core::stun::message::{append_attribute as raw_attr, append_fingerprint, append_integrity};
+use switchboard_core::stun::message::{append_attribute as raw_attr, append_fingerprint, append_integrity, append_integrity_sha256};
 use switchboard_core::stun::view::{attr, encode_xor_address, method, StunView, MAGIC_COOKIE};
-use switchboard_core::turn::auth::{long_term_key, rest_password};
+use switchboard_core::turn::auth::{long_term_key, long_term_key_sha256, rest_password, PASSWORD_ALGORITHMS};
 use switchboard_core::stun::NatDiscovery;
 use switchboard_core::turn::{PortRequest, TurnConfig, RELAY_HEADROOM, RELAY_TAILROOM};
 use switchboard_core::{AllocationId, Client, Config, ConnId, Forward, Input, Output, Switchboard, Via};
@@ -57,6 +57,8 @@ enum Auth {
     Rest { expired: bool },
     WrongPassword,
     StaleNonce,
+    /// RFC 8489: PASSWORD-ALGORITHMS echoed (or a tampered list), PASSWORD-ALGORITHM `alg`, MESSAGE-INTEGRITY-SHA256.
+    Sha256 { alg: u16, tampered: bool },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -305,6 +307,17 @@ impl Driver {
             }
             Auth::WrongPassword => ("alice".to_string(), long_term_key("alice", REALM, "nope"), nonce),
             Auth::StaleNonce => ("alice".to_string(), long_term_key("alice", REALM, "alicepw"), Some("sb1stale".into())),
+            Auth::Sha256 { alg, tampered } => {
+                raw_attr(&mut b, attr::USERNAME, b"alice");
+                raw_attr(&mut b, attr::REALM, REALM.as_bytes());
+                raw_attr(&mut b, attr::NONCE, nonce.unwrap_or_default().as_bytes());
+                let offered: &[u8] = if tampered { &[0, 1, 0, 0] } else { &PASSWORD_ALGORITHMS };
+                raw_attr(&mut b, attr::PASSWORD_ALGORITHMS, offered);
+                raw_attr(&mut b, attr::PASSWORD_ALGORITHM, &[(alg >> 8) as u8, alg as u8, 0, 0]);
+                let key = if alg == 1 { long_term_key("alice", REALM, "alicepw").to_vec() } else { long_term_key_sha256("alice", REALM, "alicepw").to_vec() };
+                append_integrity_sha256(&mut b, &key);
+                return self.finish(b, None, fingerprint);
+            }
         };
         raw_attr(&mut b, attr::USERNAME, user.as_bytes());
         raw_attr(&mut b, attr::REALM, REALM.as_bytes());

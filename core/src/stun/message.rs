@@ -8,6 +8,7 @@
 use bytecodec::{DecodeExt, EncodeExt};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use sha2::Sha256;
 use stun_codec::rfc5389::attributes::{
     ErrorCode, MappedAddress, Nonce, Realm, Software, UnknownAttributes, Username,
     XorMappedAddress,
@@ -77,6 +78,9 @@ pub const KNOWN_ATTRIBUTES: &[u16] = &[
     attr::XOR_MAPPED_ADDRESS,
     attr::EVEN_PORT,
     attr::RESERVATION_TOKEN,
+    attr::MESSAGE_INTEGRITY_SHA256,
+    attr::PASSWORD_ALGORITHM,
+    attr::PASSWORD_ALGORITHMS,
 ];
 
 /// Decodes a message with `stun_codec` (allocates; for tests and tools).
@@ -125,17 +129,43 @@ pub fn reason(code: u16) -> &'static str {
     }
 }
 
+/// The integrity attribute a message is sealed with, and its key.
+#[derive(Clone, Copy)]
+pub enum Integrity<'k> {
+    /// MESSAGE-INTEGRITY (HMAC-SHA1), what every client speaks.
+    Sha1(&'k [u8]),
+    /// MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6), full 32 bytes.
+    Sha256(&'k [u8]),
+}
+
+impl std::fmt::Debug for Integrity<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Integrity::Sha1(_) => "Integrity::Sha1(<key>)",
+            Integrity::Sha256(_) => "Integrity::Sha256(<key>)",
+        })
+    }
+}
+
 /// Encodes `msg`, then appends MESSAGE-INTEGRITY (when `key` is given) and
 /// FINGERPRINT (when `fingerprint`).
 pub fn encode(msg: Message<Attribute>, key: Option<&[u8]>, fingerprint: bool) -> Vec<u8> {
+    encode_with(msg, key.map(Integrity::Sha1), fingerprint)
+}
+
+/// Encodes `msg`, then appends the integrity attribute `integrity` asks for
+/// and FINGERPRINT (when `fingerprint`).
+pub fn encode_with(msg: Message<Attribute>, integrity: Option<Integrity<'_>>, fingerprint: bool) -> Vec<u8> {
     let mut encoder = MessageEncoder::<Attribute>::new();
     // Encoding fails only for attributes over 64 KiB, which this server never builds.
     let mut out = encoder.encode_into_bytes(msg).unwrap_or_default();
     if out.len() < HEADER_LEN {
         return out;
     }
-    if let Some(key) = key {
-        append_integrity(&mut out, key);
+    match integrity {
+        Some(Integrity::Sha1(key)) => append_integrity(&mut out, key),
+        Some(Integrity::Sha256(key)) => append_integrity_sha256(&mut out, key),
+        None => {}
     }
     if fingerprint {
         append_fingerprint(&mut out);
@@ -173,6 +203,19 @@ pub fn append_integrity(buf: &mut Vec<u8>, key: &[u8]) {
     let tag = mac.finalize().into_bytes();
     buf.extend_from_slice(&attr::MESSAGE_INTEGRITY.to_be_bytes());
     buf.extend_from_slice(&20u16.to_be_bytes());
+    buf.extend_from_slice(&tag);
+}
+
+/// Appends MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256 with `key`, all 32 bytes)
+/// to an encoded message.
+pub fn append_integrity_sha256(buf: &mut Vec<u8>, key: &[u8]) {
+    let body = buf.len() - HEADER_LEN + 36;
+    set_length(buf, body);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(buf);
+    let tag = mac.finalize().into_bytes();
+    buf.extend_from_slice(&attr::MESSAGE_INTEGRITY_SHA256.to_be_bytes());
+    buf.extend_from_slice(&32u16.to_be_bytes());
     buf.extend_from_slice(&tag);
 }
 

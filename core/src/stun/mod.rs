@@ -12,6 +12,8 @@ pub mod channel_data;
 pub mod data_indication;
 pub mod message;
 pub mod view;
+#[cfg(test)]
+mod vectors;
 
 use std::net::SocketAddr;
 
@@ -122,22 +124,22 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// The RFC 5780 attributes of `view`; `Err` for a malformed one (400).
-    pub fn of(view: &StunView<'_>) -> Result<Discovery, ()> {
+    /// The RFC 5780 attributes of `view`; `None` for a malformed one (400).
+    pub fn of(view: &StunView<'_>) -> Option<Discovery> {
         let mut d = Discovery::default();
         if let Some(v) = view.find(attr::CHANGE_REQUEST) {
-            let v: [u8; 4] = v.try_into().map_err(|_| ())?;
+            let v: [u8; 4] = v.try_into().ok()?;
             d.change_ip = v[3] & 0x04 != 0;
             d.change_port = v[3] & 0x02 != 0;
         }
         if let Some(v) = view.find(attr::RESPONSE_PORT) {
-            let v: [u8; 4] = v.try_into().map_err(|_| ())?;
+            let v: [u8; 4] = v.try_into().ok()?;
             d.response_port = Some(u16::from_be_bytes([v[0], v[1]])).filter(|p| *p != 0);
         }
         if let Some(v) = view.find(attr::PADDING) {
             d.padding = v.len().min(MAX_PADDING);
         }
-        Ok(d)
+        Some(d)
     }
 }
 
@@ -208,7 +210,7 @@ impl StunServer {
             return (unknown_attribute_response(view, &unknown), local, from);
         }
         let d = match Discovery::of(view) {
-            Ok(d) if over_udp || (!d.change_ip && !d.change_port && d.response_port.is_none()) => d,
+            Some(d) if over_udp || (!d.change_ip && !d.change_port && d.response_port.is_none()) => d,
             _ => {
                 self.stats.error_responses += 1;
                 let m = message::error_response(method::BINDING, view.transaction_id(), 400);

@@ -7,6 +7,7 @@
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use sha2::Sha256;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The fixed magic cookie of every RFC 5389/8489 message.
@@ -41,6 +42,9 @@ pub mod attr {
     pub const REQUESTED_TRANSPORT: u16 = 0x0019;
     pub const DONT_FRAGMENT: u16 = 0x001A;
     pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+    pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+    pub const USERHASH: u16 = 0x001E;
+    pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     pub const RESERVATION_TOKEN: u16 = 0x0022;
     pub const SOFTWARE: u16 = 0x8022;
@@ -216,11 +220,27 @@ impl<'a> StunView<'a> {
         Some(crc32fast::hash(&self.bytes[..a.offset]) ^ FINGERPRINT_XOR == got)
     }
 
-    /// Offset of the MESSAGE-INTEGRITY attribute header, if present.
+    /// Offset of the first integrity attribute (MESSAGE-INTEGRITY or
+    /// MESSAGE-INTEGRITY-SHA256) header, if present.
     pub fn integrity_offset(&self) -> Option<usize> {
         self.attributes()
-            .find(|a| a.typ == attr::MESSAGE_INTEGRITY)
+            .find(|a| a.typ == attr::MESSAGE_INTEGRITY || a.typ == attr::MESSAGE_INTEGRITY_SHA256)
             .map(|a| a.offset)
+    }
+
+    /// Whether the message carries MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6).
+    pub fn has_integrity_sha256(&self) -> bool {
+        self.attributes().any(|a| a.typ == attr::MESSAGE_INTEGRITY_SHA256)
+    }
+
+    /// The header with its length field rewritten as if the attribute at
+    /// `offset`, `value_len` long, were the last one (RFC 8489 §14.5, §14.6).
+    fn header_ending_at(&self, offset: usize, value_len: usize) -> [u8; HEADER_LEN] {
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.bytes[..HEADER_LEN]);
+        let len = (offset + 4 + value_len - HEADER_LEN) as u16;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        header
     }
 
     /// Checks MESSAGE-INTEGRITY (HMAC-SHA1) with `key`, in constant time.
@@ -232,16 +252,27 @@ impl<'a> StunView<'a> {
         if a.value.len() != 20 {
             return false;
         }
-        // The length field is rewritten as if MESSAGE-INTEGRITY were last.
-        let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&self.bytes[..HEADER_LEN]);
-        let len = (a.offset + 24 - HEADER_LEN) as u16;
-        header[2..4].copy_from_slice(&len.to_be_bytes());
         // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
         let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(&header);
+        mac.update(&self.header_ending_at(a.offset, 20));
         mac.update(&self.bytes[HEADER_LEN..a.offset]);
         mac.verify_slice(a.value).is_ok()
+    }
+
+    /// Checks MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256, possibly truncated to
+    /// 16..=32 bytes in steps of 4) with `key`, in constant time. It covers
+    /// a MESSAGE-INTEGRITY before it. False when absent or malformed.
+    pub fn check_integrity_sha256(&self, key: &[u8]) -> bool {
+        let Some(a) = self.attributes().find(|a| a.typ == attr::MESSAGE_INTEGRITY_SHA256) else {
+            return false;
+        };
+        if !integrity_sha256_len_ok(a.value.len()) {
+            return false;
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(&self.header_ending_at(a.offset, a.value.len()));
+        mac.update(&self.bytes[HEADER_LEN..a.offset]);
+        mac.verify_truncated_left(a.value).is_ok()
     }
 
     /// Decodes an XOR-encoded address attribute (XOR-MAPPED/PEER/RELAYED-ADDRESS).
@@ -281,7 +312,67 @@ pub fn attribute_well_formed(typ: u16, value: &[u8]) -> bool {
         attr::EVEN_PORT => value.len() == 1,
         attr::DONT_FRAGMENT => value.is_empty(),
         attr::RESERVATION_TOKEN => value.len() == 8,
+        attr::MESSAGE_INTEGRITY => value.len() == 20,
+        attr::MESSAGE_INTEGRITY_SHA256 => integrity_sha256_len_ok(value.len()),
+        attr::PASSWORD_ALGORITHM => password_algorithms(value).count() == Some(1),
+        attr::PASSWORD_ALGORITHMS => password_algorithms(value).count().is_some_and(|n| n > 0),
         _ => true,
+    }
+}
+
+/// Whether `len` is a valid MESSAGE-INTEGRITY-SHA256 length (RFC 8489 §14.6).
+fn integrity_sha256_len_ok(len: usize) -> bool {
+    (16..=32).contains(&len) && len.is_multiple_of(4)
+}
+
+/// The entries of a PASSWORD-ALGORITHMS value, or of a PASSWORD-ALGORITHM
+/// value (one entry), RFC 8489 §14.11-14.12: each an algorithm number and
+/// its parameters, padded to 4 bytes.
+pub fn password_algorithms(value: &[u8]) -> PasswordAlgorithms<'_> {
+    PasswordAlgorithms { rest: value, bad: false }
+}
+
+/// Iterator over the entries of PASSWORD-ALGORITHM(S): `(algorithm, parameters)`.
+#[derive(Debug, Clone)]
+pub struct PasswordAlgorithms<'a> {
+    rest: &'a [u8],
+    bad: bool,
+}
+
+impl<'a> PasswordAlgorithms<'a> {
+    /// How many entries, or `None` when the value is malformed.
+    pub fn count(mut self) -> Option<usize> {
+        let mut n = 0;
+        while self.next().is_some() {
+            n += 1;
+        }
+        (!self.bad).then_some(n)
+    }
+}
+
+impl<'a> Iterator for PasswordAlgorithms<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<(u16, &'a [u8])> {
+        if self.rest.is_empty() || self.bad {
+            return None;
+        }
+        let (head, body) = match self.rest.split_at_checked(4) {
+            Some(x) => x,
+            None => {
+                self.bad = true;
+                return None;
+            }
+        };
+        let alg = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let padded = len.div_ceil(4) * 4;
+        if body.len() < padded {
+            self.bad = true;
+            return None;
+        }
+        self.rest = &body[padded..];
+        Some((alg, &body[..len]))
     }
 }
 

@@ -34,7 +34,7 @@ pub(super) struct Allocation {
     pub client: Client,
     pub username: String,
     /// The long-term key its requests are signed with, for responses sent later.
-    pub key: [u8; 16],
+    pub key: super::auth::SessionKey,
     pub family: Family,
     /// `None` while the shell is binding the relay socket.
     pub relay: Option<SocketAddr>,

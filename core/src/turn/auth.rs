@@ -1,11 +1,12 @@
-//! Long-term credentials (RFC 8489 §9.2), the TURN REST API scheme, and
-//! stateless nonces.
+//! Long-term credentials (RFC 8489 §9.2) with both password algorithms (MD5
+//! and SHA-256), the TURN REST API scheme, and stateless nonces.
 //!
-//! A nonce is `sb1` + 16 hex digits of unix time + 16 hex digits of an HMAC
-//! over that time and the client's transport address, keyed by the nonce key
-//! ([`super::TurnConfig::nonce_key`]). Checking one needs no state, so a flood
-//! of unauthenticated requests costs no memory, and servers that share the key
-//! accept each other's nonces.
+//! A nonce is RFC 8489's nonce cookie with the "password algorithms" security
+//! feature (`obMatJos2gAAA`), then 16 characters of URL-safe base64 of the
+//! issue time and an HMAC over that time and the client's transport address,
+//! keyed by the nonce key ([`super::TurnConfig::nonce_key`]). Checking one
+//! needs no state, so a flood of unauthenticated requests costs no memory, and
+//! servers that share the key accept each other's nonces.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,13 +15,104 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;
+use sha2::Sha256;
+
+use crate::stun::message::Integrity;
 
 /// How long a nonce is accepted (RFC 8656 suggests an hour at most; we use 10 minutes).
 pub const NONCE_LIFETIME_SECS: u64 = 600;
-/// Marks this server's nonce format: the issue time (4 bytes, unix seconds) and an 8-byte HMAC of it and the
-/// client's address, 16 characters of unpadded URL-safe base64 after the prefix (19 in all: small, because a
-/// 401 to an unauthenticated request must not be a reflection amplifier).
-const NONCE_PREFIX: &str = "sb2";
+/// RFC 8489 §9.2's nonce cookie, `obMatJos2`, and the 24 bits of STUN security features in base64: bit 0,
+/// "password algorithms", set (`gAAA`), so that a client knows PASSWORD-ALGORITHMS was offered and a
+/// man in the middle that strips it is noticed. After it: the issue time (4 bytes, unix seconds) and a
+/// 7-byte HMAC of it and the client's address, 15 characters of unpadded URL-safe base64 (28 in all: small,
+/// because a 401 to an unauthenticated request must not be a reflection amplifier; 56 bits of MAC are
+/// plenty for a value that only proves freshness, the key proves who is asking).
+const NONCE_PREFIX: &str = "obMatJos2gAAA";
+/// The bytes after the prefix: 4 of time, 7 of HMAC.
+const NONCE_RAW: usize = 11;
+
+/// A password algorithm (RFC 8489 §18.5): how the long-term key is derived from the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordAlgorithm {
+    /// MD5(username ":" realm ":" password), 16 bytes: RFC 5389's, what every client uses.
+    Md5,
+    /// SHA-256(username ":" realm ":" password), 32 bytes.
+    Sha256,
+}
+
+impl PasswordAlgorithm {
+    /// The IANA number (RFC 8489 §18.5).
+    pub fn number(self) -> u16 {
+        match self {
+            PasswordAlgorithm::Md5 => 1,
+            PasswordAlgorithm::Sha256 => 2,
+        }
+    }
+
+    /// The algorithm with IANA number `n`.
+    pub fn from_number(n: u16) -> Option<Self> {
+        match n {
+            1 => Some(PasswordAlgorithm::Md5),
+            2 => Some(PasswordAlgorithm::Sha256),
+            _ => None,
+        }
+    }
+}
+
+/// The PASSWORD-ALGORITHMS value this server sends with every challenge: SHA-256, then MD5, neither
+/// with parameters. A request that names an algorithm must echo exactly this list (RFC 8489 §9.2.4).
+pub const PASSWORD_ALGORITHMS: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
+
+/// The long-term credential key with SHA-256 (RFC 8489 §18.5.1.2): SHA-256(username ":" realm ":" password).
+pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// A long-term key (16 bytes with MD5, 32 with SHA-256) and the integrity attribute the messages of
+/// its session carry: MESSAGE-INTEGRITY-SHA256 when the client's request did, else MESSAGE-INTEGRITY
+/// (RFC 8489 §9.2.4: a response uses the request's). Its `Debug` output never shows the key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey {
+    bytes: [u8; 32],
+    len: u8,
+    sha256_integrity: bool,
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKey").field("len", &self.len).field("sha256_integrity", &self.sha256_integrity).finish_non_exhaustive()
+    }
+}
+
+impl SessionKey {
+    /// `key` (16 or 32 bytes; longer is cut), sealing with MESSAGE-INTEGRITY-SHA256 when `sha256_integrity`.
+    pub fn new(key: &[u8], sha256_integrity: bool) -> Self {
+        let mut bytes = [0u8; 32];
+        let len = key.len().min(32);
+        bytes[..len].copy_from_slice(&key[..len]);
+        SessionKey { bytes, len: len as u8, sha256_integrity }
+    }
+
+    /// The key's bytes.
+    pub fn key(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The integrity attribute and key to seal this session's messages with.
+    pub fn integrity(&self) -> Integrity<'_> {
+        if self.sha256_integrity {
+            Integrity::Sha256(self.key())
+        } else {
+            Integrity::Sha1(self.key())
+        }
+    }
+}
 
 /// The long-term credential key: MD5(username ":" realm ":" password).
 pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
@@ -62,7 +154,8 @@ pub enum CredentialError {
 /// The credential store of a TURN server. Its `Debug` output never shows keys.
 pub struct Credentials {
     realm: String,
-    users: BTreeMap<String, [u8; 16]>,
+    /// Each static user's keys: MD5 and SHA-256.
+    users: BTreeMap<String, ([u8; 16], [u8; 32])>,
     rest_secret: Option<Vec<u8>>,
     nonce_key: [u8; 32],
 }
@@ -82,7 +175,7 @@ impl Credentials {
     pub fn new(realm: &str, users: &[(String, String)], rest_secret: Option<&str>, nonce_key: [u8; 32]) -> Self {
         let users = users
             .iter()
-            .map(|(u, p)| (u.clone(), long_term_key(u, realm, p)))
+            .map(|(u, p)| (u.clone(), (long_term_key(u, realm, p), long_term_key_sha256(u, realm, p))))
             .collect();
         Credentials {
             realm: realm.to_owned(),
@@ -97,10 +190,21 @@ impl Credentials {
         &self.realm
     }
 
-    /// The key for `username` at unix time `now_unix`.
+    /// The MD5 key for `username` at unix time `now_unix`.
     pub fn key_for(&self, username: &str, now_unix: u64) -> Result<[u8; 16], CredentialError> {
-        if let Some(k) = self.users.get(username) {
-            return Ok(*k);
+        let k = self.key_with(username, now_unix, PasswordAlgorithm::Md5)?;
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&k[..16]);
+        Ok(out)
+    }
+
+    /// The key for `username` at unix time `now_unix` with `algorithm`: 16 bytes (MD5) or 32 (SHA-256).
+    pub fn key_with(&self, username: &str, now_unix: u64, algorithm: PasswordAlgorithm) -> Result<Vec<u8>, CredentialError> {
+        if let Some((md5, sha256)) = self.users.get(username) {
+            return Ok(match algorithm {
+                PasswordAlgorithm::Md5 => md5.to_vec(),
+                PasswordAlgorithm::Sha256 => sha256.to_vec(),
+            });
         }
         let Some(secret) = &self.rest_secret else {
             return Err(CredentialError::UnknownUser);
@@ -113,7 +217,10 @@ impl Credentials {
             return Err(CredentialError::Expired);
         }
         let password = rest_password(secret, username);
-        Ok(long_term_key(username, &self.realm, &password))
+        Ok(match algorithm {
+            PasswordAlgorithm::Md5 => long_term_key(username, &self.realm, &password).to_vec(),
+            PasswordAlgorithm::Sha256 => long_term_key_sha256(username, &self.realm, &password).to_vec(),
+        })
     }
 
     fn nonce_mac(&self, ts: u64, client: SocketAddr) -> Hmac<Sha1> {
@@ -131,10 +238,10 @@ impl Credentials {
     pub fn make_nonce(&self, now_unix: u64, client: SocketAddr) -> String {
         let ts = now_unix.min(u64::from(u32::MAX));
         let tag = self.nonce_mac(ts, client).finalize().into_bytes();
-        let mut raw = [0u8; 12];
+        let mut raw = [0u8; NONCE_RAW];
         raw[..4].copy_from_slice(&(ts as u32).to_be_bytes());
-        raw[4..].copy_from_slice(&tag[..8]);
-        let mut s = String::with_capacity(NONCE_PREFIX.len() + 16);
+        raw[4..].copy_from_slice(&tag[..NONCE_RAW - 4]);
+        let mut s = String::with_capacity(NONCE_PREFIX.len() + 15);
         s.push_str(NONCE_PREFIX);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut s);
         s
@@ -146,8 +253,8 @@ impl Credentials {
         let Some(rest) = nonce.strip_prefix(NONCE_PREFIX) else {
             return false;
         };
-        let mut raw = [0u8; 12];
-        if rest.len() != 16 || base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(rest, &mut raw) != Ok(12) {
+        let mut raw = [0u8; NONCE_RAW];
+        if rest.len() != 15 || base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(rest, &mut raw) != Ok(NONCE_RAW) {
             return false;
         }
         let ts = u64::from(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]));
@@ -195,10 +302,11 @@ mod tests {
         assert!(!c.check_nonce(&n, 4999, a));
         let other = Credentials::new("realm", &[], None, [4; 32]);
         assert!(!other.check_nonce(&n, 5000, a));
-        assert!(!c.check_nonce("sb2zzzz", 5000, a));
-        assert!(!c.check_nonce("sb2éééééééééééééééé", 5000, a));
-        assert!(!c.check_nonce("sb2################", 5000, a));
-        assert_eq!(n.len(), 19, "{n}");
+        assert!(!c.check_nonce("obMatJos2gAAAzzzz", 5000, a));
+        assert!(!c.check_nonce("obMatJos2gAAAééééééééééééééé", 5000, a));
+        assert!(!c.check_nonce("obMatJos2gAAA###############", 5000, a));
+        assert!(!c.check_nonce(&n.replace("obMatJos2gAAA", "obMatJos2AAAA"), 5000, a), "the security features are part of the nonce");
+        assert_eq!(n.len(), 28, "{n}");
         assert!(n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "a quoted-string's characters: {n}");
     }
 }

@@ -15,7 +15,7 @@ use stun_codec::MessageClass;
 
 use crate::hash::Map;
 use crate::ids::{AllocationId, Client, Family};
-use crate::stun::message::{self, Attribute, Message};
+use crate::stun::message::{self, Attribute, Integrity, Message};
 use crate::stun::view::{self as stun_view, attr, method, StunView};
 use crate::stun::{unknown_attribute_response, unknown_required};
 
@@ -23,6 +23,7 @@ use super::allocation::{
     clamp_lifetime, Allocation, Channel, Timer, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
     RESERVATION_LIFETIME,
 };
+use super::auth::{PasswordAlgorithm, SessionKey, PASSWORD_ALGORITHMS};
 use super::{ErrorResponse, Output, PortRequest, Transmit, TurnServer};
 
 /// REQUESTED-TRANSPORT's protocol number for UDP, the only one relayed.
@@ -31,7 +32,7 @@ const PROTO_UDP: u8 = 17;
 /// The authenticated identity of a request.
 struct Auth {
     username: String,
-    key: [u8; 16],
+    key: SessionKey,
 }
 
 /// A handler's answer: the success response (`None` when it comes later, or
@@ -97,7 +98,7 @@ impl TurnServer {
     pub(super) fn handle_request(&mut self, now: Instant, client: Client, v: &StunView<'_>, method: u16) {
         let tid = v.transaction_id();
         if !matches!(method, method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND) {
-            self.send_error(now, client, method, tid, ErrorResponse::BadRequest, None);
+            self.send_error(now, client, method, tid, ErrorResponse::BadRequest, None, v.fingerprint_ok().is_some());
             return;
         }
         let unknown = unknown_required(v);
@@ -110,7 +111,7 @@ impl TurnServer {
         let auth = match self.authenticate(now, client, v) {
             Ok(a) => a,
             Err(e) => {
-                self.send_error(now, client, method, tid, e, None);
+                self.send_error(now, client, method, tid, e, None, v.fingerprint_ok().is_some());
                 return;
             }
         };
@@ -127,15 +128,20 @@ impl TurnServer {
         match reply {
             Ok(Some(mut m)) => {
                 self.add_software(&mut m);
-                let bytes = message::encode(m, Some(&auth.key), true);
+                let bytes = message::encode_with(m, Some(auth.key.integrity()), true);
                 self.transmit(client, bytes);
             }
             Ok(None) => {}
-            Err(e) => self.send_error(now, client, method, tid, e, Some(&auth.key)),
+            Err(e) => self.send_error(now, client, method, tid, e, Some(auth.key.integrity()), true),
         }
     }
 
-    /// Long-term credential check (RFC 8489 §9.2.4).
+    /// Long-term credential check (RFC 8489 §9.2.4), in its order: no
+    /// integrity 401; missing USERNAME, REALM or NONCE 400; a password
+    /// algorithm named without the list this server offers, or not from it,
+    /// 400; a nonce not ours or too old 438; an unknown user or a wrong key
+    /// 401. MESSAGE-INTEGRITY-SHA256 is checked when present (then a
+    /// MESSAGE-INTEGRITY beside it is not), MESSAGE-INTEGRITY otherwise.
     fn authenticate(&self, now: Instant, client: Client, v: &StunView<'_>) -> Result<Auth, ErrorResponse> {
         if v.integrity_offset().is_none() {
             return Err(ErrorResponse::Unauthorized);
@@ -146,15 +152,29 @@ impl TurnServer {
         let (Ok(user), Ok(nonce)) = (std::str::from_utf8(user), std::str::from_utf8(nonce)) else {
             return Err(ErrorResponse::BadRequest);
         };
+        let algorithm = match (v.find(attr::PASSWORD_ALGORITHMS), v.find(attr::PASSWORD_ALGORITHM)) {
+            (None, None) => PasswordAlgorithm::Md5,
+            (Some(offered), Some(chosen)) if offered == PASSWORD_ALGORITHMS => {
+                match stun_view::password_algorithms(chosen).next() {
+                    Some((n, params)) if params.is_empty() && chosen.len() == 4 => {
+                        PasswordAlgorithm::from_number(n).ok_or(ErrorResponse::BadRequest)?
+                    }
+                    _ => return Err(ErrorResponse::BadRequest),
+                }
+            }
+            _ => return Err(ErrorResponse::BadRequest),
+        };
         let unix = self.clock.unix(now);
         if !self.creds.check_nonce(nonce, unix, client.remote) {
             return Err(ErrorResponse::StaleNonce);
         }
-        let key = self.creds.key_for(user, unix).map_err(|_| ErrorResponse::Unauthorized)?;
-        if !v.check_integrity(&key) {
+        let key = self.creds.key_with(user, unix, algorithm).map_err(|_| ErrorResponse::Unauthorized)?;
+        let sha256 = v.has_integrity_sha256();
+        let ok = if sha256 { v.check_integrity_sha256(&key) } else { v.check_integrity(&key) };
+        if !ok {
             return Err(ErrorResponse::Unauthorized);
         }
-        Ok(Auth { username: user.to_owned(), key })
+        Ok(Auth { username: user.to_owned(), key: SessionKey::new(&key, sha256) })
     }
 
     /// Allocate (RFC 8656 §7.2): checks the request and asks the shell for a
@@ -280,7 +300,7 @@ impl TurnServer {
             if !stale {
                 let (client, key, tid) = (alloc.client, alloc.key, alloc.allocate_tid);
                 self.delete_allocation(allocation);
-                self.send_error(now, client, method::ALLOCATE, tid, ErrorResponse::InsufficientCapacity, Some(&key));
+                self.send_error(now, client, method::ALLOCATE, tid, ErrorResponse::InsufficientCapacity, Some(key.integrity()), true);
             }
             return;
         }
@@ -307,7 +327,7 @@ impl TurnServer {
         if let Some(s) = self.config.software.as_ref().and_then(|s| Software::new(s.clone()).ok()) {
             m.add_attribute(s);
         }
-        let bytes = message::encode(m, Some(&alloc.key), true);
+        let bytes = message::encode_with(m, Some(alloc.key.integrity()), true);
         alloc.allocate_response = Some(bytes.clone());
         let client = alloc.client;
         self.by_relay.insert(relay, allocation);
@@ -426,11 +446,14 @@ impl TurnServer {
     }
 
     /// Sends the error response `e` to a request of `method` with `tid`: with
-    /// REALM and a fresh NONCE when it challenges, MESSAGE-INTEGRITY and
-    /// SOFTWARE when `key` (the request was authenticated), and FINGERPRINT.
-    /// An answer to an unauthenticated request stays small (no SOFTWARE, a
-    /// compact nonce): it must not be worth spoofing a source address for.
-    fn send_error(&mut self, now: Instant, to: Client, method: u16, tid: [u8; 12], e: ErrorResponse, key: Option<&[u8]>) {
+    /// REALM, a fresh NONCE and PASSWORD-ALGORITHMS when it challenges, the
+    /// integrity attribute and SOFTWARE when `key` (the request was
+    /// authenticated), and FINGERPRINT when `fingerprint` (an unauthenticated
+    /// request gets one only if it carried one, as coturn does). An answer to
+    /// an unauthenticated request stays small (no SOFTWARE, a compact nonce):
+    /// it must not be worth spoofing a source address for.
+    #[allow(clippy::too_many_arguments)]
+    fn send_error(&mut self, now: Instant, to: Client, method: u16, tid: [u8; 12], e: ErrorResponse, key: Option<Integrity<'_>>, fingerprint: bool) {
         if e.challenges() && key.is_none() {
             // A 401 to an unauthenticated request: at most a few per second per source address, so a
             // flood with a spoofed source does not turn into a stream of answers toward it.
@@ -454,7 +477,24 @@ impl TurnServer {
         if key.is_some() {
             self.add_software(&mut m);
         }
-        self.transmit(to, message::encode(m, key, true));
+        let mut bytes = message::encode_with(m, None, false);
+        if bytes.len() < stun_view::HEADER_LEN {
+            return;
+        }
+        if e.challenges() {
+            // PASSWORD-ALGORITHMS (RFC 8489 §9.2.4), which stun_codec does not know; the nonce's
+            // security-feature bits say it is here.
+            message::append_attribute(&mut bytes, attr::PASSWORD_ALGORITHMS, &PASSWORD_ALGORITHMS);
+        }
+        match key {
+            Some(Integrity::Sha1(k)) => message::append_integrity(&mut bytes, k),
+            Some(Integrity::Sha256(k)) => message::append_integrity_sha256(&mut bytes, k),
+            None => {}
+        }
+        if fingerprint || key.is_some() {
+            message::append_fingerprint(&mut bytes);
+        }
+        self.transmit(to, bytes);
     }
 
     fn add_software(&self, m: &mut Message<Attribute>) {

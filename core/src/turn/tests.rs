@@ -853,3 +853,142 @@ fn the_nonce_key_is_redacted_in_debug() {
     assert!(shown.contains("nonce_key: Some(\"<redacted>\")"), "{shown}");
     assert!(!shown.contains("[42"), "{shown}");
 }
+
+/// A request signed the RFC 8489 way: PASSWORD-ALGORITHMS echoed, PASSWORD-ALGORITHM `alg`, and
+/// MESSAGE-INTEGRITY-SHA256 with `key` (and MESSAGE-INTEGRITY before it with `sha1_too`).
+#[allow(clippy::too_many_arguments)]
+fn signed_sha256(m: u16, tid: [u8; 12], user: &str, nonce: &str, offered: &[u8], alg: u16, key: &[u8], sha1_too: Option<&[u8]>) -> Vec<u8> {
+    let mut req = request(m, tid, vec![RequestedTransport::new(17).into()], None);
+    raw_attr(&mut req, attr::USERNAME, user.as_bytes());
+    raw_attr(&mut req, attr::REALM, REALM.as_bytes());
+    raw_attr(&mut req, attr::NONCE, nonce.as_bytes());
+    raw_attr(&mut req, attr::PASSWORD_ALGORITHMS, offered);
+    raw_attr(&mut req, attr::PASSWORD_ALGORITHM, &[(alg >> 8) as u8, alg as u8, 0, 0]);
+    if let Some(k) = sha1_too {
+        message::append_integrity(&mut req, k);
+    }
+    message::append_integrity_sha256(&mut req, key);
+    message::append_fingerprint(&mut req);
+    req
+}
+
+/// RFC 8489 §9.2: the challenge offers SHA-256 and MD5 (PASSWORD-ALGORITHMS, and the nonce cookie's
+/// "password algorithms" bit); a client that picks SHA-256 and seals with MESSAGE-INTEGRITY-SHA256
+/// allocates, and every answer of its session (the Allocate success, a later error) is sealed the same
+/// way with the SHA-256 key. A static user and a REST user both work. The MD5 / MESSAGE-INTEGRITY way
+/// keeps working beside it.
+#[test]
+fn sha256_password_algorithm_and_message_integrity_sha256() {
+    let mut h = Harness::new(config());
+    let c = client(7000);
+    // The challenge.
+    let tid = h.tid();
+    let r = h.exchange(c, &request(method::ALLOCATE, tid, vec![RequestedTransport::new(17).into()], None));
+    let v = StunView::new_checked(&r).unwrap();
+    assert_eq!(error_code(&r), Some(401));
+    assert_eq!(v.find(attr::PASSWORD_ALGORITHMS), Some(&auth::PASSWORD_ALGORITHMS[..]));
+    assert_eq!(v.fingerprint_ok(), None, "no FINGERPRINT asked for, none sent");
+    let nonce = String::from_utf8(v.find(attr::NONCE).unwrap().to_vec()).unwrap();
+    assert!(nonce.starts_with("obMatJos2gAAA"), "{nonce}");
+    // A request with FINGERPRINT gets one back.
+    let tid = h.tid();
+    let r = h.exchange(c, &encode(
+        {
+            let mut m = Message::new(MessageClass::Request, stun_codec::Method::new(method::ALLOCATE).unwrap(), TransactionId::new(tid));
+            m.add_attribute(RequestedTransport::new(17));
+            m
+        },
+        None,
+        true,
+    ));
+    assert_eq!(error_code(&r), Some(401));
+    assert_eq!(StunView::new_checked(&r).unwrap().fingerprint_ok(), Some(true));
+
+    for (user, pass) in [("alice".to_string(), "alicepw".to_string()), {
+        let u = auth::rest_username(UNIX0 + 3600, Some("carol"));
+        let p = auth::rest_password(SECRET.as_bytes(), &u);
+        (u, p)
+    }] {
+        let c = client(if user == "alice" { 7001 } else { 7002 });
+        let key = auth::long_term_key_sha256(&user, REALM, &pass);
+        let nonce = h.nonce(c);
+        let tid = h.tid();
+        let req = signed_sha256(method::ALLOCATE, tid, &user, &nonce, &auth::PASSWORD_ALGORITHMS, 2, &key, None);
+        assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
+        let out = h.outputs();
+        let [Output::BindRelay { allocation, .. }] = out.as_slice() else { panic!("{user}: {out:?}") };
+        h.s.handle_relay_bound(h.now, *allocation, Some("10.0.0.1:50000".parse().unwrap()), None);
+        let out = h.outputs();
+        let [Output::Transmit(t)] = out.as_slice() else { panic!("{out:?}") };
+        let v = StunView::new_checked(&t.payload).unwrap();
+        assert_eq!(v.class(), Class::Success, "{user}");
+        assert!(v.check_integrity_sha256(&key), "{user}: the answer is sealed with MESSAGE-INTEGRITY-SHA256");
+        assert!(v.find(attr::MESSAGE_INTEGRITY).is_none());
+        assert_eq!(v.fingerprint_ok(), Some(true));
+        // A second Allocate from the same client: 437, sealed the same way.
+        let nonce = h.nonce(c);
+        let tid = h.tid();
+        let req = signed_sha256(method::ALLOCATE, tid, &user, &nonce, &auth::PASSWORD_ALGORITHMS, 2, &key, None);
+        let r = h.exchange(c, &req);
+        assert_eq!(error_code(&r), Some(437));
+        assert!(StunView::new_checked(&r).unwrap().check_integrity_sha256(&key));
+    }
+
+    // Both integrity attributes, the SHA-1 one made with a wrong key: the SHA-256 one is what counts.
+    let c = client(7003);
+    let key = auth::long_term_key_sha256("bob", REALM, "bobpw");
+    let nonce = h.nonce(c);
+    let tid = h.tid();
+    let req = signed_sha256(method::ALLOCATE, tid, "bob", &nonce, &auth::PASSWORD_ALGORITHMS, 2, &key, Some(b"wrong"));
+    assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
+    assert!(matches!(h.outputs().as_slice(), [Output::BindRelay { .. }]));
+
+    // MD5 named explicitly, sealed with MESSAGE-INTEGRITY-SHA256 and the MD5 key: fine too.
+    let c = client(7004);
+    let md5 = auth::long_term_key("bob", REALM, "bobpw");
+    let nonce = h.nonce(c);
+    let tid = h.tid();
+    let req = signed_sha256(method::ALLOCATE, tid, "bob", &nonce, &auth::PASSWORD_ALGORITHMS, 1, &md5, None);
+    assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
+    assert!(matches!(h.outputs().as_slice(), [Output::BindRelay { .. }]));
+
+    // The classic way still works.
+    h.allocate(client(7005), &creds("alice", "alicepw"));
+}
+
+/// RFC 8489 §9.2.4's refusals: a PASSWORD-ALGORITHMS that is not the one offered (a bid-down by a man in
+/// the middle), an algorithm outside it, one attribute without the other: 400. The SHA-256 key with the
+/// MD5 algorithm named, or a wrong password: 401.
+#[test]
+fn password_algorithm_negotiation_refusals() {
+    let mut h = Harness::new(config());
+    let key = auth::long_term_key_sha256("alice", REALM, "alicepw");
+    let md5_only = [0u8, 1, 0, 0];
+    let cases: [(&[u8], u16, &[u8], u16); 5] = [
+        (&md5_only, 2, &key, 400),
+        (&auth::PASSWORD_ALGORITHMS, 3, &key, 400),
+        (&auth::PASSWORD_ALGORITHMS, 1, &key, 401),
+        (&auth::PASSWORD_ALGORITHMS, 2, b"not the key", 401),
+        (&[0, 2, 0, 0, 0, 1, 0], 2, &key, 400),
+    ];
+    for (i, (offered, alg, k, want)) in cases.into_iter().enumerate() {
+        let c = client(7100 + i as u16);
+        let nonce = h.nonce(c);
+        let tid = h.tid();
+        let req = signed_sha256(method::ALLOCATE, tid, "alice", &nonce, offered, alg, k, None);
+        let r = h.exchange(c, &req);
+        assert_eq!(error_code(&r), Some(want), "case {i}");
+    }
+    // PASSWORD-ALGORITHM alone.
+    let c = client(7200);
+    let nonce = h.nonce(c);
+    let tid = h.tid();
+    let mut req = request(method::ALLOCATE, tid, vec![RequestedTransport::new(17).into()], None);
+    raw_attr(&mut req, attr::USERNAME, b"alice");
+    raw_attr(&mut req, attr::REALM, REALM.as_bytes());
+    raw_attr(&mut req, attr::NONCE, nonce.as_bytes());
+    raw_attr(&mut req, attr::PASSWORD_ALGORITHM, &[0, 2, 0, 0]);
+    message::append_integrity_sha256(&mut req, &key);
+    let r = h.exchange(c, &req);
+    assert_eq!(error_code(&r), Some(400));
+}
