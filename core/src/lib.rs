@@ -10,6 +10,8 @@
 //! [`stun::StunServer`], [`signal::Signaling`] or `sfu::Sfu`. `examples/`
 //! shows a complete server in a plain blocking loop. With `sfu`,
 //! `record::TrackRecorder` turns one track's RTP into a container file's bytes.
+//! [`probe`] is the client side of `switchboard probe`: RFC 5780 NAT discovery and
+//! an end-to-end TURN check, sans-IO too.
 //!
 //! Cargo features: `sfu` (default) builds the SFU, with str0m and its crypto;
 //! without it the core is STUN/TURN and signaling, and `sfu` rooms are
@@ -28,6 +30,7 @@ pub mod engine;
 pub mod framing;
 pub mod hash;
 pub mod ids;
+pub mod probe;
 #[cfg(all(feature = "sfu", any(test, feature = "lab")))]
 pub mod lab;
 #[cfg(feature = "sfu")]

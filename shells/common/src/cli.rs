@@ -40,6 +40,40 @@ pub enum Command {
     /// Print a REST bearer token for WHIP and WHEP (`Authorization: Bearer TOKEN`), made from the
     /// static-auth-secret of the same flags or config file the server runs with.
     Token(TokenArgs),
+    /// Tell what NAT this host is behind (RFC 5780, against a server started with --alt-ip), whether two people
+    /// behind such NATs can call each other directly or will need TURN, and, given credentials, check a TURN server
+    /// end to end over UDP, TCP and TLS. Exits 0 when everything asked for worked, 1 when the server cannot be
+    /// reached or a TURN check fails, 2 on a usage error.
+    Probe(ProbeArgs),
+}
+
+/// Flags of `probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The STUN/TURN server, as HOST[:PORT] (port 3478 when not given).
+    #[arg(default_value = "127.0.0.1:3478", value_name = "SERVER")]
+    pub server: String,
+    /// TURN credentials as NAME:PASS: checks the server's TURN over UDP and TCP (and TLS with --turn-tls).
+    #[arg(long, value_name = "NAME:PASS")]
+    pub user: Option<String>,
+    /// The server's shared secret for TURN REST credentials (as `switchboard serve --static-auth-secret`): the
+    /// probe makes a user valid for an hour from it, as the server's own signaling does.
+    #[arg(long, env = "SWITCHBOARD_STATIC_AUTH_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub static_auth_secret: Option<String>,
+    /// TURN over TLS (`turns:`) at HOST:PORT: checked too, with the credentials. The certificate must be valid for
+    /// HOST.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub turn_tls: Option<String>,
+    /// Trust the certificates in this PEM file for --turn-tls (a self-signed one), instead of the system's CAs.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Print JSON (one object) instead of text, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds each request may take before it counts as unanswered (RFC 5780's filtering tests wait this long
+    /// behind a NAT that filters).
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub timeout: f64,
 }
 
 /// Flags of `token`.
@@ -535,7 +569,7 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v).unwrap().command {
             Command::Serve(a) => a,
-            Command::Token(_) => unreachable!("parsed `serve`"),
+            Command::Token(_) | Command::Probe(_) => unreachable!("parsed `serve`"),
         }
     }
 
@@ -548,6 +582,15 @@ mod tests {
         let s = parse(&["--whip-token", "a", "--whip-token", "b"]).resolve().unwrap();
         assert_eq!(s.whip.tokens, ["a", "b"]);
         assert!(!format!("{s:?}").contains("\"a\""), "tokens are not in Debug output");
+    }
+
+    #[test]
+    fn probe_takes_a_server_and_credentials() {
+        let Command::Probe(p) = Cli::try_parse_from(["switchboard", "probe"]).unwrap().command else { panic!("not probe") };
+        assert_eq!((p.server.as_str(), p.json, p.timeout), ("127.0.0.1:3478", false, 3.0));
+        let args = ["switchboard", "probe", "turn.example.com", "--user", "u:p", "--turn-tls", "turn.example.com:5349", "--json"];
+        let Command::Probe(p) = Cli::try_parse_from(args).unwrap().command else { panic!("not probe") };
+        assert_eq!((p.server.as_str(), p.user.as_deref(), p.turn_tls.as_deref(), p.json), ("turn.example.com", Some("u:p"), Some("turn.example.com:5349"), true));
     }
 
     /// Writes a config file for one test.

@@ -22,6 +22,7 @@ pub mod http;
 pub mod limits;
 pub mod listen;
 pub mod os;
+pub mod probe;
 pub mod recordings;
 pub mod relay;
 pub mod sockets;
@@ -112,11 +113,12 @@ fn print_token(name: &str, t: cli::TokenArgs) -> ! {
 
 /// The `main` of a shell binary: parses the command line, resolves the
 /// settings (exit 2 on a config error), sets up logging, and runs `serve`
-/// (exit 1 on an I/O error).
+/// (exit 1 on an I/O error). `token` and `probe` ([`probe::run`]) run and exit instead.
 pub fn main_with(name: &str, serve: impl FnOnce(Settings) -> std::io::Result<()>) {
     let args = match parse_cli().command {
         Command::Serve(args) => args,
         Command::Token(t) => print_token(name, t),
+        Command::Probe(p) => std::process::exit(probe::run(name, p)),
     };
     let settings = match args.resolve() {
         Ok(s) => s,
