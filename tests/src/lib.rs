@@ -216,10 +216,16 @@ pub struct Server {
 impl Server {
     /// Starts server binary `name` with `serve --turn-listen 127.0.0.1:<free port> --http-listen 127.0.0.1:<free port>` plus `extra`.
     pub fn start(name: &str, extra: &[&str]) -> Server {
+        Server::start_on(name, "127.0.0.1", extra)
+    }
+
+    /// [`Server::start`] with the STUN/TURN listener on `ip` (such as `::1`) and a free port.
+    pub fn start_on(name: &str, ip: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let http_port = free_port();
         let dir = scratch(name);
-        let mut args = vec!["serve".to_string(), "--turn-listen".into(), format!("127.0.0.1:{port}")];
+        let ip: std::net::IpAddr = ip.parse().expect("an IP address");
+        let mut args = vec!["serve".to_string(), "--turn-listen".into(), SocketAddr::new(ip, port).to_string()];
         args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
         // Any free media port for each worker (there may be more workers than free ports after one).
         args.extend(["--media-listen".into(), "127.0.0.1:0".into()]);
@@ -295,13 +301,19 @@ pub fn assert_all_relayed(server: &Server, r: &Run, what: &str) {
 
 /// coturn's echo peer on 127.0.0.1:<port>.
 pub fn peer() -> (Proc, u16) {
+    peer_on("127.0.0.1")
+}
+
+/// coturn's echo peer on `ip` (such as `::1`) and a free port.
+pub fn peer_on(ip: &str) -> (Proc, u16) {
     require("turnutils_peer");
     let port = free_port();
     let dir = scratch("peer");
-    let p = Proc::spawn(Path::new("turnutils_peer"), &["-L".into(), "127.0.0.1".into(), "-p".into(), port.to_string()], &dir, "peer");
+    let p = Proc::spawn(Path::new("turnutils_peer"), &["-L".into(), ip.into(), "-p".into(), port.to_string()], &dir, "peer");
     // The peer prints nothing when ready; give it a moment to bind.
+    let ip: std::net::IpAddr = ip.parse().expect("an IP address");
     let end = Instant::now() + Duration::from_secs(5);
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < end {
+    while UdpSocket::bind((ip, port)).is_ok() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
     }
     (p, port)

@@ -311,3 +311,108 @@ fn natdiscovery_finds_the_other_address_and_no_nat_on_loopback() {
         assert!(!r.output.contains("Endpoint Independent Filtering!") && !r.output.contains("Response origin"), "{bin}: {}", r.output);
     }
 }
+
+/// IPv6 end to end: coturn's client on `::1` asks for an IPv6 relay (`-x`) and every message comes back through
+/// it from an echo peer on `::1`.
+#[test]
+fn uclient_ipv6_relay_on_ipv6_loopback() {
+    require("turnutils_uclient");
+    for bin in SERVERS {
+        let user = format!("{USER}:{PASS}");
+        let s = Server::start_on(bin, "::1", &["--user", &user, "--relay-ip", "::1", "--allow-loopback-peers"]);
+        let (_peer, pp) = switchboard_tests::peer_on("::1");
+        let (p, sp) = (pp.to_string(), s.port.to_string());
+        let args: Vec<String> =
+            ["-x", "-u", USER, "-w", PASS, "-e", "::1", "-r", &p, "-n", "100", "-m", "4", "-l", "160", "-p", &sp, "::1"].map(String::from).to_vec();
+        let r = run("turnutils_uclient", &args, Duration::from_secs(60));
+        // The echo peer listens on ::1 only, and a permission's family must be the relay's (else 443): every
+        // message back means an IPv6 relay.
+        assert_all_relayed(&s, &r, &format!("{bin} ipv6"));
+    }
+}
+
+/// The peer policy on an IPv6 allocation, from outside: a client on `::1` allocates an IPv6 relay and asks for a
+/// permission to every address form of the policy's list. Each IPv6 one is refused with 403, each IPv4 one is a
+/// family mismatch (443), and a public IPv6 address is granted (a permission sends nothing to the peer).
+#[test]
+fn ipv6_allocation_refuses_every_special_ipv6_form_end_to_end() {
+    use std::net::{IpAddr, SocketAddr, UdpSocket};
+    use switchboard_core::stun::message::{append_attribute, append_fingerprint, append_integrity};
+    use switchboard_core::stun::view::{attr, encode_xor_address, method, Class, StunView, MAGIC_COOKIE};
+    use switchboard_core::turn::auth::long_term_key;
+    use switchboard_core::turn::policy::BYPASS_FORMS;
+
+    for bin in SERVERS {
+        let user = format!("{USER}:{PASS}");
+        let s = Server::start_on(bin, "::1", &["--user", &user, "--relay-ip", "::1"]);
+        let server = SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), s.port);
+        let sock = UdpSocket::bind("[::1]:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut n = 0u32;
+        let mut next_tid = || {
+            n += 1;
+            let mut t = [6u8; 12];
+            t[..4].copy_from_slice(&n.to_be_bytes());
+            t
+        };
+        let request = |m: u16, tid: &[u8; 12], attrs: &[(u16, Vec<u8>)], auth: Option<&(String, String)>| {
+            let mut b = m.to_be_bytes().to_vec();
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+            b.extend_from_slice(tid);
+            for (t, v) in attrs {
+                append_attribute(&mut b, *t, v);
+            }
+            if let Some((realm, nonce)) = auth {
+                append_attribute(&mut b, attr::USERNAME, USER.as_bytes());
+                append_attribute(&mut b, attr::REALM, realm.as_bytes());
+                append_attribute(&mut b, attr::NONCE, nonce.as_bytes());
+                append_integrity(&mut b, &long_term_key(USER, realm, PASS));
+            }
+            append_fingerprint(&mut b);
+            b
+        };
+        let exchange = |req: &[u8]| -> Vec<u8> {
+            let mut buf = [0u8; 2048];
+            for _ in 0..20 {
+                sock.send_to(req, server).unwrap();
+                while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    if n >= 20 && buf[8..20] == req[8..20] {
+                        return buf[..n].to_vec();
+                    }
+                }
+            }
+            panic!("{bin}: no answer");
+        };
+        let code = |r: &[u8]| {
+            let v = StunView::new_checked(r).unwrap();
+            (v.class() != Class::Success).then(|| v.find(attr::ERROR_CODE).map_or(0, |e| u16::from(e[2]) * 100 + u16::from(e[3])))
+        };
+        let alloc_attrs = [(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), (attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])];
+        let r = exchange(&request(method::ALLOCATE, &next_tid(), &alloc_attrs, None));
+        assert_eq!(code(&r), Some(401), "{bin}");
+        let v = StunView::new_checked(&r).unwrap();
+        let text = |t| String::from_utf8(v.find(t).unwrap().to_vec()).unwrap();
+        let auth = (text(attr::REALM), text(attr::NONCE));
+        let tid = next_tid();
+        let r = exchange(&request(method::ALLOCATE, &tid, &alloc_attrs, Some(&auth)));
+        assert_eq!(code(&r), None, "{bin}: the IPv6 allocation");
+        let relayed = StunView::new_checked(&r).unwrap().xor_address(attr::XOR_RELAYED_ADDRESS).unwrap();
+        assert!(relayed.is_ipv6(), "{bin}: {relayed}");
+        let mut permit = |ip: IpAddr| {
+            let tid = next_tid();
+            let mut x = [0u8; 20];
+            let n = encode_xor_address(SocketAddr::new(ip, 9), &tid, &mut x);
+            code(&exchange(&request(method::CREATE_PERMISSION, &tid, &[(attr::XOR_PEER_ADDRESS, x[..n].to_vec())], Some(&auth))))
+        };
+        let (mut v6, mut v4) = (0, 0);
+        for form in BYPASS_FORMS {
+            let ip: IpAddr = form.parse().unwrap();
+            let want = if ip.is_ipv6() { 403 } else { 443 };
+            assert_eq!(permit(ip), Some(want), "{bin}: {form}");
+            if ip.is_ipv6() { v6 += 1 } else { v4 += 1 }
+        }
+        assert_eq!(permit("2606:4700::1111".parse().unwrap()), None, "{bin}: a public IPv6 peer");
+        println!("{bin}: {v6} IPv6 forms refused (403), {v4} IPv4 forms a family mismatch (443), a public one granted");
+    }
+}
