@@ -416,3 +416,24 @@ fn ipv6_allocation_refuses_every_special_ipv6_form_end_to_end() {
         println!("{bin}: {v6} IPv6 forms refused (403), {v4} IPv4 forms a family mismatch (443), a public one granted");
     }
 }
+
+/// ADDITIONAL-ADDRESS-FAMILY with coturn's client: `turnutils_uclient -Z` asks for a dual allocation (with the
+/// draft's attribute code 0x8032, and EVEN-PORT) over IPv4 and relays to an echo peer on `::1` through the
+/// allocation's IPv6 relay, and to one on 127.0.0.1 through its IPv4 relay. Without the dual allocation the IPv6
+/// peer would be a family mismatch (443) and nothing would come back.
+#[test]
+fn uclient_dual_allocation_relays_to_ipv4_and_ipv6_peers() {
+    require("turnutils_uclient");
+    for bin in SERVERS {
+        let user = format!("{USER}:{PASS}");
+        let s = Server::start(bin, &["--user", &user, "--relay-ip", "127.0.0.1", "--relay-ip", "::1", "--allow-loopback-peers"]);
+        for peer_ip in ["::1", "127.0.0.1"] {
+            let (_peer, pp) = switchboard_tests::peer_on(peer_ip);
+            let (p, sp) = (pp.to_string(), s.port.to_string());
+            let args: Vec<String> =
+                ["-Z", "-u", USER, "-w", PASS, "-e", peer_ip, "-r", &p, "-n", "100", "-m", "4", "-l", "160", "-p", &sp, "127.0.0.1"].map(String::from).to_vec();
+            let r = run("turnutils_uclient", &args, Duration::from_secs(60));
+            assert_all_relayed(&s, &r, &format!("{bin} dual allocation, peer {peer_ip}"));
+        }
+    }
+}

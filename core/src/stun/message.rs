@@ -162,15 +162,24 @@ pub fn encode_with(msg: Message<Attribute>, integrity: Option<Integrity<'_>>, fi
     if out.len() < HEADER_LEN {
         return out;
     }
+    seal(&mut out, integrity, fingerprint);
+    out
+}
+
+/// Appends the integrity attribute `integrity` asks for, then FINGERPRINT
+/// when `fingerprint`, to an encoded message (after any raw attributes).
+pub fn seal(buf: &mut Vec<u8>, integrity: Option<Integrity<'_>>, fingerprint: bool) {
+    if buf.len() < HEADER_LEN {
+        return;
+    }
     match integrity {
-        Some(Integrity::Sha1(key)) => append_integrity(&mut out, key),
-        Some(Integrity::Sha256(key)) => append_integrity_sha256(&mut out, key),
+        Some(Integrity::Sha1(key)) => append_integrity(buf, key),
+        Some(Integrity::Sha256(key)) => append_integrity_sha256(buf, key),
         None => {}
     }
     if fingerprint {
-        append_fingerprint(&mut out);
+        append_fingerprint(buf);
     }
-    out
 }
 
 fn set_length(buf: &mut [u8], body_len: usize) {

@@ -45,6 +45,10 @@ pub mod attr {
     pub const PASSWORD_ALGORITHM: u16 = 0x001D;
     pub const USERHASH: u16 = 0x001E;
     pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
+    pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+    pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+    /// ADDITIONAL-ADDRESS-FAMILY's code in draft-ietf-tram-turnbis, which coturn 4.6's clients still send.
+    pub const ADDITIONAL_ADDRESS_FAMILY_DRAFT: u16 = 0x8032;
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     pub const RESERVATION_TOKEN: u16 = 0x0022;
     pub const SOFTWARE: u16 = 0x8022;
@@ -308,7 +312,9 @@ pub fn attribute_well_formed(typ: u16, value: &[u8]) -> bool {
         }
         attr::UNKNOWN_ATTRIBUTES => value.len().is_multiple_of(2),
         attr::LIFETIME | attr::REQUESTED_TRANSPORT => value.len() == 4,
-        attr::REQUESTED_ADDRESS_FAMILY => matches!(value, [1 | 2, _, _, _]),
+        attr::REQUESTED_ADDRESS_FAMILY | attr::ADDITIONAL_ADDRESS_FAMILY | attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT => {
+            matches!(value, [1 | 2, _, _, _])
+        }
         attr::EVEN_PORT => value.len() == 1,
         attr::DONT_FRAGMENT => value.is_empty(),
         attr::RESERVATION_TOKEN => value.len() == 8,

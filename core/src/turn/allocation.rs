@@ -28,6 +28,23 @@ pub(super) struct Channel {
     pub expires: Instant,
 }
 
+/// The second relay of a dual allocation (RFC 8656 ADDITIONAL-ADDRESS-FAMILY: an IPv6 relay beside the IPv4 one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Additional {
+    /// Not asked for.
+    None,
+    /// Asked for; bound after the first relay is.
+    Wanted,
+    /// The shell is binding it.
+    Binding,
+    /// Bound at this address.
+    Bound(SocketAddr),
+    /// This server relays no IPv6 (440 in ADDRESS-ERROR-CODE).
+    Unsupported,
+    /// No socket could be bound (508 in ADDRESS-ERROR-CODE).
+    Failed,
+}
+
 /// One client's allocation.
 #[derive(Debug)]
 pub(super) struct Allocation {
@@ -38,6 +55,8 @@ pub(super) struct Allocation {
     pub family: Family,
     /// `None` while the shell is binding the relay socket.
     pub relay: Option<SocketAddr>,
+    /// A dual allocation's IPv6 relay (`family` is then IPv4).
+    pub additional: Additional,
     pub expires: Instant,
     /// The Allocate request's transaction, to answer retransmissions alike.
     pub allocate_tid: [u8; 12],
@@ -56,6 +75,17 @@ impl Allocation {
     /// Whether `ip` holds a live permission.
     pub fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.get(&ip).is_some_and(|e| *e > now)
+    }
+
+    /// The relay that talks to peers of `family`: the allocation's own, or a dual allocation's second.
+    pub fn relay_for(&self, family: Family) -> Option<SocketAddr> {
+        if family == self.family {
+            return self.relay;
+        }
+        match self.additional {
+            Additional::Bound(a) if Family::of(a) == family => Some(a),
+            _ => None,
+        }
     }
 
     /// The live channel `number`, if bound.
@@ -82,16 +112,15 @@ pub(super) fn clamp_lifetime(requested: Option<Duration>) -> Duration {
     }
 }
 
-/// The relay address and allocation of `client`, once its relay is bound.
-/// Takes the two maps rather than the server, so that the caller can count
-/// into the server's stats while it holds the allocation.
-pub(super) fn relay_of<'a>(
+/// The allocation of `client`, once its relay is bound. Takes the two maps
+/// rather than the server, so that the caller can count into the server's
+/// stats while it holds the allocation.
+pub(super) fn bound_allocation<'a>(
     by_client: &Map<Client, AllocationId>,
     allocations: &'a mut Map<AllocationId, Allocation>,
     client: Client,
-) -> Option<(SocketAddr, &'a mut Allocation)> {
-    let a = allocations.get_mut(by_client.get(&client)?)?;
-    Some((a.relay?, a))
+) -> Option<&'a mut Allocation> {
+    allocations.get_mut(by_client.get(&client)?).filter(|a| a.relay.is_some())
 }
 
 impl TurnServer {
@@ -112,7 +141,11 @@ impl TurnServer {
         self.by_client.remove(&a.client);
         self.config.quotas.give_back(&a.username);
         self.stats.allocations -= 1;
-        if let Some(relay) = a.relay {
+        let second = match a.additional {
+            Additional::Bound(r) => Some(r),
+            _ => None,
+        };
+        for relay in a.relay.into_iter().chain(second) {
             self.by_relay.remove(&relay);
             self.out.push_back(Output::ReleaseRelay { allocation: id, relay });
         }

@@ -13,7 +13,7 @@ use crate::stun::data_indication;
 use crate::stun::message::KNOWN_ATTRIBUTES;
 use crate::stun::view::{attr, StunView};
 
-use super::allocation::relay_of;
+use super::allocation::bound_allocation;
 use super::{ClientRoute, PeerRoute, TurnServer};
 
 /// Bytes a shell must leave free in front of a peer's payload for
@@ -102,14 +102,14 @@ impl TurnServer {
             return None;
         };
         let max_bps = self.config.max_bps;
-        let Some((relay, a)) = relay_of(&self.by_client, &mut self.allocations, client) else {
+        let Some(a) = bound_allocation(&self.by_client, &mut self.allocations, client) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
-        if Family::of(peer) != a.family || !a.permitted(peer.ip(), now) {
+        let Some(relay) = a.relay_for(Family::of(peer)).filter(|_| a.permitted(peer.ip(), now)) else {
             self.stats.dropped_no_permission += 1;
             return None;
-        }
+        };
         let start = data.offset + 4;
         let range = shifted(start..start + data.value.len(), packet.start);
         if !a.to_peer_budget.take(now, max_bps, max_bps, range.len() as u64) {
@@ -128,7 +128,7 @@ impl TurnServer {
             return None;
         };
         let max_bps = self.config.max_bps;
-        let Some((relay, a)) = relay_of(&self.by_client, &mut self.allocations, client) else {
+        let Some(a) = bound_allocation(&self.by_client, &mut self.allocations, client) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
@@ -136,10 +136,10 @@ impl TurnServer {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
-        if !a.permitted(peer.ip(), now) {
+        let Some(relay) = a.relay_for(Family::of(peer)).filter(|_| a.permitted(peer.ip(), now)) else {
             self.stats.dropped_no_permission += 1;
             return None;
-        }
+        };
         let range = shifted(cd.payload_range(), packet.start);
         if !a.to_peer_budget.take(now, max_bps, max_bps, range.len() as u64) {
             self.stats.dropped_rate_limited += 1;

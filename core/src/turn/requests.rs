@@ -20,7 +20,7 @@ use crate::stun::view::{self as stun_view, attr, method, StunView};
 use crate::stun::{unknown_attribute_response, unknown_required};
 
 use super::allocation::{
-    clamp_lifetime, Allocation, Channel, Timer, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
+    clamp_lifetime, Additional, Allocation, Channel, Timer, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
     RESERVATION_LIFETIME,
 };
 use super::auth::{PasswordAlgorithm, SessionKey, PASSWORD_ALGORITHMS};
@@ -76,6 +76,13 @@ mod read {
             2 => Some(Family::V6),
             _ => None,
         }
+    }
+
+    /// ADDITIONAL-ADDRESS-FAMILY (RFC 8656's 0x8000, or the draft's 0x8032 that coturn's clients send): the
+    /// family byte as sent (1 IPv4, 2 IPv6), checked by the caller.
+    pub fn additional_family(v: &StunView<'_>) -> Option<u8> {
+        let a = v.find(attr::ADDITIONAL_ADDRESS_FAMILY).or_else(|| v.find(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT))?;
+        a.first().copied()
     }
 
     /// Every XOR-PEER-ADDRESS.
@@ -204,6 +211,20 @@ impl TurnServer {
         if token.is_some() && (even.is_some() || requested_family.is_some()) {
             return Err(ErrorResponse::BadRequest);
         }
+        // A dual allocation (RFC 8656 §7.2): IPv4, and IPv6 beside it. Only IPv6 may be the additional
+        // family, and not with REQUESTED-ADDRESS-FAMILY or a reservation. EVEN-PORT applies to the IPv4
+        // relay (coturn's clients send it with R=0); a pair reservation (R=1) with it is refused here.
+        let additional = match read::additional_family(v) {
+            None => Additional::None,
+            Some(2) if token.is_none() && requested_family.is_none() && even != Some(true) => {
+                if self.config.relay_families.1 {
+                    Additional::Wanted
+                } else {
+                    Additional::Unsupported
+                }
+            }
+            Some(_) => return Err(ErrorResponse::BadRequest),
+        };
         let (family, port) = match token {
             Some(t) => {
                 // Peek only: the reservation is spent when the allocation is made below. It may
@@ -253,6 +274,7 @@ impl TurnServer {
                 key: auth.key,
                 family,
                 relay: None,
+                additional,
                 expires,
                 allocate_tid: tid,
                 allocate_response: None,
@@ -291,6 +313,27 @@ impl TurnServer {
             }
             return;
         };
+        if alloc.relay.is_some() && alloc.additional == Additional::Binding {
+            // The second relay of a dual allocation. Without it the allocation stands with its first
+            // relay, and the answer says why in ADDRESS-ERROR-CODE.
+            match bound.filter(|b| Family::of(*b) == Family::V6) {
+                Some(b) => {
+                    alloc.additional = Additional::Bound(b);
+                    self.by_relay.insert(b, allocation);
+                }
+                None => {
+                    alloc.additional = Additional::Failed;
+                    if let Some(relay) = bound {
+                        self.out.push_back(Output::ReleaseRelay { allocation, relay });
+                    }
+                }
+            }
+            if let Some(relay) = reserved {
+                self.out.push_back(Output::ReleaseRelay { allocation, relay });
+            }
+            self.answer_allocate(now, allocation, None);
+            return;
+        }
         let pair_missing = alloc.port == PortRequest::EvenPair && reserved.is_none();
         if alloc.relay.is_some() || bound.is_none() || pair_missing {
             let stale = alloc.relay.is_some();
@@ -306,12 +349,34 @@ impl TurnServer {
         }
         let Some(relay) = bound else { return };
         alloc.relay = Some(relay);
-        let advertised = match self.config.external_ip {
+        self.by_relay.insert(relay, allocation);
+        if alloc.additional == Additional::Wanted {
+            // One relay at a time, so that the shell's answer (which has no family when it failed) is unambiguous.
+            alloc.additional = Additional::Binding;
+            if let Some(relay) = reserved {
+                self.out.push_back(Output::ReleaseRelay { allocation, relay });
+            }
+            self.out.push_back(Output::BindRelay { allocation, family: Family::V6, port: PortRequest::Any });
+            return;
+        }
+        self.answer_allocate(now, allocation, reserved);
+    }
+
+    /// The success response to an allocation whose relays are bound (with a RESERVATION-TOKEN for the
+    /// `reserved` port of an even pair), kept for retransmissions and sent.
+    fn answer_allocate(&mut self, now: Instant, allocation: AllocationId, reserved: Option<SocketAddr>) {
+        let Some(alloc) = self.allocations.get_mut(&allocation) else { return };
+        let Some(relay) = alloc.relay else { return };
+        let external = self.config.external_ip;
+        let advertised = |relay: SocketAddr| match external {
             Some(ip) if ip.is_ipv4() == relay.is_ipv4() => SocketAddr::new(ip, relay.port()),
             _ => relay,
         };
         let mut m = message::response(method::ALLOCATE, MessageClass::SuccessResponse, alloc.allocate_tid);
-        m.add_attribute(XorRelayAddress::new(advertised));
+        m.add_attribute(XorRelayAddress::new(advertised(relay)));
+        if let Additional::Bound(second) = alloc.additional {
+            m.add_attribute(XorRelayAddress::new(advertised(second)));
+        }
         if let Ok(l) = Lifetime::new(alloc.lifetime) {
             m.add_attribute(l);
         }
@@ -327,10 +392,22 @@ impl TurnServer {
         if let Some(s) = self.config.software.as_ref().and_then(|s| Software::new(s.clone()).ok()) {
             m.add_attribute(s);
         }
-        let bytes = message::encode_with(m, Some(alloc.key.integrity()), true);
+        let mut bytes = message::encode_with(m, None, false);
+        let address_error = match alloc.additional {
+            Additional::Unsupported => Some(ErrorResponse::AddressFamilyNotSupported.code()),
+            Additional::Failed => Some(ErrorResponse::InsufficientCapacity.code()),
+            _ => None,
+        };
+        if let Some(code) = address_error.filter(|_| bytes.len() >= stun_view::HEADER_LEN) {
+            // ADDRESS-ERROR-CODE (RFC 8656 §18.12), which stun_codec does not know: the family not
+            // allocated (IPv6), then the code as in ERROR-CODE, and its reason.
+            let mut value = vec![2, 0, (code / 100) as u8, (code % 100) as u8];
+            value.extend_from_slice(message::reason(code).as_bytes());
+            message::append_attribute(&mut bytes, attr::ADDRESS_ERROR_CODE, &value);
+        }
+        message::seal(&mut bytes, Some(alloc.key.integrity()), true);
         alloc.allocate_response = Some(bytes.clone());
         let client = alloc.client;
-        self.by_relay.insert(relay, allocation);
         self.out.push_back(Output::Transmit(Transmit { to: client, payload: bytes }));
     }
 
@@ -352,7 +429,7 @@ impl TurnServer {
         let requested = read::lifetime(v);
         let wanted_family = read::family(v);
         let (id, a) = self.owned_allocation(client, auth)?;
-        if wanted_family.is_some_and(|f| f != a.family) {
+        if wanted_family.is_some_and(|f| a.relay_for(f).is_none()) {
             return Err(ErrorResponse::PeerAddressFamilyMismatch);
         }
         let granted = if requested == Some(Duration::ZERO) {
@@ -370,9 +447,13 @@ impl TurnServer {
         Ok(Some(m))
     }
 
-    /// Whether the allocation of `family` may relay to `peer`.
-    fn check_peer(&self, family: Family, peer: SocketAddr) -> Result<(), ErrorResponse> {
-        if Family::of(peer) != family {
+    /// Whether an allocation with relays of `families` (IPv4, IPv6) may relay to `peer`.
+    fn check_peer(&self, families: (bool, bool), peer: SocketAddr) -> Result<(), ErrorResponse> {
+        let served = match Family::of(peer) {
+            Family::V4 => families.0,
+            Family::V6 => families.1,
+        };
+        if !served {
             return Err(ErrorResponse::PeerAddressFamilyMismatch);
         }
         if !self.config.peer_policy.is_allowed(peer.ip()) {
@@ -389,7 +470,7 @@ impl TurnServer {
         }
         let max = self.config.max_permissions;
         let (id, a) = self.owned_allocation(client, auth)?;
-        let family = a.family;
+        let family = (a.relay_for(Family::V4).is_some(), a.relay_for(Family::V6).is_some());
         let new = peers.iter().filter(|p| !a.permissions.contains_key(&p.ip())).count();
         let over = a.permissions.len() + new > max;
         for p in &peers {
@@ -421,7 +502,7 @@ impl TurnServer {
         }
         let max = self.config.max_permissions;
         let (id, a) = self.owned_allocation(client, auth)?;
-        let family = a.family;
+        let family = (a.relay_for(Family::V4).is_some(), a.relay_for(Family::V6).is_some());
         // A number is bound to one peer, and a peer to one number, for the channel's life.
         if a.channels.get(&number).is_some_and(|c| c.peer != peer)
             || a.channel_of_peer.get(&peer).is_some_and(|n| *n != number)
@@ -486,14 +567,7 @@ impl TurnServer {
             // security-feature bits say it is here.
             message::append_attribute(&mut bytes, attr::PASSWORD_ALGORITHMS, &PASSWORD_ALGORITHMS);
         }
-        match key {
-            Some(Integrity::Sha1(k)) => message::append_integrity(&mut bytes, k),
-            Some(Integrity::Sha256(k)) => message::append_integrity_sha256(&mut bytes, k),
-            None => {}
-        }
-        if fingerprint || key.is_some() {
-            message::append_fingerprint(&mut bytes);
-        }
+        message::seal(&mut bytes, key, fingerprint || key.is_some());
         self.transmit(to, bytes);
     }
 

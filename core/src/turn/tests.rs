@@ -994,3 +994,135 @@ fn password_algorithm_negotiation_refusals() {
     let r = h.exchange(c, &req);
     assert_eq!(error_code(&r), Some(400));
 }
+
+/// Allocates with ADDITIONAL-ADDRESS-FAMILY (attribute `code`, family byte `fam`) for `c`, binding the
+/// relays the server asks for (`v6_binds`: whether an IPv6 socket can be bound). Returns the response.
+fn dual_allocate(h: &mut Harness, c: Client, code: u16, fam: u8, v6_binds: bool) -> Vec<u8> {
+    let alice = creds("alice", "alicepw");
+    let nonce = h.nonce(c);
+    let tid = h.tid();
+    let mut req = request(method::ALLOCATE, tid, vec![RequestedTransport::new(17).into()], None);
+    raw_attr(&mut req, code, &[fam, 0, 0, 0]);
+    let req = sign(req, &alice, &nonce);
+    assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
+    for _ in 0..3 {
+        let out = h.outputs();
+        match out.as_slice() {
+            [Output::BindRelay { allocation, family: Family::V4, port: PortRequest::Any }] => {
+                h.s.handle_relay_bound(h.now, *allocation, Some("10.0.0.1:50000".parse().unwrap()), None);
+            }
+            [Output::BindRelay { allocation, family: Family::V6, port: PortRequest::Any }] => {
+                let bound = v6_binds.then(|| "[2001:db8::1]:50001".parse().unwrap());
+                h.s.handle_relay_bound(h.now, *allocation, bound, None);
+            }
+            [Output::Transmit(t)] => return t.payload.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no answer to the dual Allocate")
+}
+
+/// RFC 8656 ADDITIONAL-ADDRESS-FAMILY: one Allocate gets an IPv4 and an IPv6 relay (two XOR-RELAYED-ADDRESS),
+/// with RFC 8656's code and with the draft's 0x8032 that coturn's clients send. Peers of both families get
+/// permissions and are relayed through the relay of their family, both ways; a release ends both relays.
+#[test]
+fn additional_address_family_makes_a_dual_allocation() {
+    for code in [attr::ADDITIONAL_ADDRESS_FAMILY, attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT] {
+        let mut h = Harness::new(config());
+        let alice = creds("alice", "alicepw");
+        let c = client(9000);
+        let r = dual_allocate(&mut h, c, code, 2, true);
+        let v = StunView::new_checked(&r).unwrap();
+        assert_eq!(v.class(), Class::Success, "{:?}", error_code(&r));
+        assert!(v.check_integrity(&alice.key));
+        let tid = v.transaction_id();
+        let relays: Vec<SocketAddr> = v.find_all(attr::XOR_RELAYED_ADDRESS).filter_map(|a| decode_xor_address(a, &tid)).collect();
+        let (r4, r6): (SocketAddr, SocketAddr) = ("10.0.0.1:50000".parse().unwrap(), "[2001:db8::1]:50001".parse().unwrap());
+        assert_eq!(relays, vec![r4, r6], "{code:#x}");
+        assert!(v.find(attr::ADDRESS_ERROR_CODE).is_none());
+
+        let p6: SocketAddr = "[2606:4700::1]:7000".parse().unwrap();
+        assert_eq!(h.permit(c, &alice, peer()), None);
+        assert_eq!(h.permit(c, &alice, p6), None, "an IPv6 peer on a dual allocation");
+        assert_eq!(h.bind(c, &alice, 0x4001, p6), None);
+        // Client to peers: each through the relay of its family.
+        for (p, relay) in [(peer(), r4), (p6, r6)] {
+            let ind = send_indication(p, b"hi");
+            let route = h.s.handle_client(h.now, c, &ind, 0..ind.len()).unwrap();
+            assert_eq!((route.relay, route.peer), (relay, p));
+        }
+        let cd = channel_data(0x4001, b"on the channel");
+        let route = h.s.handle_client(h.now, c, &cd, 0..cd.len()).unwrap();
+        assert_eq!((route.relay, route.peer), (r6, p6));
+        // Peers to the client: both relays lead to it.
+        assert!(h.relay_from_peer(r4, peer(), b"from v4").is_some());
+        let back = h.relay_from_peer(r6, p6, b"from v6").unwrap();
+        assert_eq!(&back[..2], &[0x40, 0x01], "on the channel");
+        // A release ends both relays.
+        let (req, _) = h.signed(c, method::REFRESH, vec![Lifetime::new(Duration::ZERO).unwrap().into()], &alice);
+        assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
+        let out = h.outputs();
+        let released: Vec<SocketAddr> = out.iter().filter_map(|o| match o {
+            Output::ReleaseRelay { relay, .. } => Some(*relay),
+            _ => None,
+        }).collect();
+        assert_eq!(released, vec![r4, r6]);
+        assert!(out.iter().any(|o| matches!(o, Output::Transmit(t) if error_code(&t.payload).is_none())), "the Refresh succeeded");
+        assert_eq!(h.relay_from_peer(r6, p6, b"late"), None);
+    }
+}
+
+/// The dual allocation's refusals and partial answers: IPv4 as the additional family, or with
+/// REQUESTED-ADDRESS-FAMILY, is 400; a server without IPv6 relays, or one that cannot bind the second
+/// socket, allocates the IPv4 relay and says why not the other in ADDRESS-ERROR-CODE (440, 508).
+#[test]
+fn additional_address_family_refusals_and_address_error_code() {
+    let mut h = Harness::new(config());
+    let c = client(9100);
+    assert_eq!(error_code(&dual_allocate_refused(&mut h, c, &[1, 0, 0, 0], false)), Some(400), "IPv4 as the additional family");
+    assert_eq!(error_code(&dual_allocate_refused(&mut h, client(9101), &[2, 0, 0, 0], true)), Some(400), "with REQUESTED-ADDRESS-FAMILY");
+    // EVEN-PORT with R=1 (a pair reservation) too; with R=0, as coturn's clients send it, the IPv4 relay is even.
+    for (r_bit, want) in [(0x80u8, Some(400)), (0, None)] {
+        let c = client(9102 + u16::from(r_bit));
+        let nonce = h.nonce(c);
+        let tid = h.tid();
+        let mut req = request(method::ALLOCATE, tid, vec![RequestedTransport::new(17).into()], None);
+        raw_attr(&mut req, attr::EVEN_PORT, &[r_bit]);
+        raw_attr(&mut req, attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT, &[2, 0, 0, 0]);
+        let req = sign(req, &creds("alice", "alicepw"), &nonce);
+        assert!(h.s.handle_client(h.now, c, &req, 0..req.len()).is_none());
+        let out = h.outputs();
+        match (want, out.as_slice()) {
+            (Some(code), [Output::Transmit(t)]) => assert_eq!(error_code(&t.payload), Some(code)),
+            (None, [Output::BindRelay { family: Family::V4, port: PortRequest::Even, .. }]) => {}
+            other => panic!("R={r_bit:#x}: {other:?}"),
+        }
+    }
+
+    for (cfg, v6_binds, want) in [(TurnConfig { relay_families: (true, false), ..config() }, true, 440u16), (config(), false, 508)] {
+        let mut h = Harness::new(cfg);
+        let r = dual_allocate(&mut h, client(9200), attr::ADDITIONAL_ADDRESS_FAMILY, 2, v6_binds);
+        let v = StunView::new_checked(&r).unwrap();
+        assert_eq!(v.class(), Class::Success);
+        assert_eq!(v.find_all(attr::XOR_RELAYED_ADDRESS).count(), 1);
+        let e = v.find(attr::ADDRESS_ERROR_CODE).expect("ADDRESS-ERROR-CODE");
+        assert_eq!((e[0], u16::from(e[2]) * 100 + u16::from(e[3])), (2, want));
+        assert!(v.check_integrity(&creds("alice", "alicepw").key), "ADDRESS-ERROR-CODE is covered by the integrity");
+        // An IPv6 peer is a family mismatch on what was allocated.
+        assert_eq!(h.permit(client(9200), &creds("alice", "alicepw"), "[2606:4700::1]:9".parse().unwrap()), Some(443));
+    }
+}
+
+fn dual_allocate_refused(h: &mut Harness, c: Client, aaf: &[u8], with_raf: bool) -> Vec<u8> {
+    let alice = creds("alice", "alicepw");
+    let nonce = h.nonce(c);
+    let tid = h.tid();
+    let mut attrs: Vec<Attribute> = vec![RequestedTransport::new(17).into()];
+    if with_raf {
+        attrs.push(RequestedAddressFamily::new(AddressFamily::V4).into());
+    }
+    let mut req = request(method::ALLOCATE, tid, attrs, None);
+    raw_attr(&mut req, attr::ADDITIONAL_ADDRESS_FAMILY, aaf);
+    let req = sign(req, &alice, &nonce);
+    h.exchange(c, &req)
+}
