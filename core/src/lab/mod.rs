@@ -9,6 +9,7 @@
 //! why it is a module of its own and not part of [`crate::sfu`].
 
 mod bot;
+pub mod natsim;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
