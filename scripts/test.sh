@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The NAT tests (tests/tests/nat_namespaces.rs) put iptables NAT routers in network namespaces.
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The recording tests make media with ffmpeg and read the recordings back with ffprobe.
