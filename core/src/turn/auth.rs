@@ -3,7 +3,7 @@
 //!
 //! A nonce is RFC 8489's nonce cookie with the "password algorithms" security
 //! feature (`obMatJos2gAAA`), then 16 characters of URL-safe base64 of the
-//! issue time and an HMAC over that time and the client's transport address,
+//! issue time and an HMAC over that time and the client's IP address,
 //! keyed by the nonce key ([`super::TurnConfig::nonce_key`]). Checking one
 //! needs no state, so a flood of unauthenticated requests costs no memory, and
 //! servers that share the key accept each other's nonces.
@@ -223,6 +223,9 @@ impl Credentials {
         })
     }
 
+    /// The MAC of a nonce: over its time and the client's IP. Not its port: a client that opens another
+    /// connection (a TCP relay's data connection, RFC 6062) reuses its nonce, as coturn's clients do, and
+    /// what the nonce proves (the client receives at that address) is the IP's.
     fn nonce_mac(&self, ts: u64, client: SocketAddr) -> Hmac<Sha1> {
         let mut mac = Hmac::<Sha1>::new_from_slice(&self.nonce_key).expect("HMAC takes any key length");
         mac.update(&ts.to_be_bytes());
@@ -230,7 +233,6 @@ impl Credentials {
             IpAddr::V4(a) => mac.update(&a.octets()),
             IpAddr::V6(a) => mac.update(&a.octets()),
         }
-        mac.update(&client.port().to_be_bytes());
         mac
     }
 
@@ -293,9 +295,11 @@ mod tests {
     fn nonces_are_bound_to_client_and_expire() {
         let c = store();
         let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
-        let b: SocketAddr = "192.0.2.1:1001".parse().unwrap();
+        let same_ip: SocketAddr = "192.0.2.1:1001".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
         let n = c.make_nonce(5000, a);
         assert!(c.check_nonce(&n, 5000, a));
+        assert!(c.check_nonce(&n, 5000, same_ip), "another connection of the same host");
         assert!(c.check_nonce(&n, 5000 + NONCE_LIFETIME_SECS - 1, a));
         assert!(!c.check_nonce(&n, 5000 + NONCE_LIFETIME_SECS, a));
         assert!(!c.check_nonce(&n, 5000, b));
