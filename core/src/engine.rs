@@ -28,7 +28,7 @@ use crate::signal::{ErrorCode, ServerMsg};
 use crate::whip::{self, HttpRequest, HttpResponse, Sessions, WhipConfig, WhipStats};
 use crate::signal::{self, RoomEvent, SignalConfig, SignalStats, Signaling};
 use crate::time::Monotonic;
-use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, TurnConfig, TurnServer, TurnStats};
+use crate::turn::{self, ClientRoute, PeerRoute, PortRequest, StreamLink, TurnConfig, TurnServer, TurnStats};
 
 /// Configuration of the whole engine.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +121,24 @@ pub enum Input<'a> {
     StreamClosed {
         /// The connection.
         conn: ConnId,
+    },
+    /// A peer connected to a TCP relay listener ([`Output::BindTcpRelay`]) bound at `relay`; the shell
+    /// accepted it as stream `conn` (RFC 6062). Its bytes come as [`Input::StreamData`].
+    RelayStreamAccepted {
+        /// The TCP relay's address.
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// The shell's handle for the new stream.
+        conn: ConnId,
+    },
+    /// The answer to [`Output::ConnectPeer`]: the new stream connection to the peer, or `None` if it could
+    /// not be opened.
+    PeerConnected {
+        /// The connection it was for.
+        connection: u32,
+        /// The stream, connected.
+        conn: Option<ConnId>,
     },
     /// The answer to [`Output::BindRelay`]: the bound address, or `None` on failure.
     RelayBound {
@@ -230,7 +248,48 @@ pub enum Output<'a> {
         /// Its local address.
         relay: SocketAddr,
     },
-    /// Close this stream connection (its byte stream cannot be framed).
+    /// Listen on a TCP relay socket of `family` (RFC 6062), then answer with
+    /// [`Input::RelayBound`]. Bind it with SO_REUSEADDR and SO_REUSEPORT: its
+    /// address is also the source of [`Output::ConnectPeer`] connections.
+    BindTcpRelay {
+        /// The allocation it is for.
+        allocation: AllocationId,
+        /// The address family wanted.
+        family: Family,
+    },
+    /// Open a TCP connection from the TCP relay address `relay` to `peer`,
+    /// then answer with [`Input::PeerConnected`].
+    ConnectPeer {
+        /// The source address: the TCP relay's.
+        relay: SocketAddr,
+        /// Where to.
+        peer: SocketAddr,
+        /// Name it with this in [`Input::PeerConnected`].
+        connection: u32,
+    },
+    /// Send `data` on stream connection `conn` as it is (bytes of a TCP relay,
+    /// RFC 6062). If its queue cannot take them, close it and report
+    /// [`Input::StreamClosed`]: a byte stream must not lose a piece.
+    ToStream {
+        /// The stream connection.
+        conn: ConnId,
+        /// The bytes, borrowed from the other stream's buffer; valid until the next input.
+        data: &'a [u8],
+    },
+    /// Stream `conn` belongs to worker `worker` (a TCP relay data connection
+    /// that the kernel gave to this worker): stop reading it here, and give
+    /// it to that worker, which feeds its engine [`Input::StreamOpened`] and
+    /// then [`Input::StreamData`] with `pending` (what was read of it so far,
+    /// decrypted).
+    HandOff {
+        /// The stream connection (forgotten by this engine).
+        conn: ConnId,
+        /// The worker it goes to.
+        worker: WorkerId,
+        /// Its bytes read so far and not handled.
+        pending: Vec<u8>,
+    },
+    /// Close this stream connection (its byte stream cannot be framed, or a TCP relay connection ended).
     CloseStream(ConnId),
     /// Send a text message on a signaling connection.
     SignalSend(signal::Send),
@@ -297,6 +356,8 @@ pub struct Stats {
     pub streams: u64,
     /// Stream connections closed because their bytes could not be framed.
     pub streams_desynchronized: u64,
+    /// TCP relay data connections handed to the worker of their allocation (RFC 6062).
+    pub stream_handoffs: u64,
 }
 
 /// A stream (TCP) client of the STUN/TURN port.
@@ -308,6 +369,19 @@ struct Stream {
     /// [`Output::CloseStream`] is handed out, so that data decided before
     /// still borrows its buffer.
     open: bool,
+}
+
+/// Most bytes a TCP relay's peer connection may send before its client binds
+/// it (RFC 6062 ConnectionBind); more closes it.
+pub const MAX_WAITING_PEER_BYTES: usize = 64 * 1024;
+
+/// Bytes of a linked pair of streams (RFC 6062), waiting in
+/// [`Switchboard::poll_output`]: `range` indexes stream `from`'s framer buffer.
+#[derive(Debug)]
+struct RawRoute {
+    from: ConnId,
+    to: ConnId,
+    range: std::ops::Range<usize>,
 }
 
 /// Client-to-peer data decided from a stream's frames, waiting in
@@ -351,6 +425,10 @@ pub struct Switchboard {
     sfu: Option<Sfu>,
     streams: Map<ConnId, Stream>,
     routes: VecDeque<StreamRoute>,
+    /// Bytes of a TCP relay (RFC 6062) waiting in [`Switchboard::poll_output`]: `range` of stream `from`'s buffer goes to `to`.
+    raw: VecDeque<RawRoute>,
+    /// Streams handed to another worker, with their unhandled bytes.
+    handoffs: VecDeque<(ConnId, WorkerId, Vec<u8>)>,
     closing: VecDeque<ConnId>,
     time: Monotonic,
     stats: Stats,
@@ -403,9 +481,17 @@ impl Switchboard {
             #[cfg(feature = "sfu")]
             sfu,
             signal: Signaling::new(signal, now, unix_now, &crate::rng::derive(seed, "signaling")),
-            turn: TurnServer::new(config.turn, now, unix_now, seed),
+            turn: TurnServer::new(
+                // A TCP relay's CONNECTION-IDs name the worker that made them (at most 256 workers tell apart).
+                TurnConfig { server_index: config.placement.worker.0.min(255) as u8, ..config.turn },
+                now,
+                unix_now,
+                seed,
+            ),
             streams: Map::with_hasher(hash::hasher(seed)),
             routes: VecDeque::new(),
+            raw: VecDeque::new(),
+            handoffs: VecDeque::new(),
             closing: VecDeque::new(),
             time: Monotonic::new(now),
             stats: Stats::default(),
@@ -495,6 +581,21 @@ impl Switchboard {
                 if let Some(s) = self.streams.remove(&conn).filter(|s| s.open) {
                     self.turn.handle_client_closed(now, s.client);
                 }
+                Forward::None
+            }
+            Input::RelayStreamAccepted { relay, peer, conn } => {
+                let client = Client { via: Via::Tcp(conn), remote: peer };
+                self.streams.insert(conn, Stream { client, framer: StreamFramer::new(), open: true });
+                self.turn.handle_relay_accepted(now, relay, peer, conn);
+                Forward::None
+            }
+            Input::PeerConnected { connection, conn } => {
+                if let Some(conn) = conn {
+                    let remote = self.turn.tcp_connection_peer(connection).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let client = Client { via: Via::Tcp(conn), remote };
+                    self.streams.insert(conn, Stream { client, framer: StreamFramer::new(), open: true });
+                }
+                self.turn.handle_peer_connected(now, connection, conn);
                 Forward::None
             }
             Input::RelayBound { allocation, bound, reserved } => {
@@ -688,20 +789,53 @@ impl Switchboard {
         let Some(s) = self.streams.get_mut(&conn).filter(|s| s.open) else { return };
         // Routes still queued borrow this buffer: under the drive contract they were
         // handed out before this input, and if not, the buffer is left as it is.
-        if !self.routes.iter().any(|r| r.conn == conn) {
+        if !self.routes.iter().any(|r| r.conn == conn) && !self.raw.iter().any(|r| r.from == conn) {
             s.framer.compact();
         }
         s.framer.push(data);
-        if s.framer.pending() > 2 * MAX_FRAME {
-            // The shell is not draining between reads; refuse to buffer without bound.
+        let link = self.turn.stream_link(conn);
+        let limit = if link == StreamLink::Waiting { MAX_WAITING_PEER_BYTES } else { 2 * MAX_FRAME };
+        if s.framer.pending() > limit {
+            // The shell is not draining between reads, or a peer sends more than it may before it is
+            // bound; refuse to buffer without bound.
             self.close_stream(now, conn);
             return;
+        }
+        match link {
+            StreamLink::Waiting => return,
+            StreamLink::To(to) => {
+                // A TCP relay's bytes (RFC 6062), unframed, to the other end.
+                let range = s.framer.take_rest();
+                let to_peer = self.turn.is_data_stream(conn);
+                self.turn.count_stream_relay(to_peer, range.len());
+                self.raw.push_back(RawRoute { from: conn, to, range });
+                return;
+            }
+            StreamLink::Framed => {}
         }
         let desynchronized = loop {
             match s.framer.next_frame() {
                 Ok(Some(frame)) => {
+                    if let Some(owner) = s.framer.buffer().get(frame.clone()).and_then(|f| self.turn.foreign_connection_bind(f)) {
+                        // A TCP relay data connection for another worker's allocation: it goes there, with
+                        // its bytes from this message on.
+                        let pending = s.framer.buffer()[frame.start..].to_vec();
+                        self.streams.remove(&conn);
+                        self.stats.stream_handoffs += 1;
+                        self.handoffs.push_back((conn, WorkerId(usize::from(owner)), pending));
+                        return;
+                    }
                     if let Some(route) = self.turn.handle_client(now, s.client, s.framer.buffer(), frame) {
                         self.routes.push_back(StreamRoute { conn, route });
+                    }
+                    if let StreamLink::To(to) = self.turn.stream_link(conn) {
+                        // A ConnectionBind linked this stream: what follows it is the application's.
+                        if s.framer.pending() > 0 {
+                            let range = s.framer.take_rest();
+                            self.turn.count_stream_relay(true, range.len());
+                            self.raw.push_back(RawRoute { from: conn, to, range });
+                        }
+                        break false;
                     }
                 }
                 Ok(None) => break false,
@@ -723,6 +857,16 @@ impl Switchboard {
         }
     }
 
+    /// The next raw route whose bytes are still in their stream's buffer.
+    fn next_raw_route(&mut self) -> Option<RawRoute> {
+        while let Some(r) = self.raw.pop_front() {
+            if self.streams.get(&r.from).is_some_and(|s| s.framer.buffer().get(r.range.clone()).is_some()) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
     /// The next stream route whose payload is still in its stream's buffer.
     fn next_stream_route(&mut self) -> Option<StreamRoute> {
         while let Some(r) = self.routes.pop_front() {
@@ -741,11 +885,35 @@ impl Switchboard {
             let payload = &self.streams[&conn].framer.buffer()[route.range];
             return Output::ToPeer { relay: route.relay, peer: route.peer, payload };
         }
-        if let Some(o) = self.turn.poll_output() {
+        if let Some(r) = self.next_raw_route() {
+            let data = &self.streams[&r.from].framer.buffer()[r.range];
+            return Output::ToStream { conn: r.to, data };
+        }
+        if let Some((conn, worker, pending)) = self.handoffs.pop_front() {
+            return Output::HandOff { conn, worker, pending };
+        }
+        while let Some(o) = self.turn.poll_output() {
             return match o {
                 turn::Output::Transmit(t) => Output::Transmit(t),
                 turn::Output::BindRelay { allocation, family, port } => Output::BindRelay { allocation, family, port },
                 turn::Output::ReleaseRelay { allocation, relay } => Output::ReleaseRelay { allocation, relay },
+                turn::Output::BindTcpRelay { allocation, family } => Output::BindTcpRelay { allocation, family },
+                turn::Output::ConnectPeer { relay, peer, connection } => Output::ConnectPeer { relay, peer, connection },
+                turn::Output::CloseStream(conn) => {
+                    self.streams.remove(&conn);
+                    self.raw.retain(|r| r.from != conn && r.to != conn);
+                    Output::CloseStream(conn)
+                }
+                turn::Output::Linked { data, peer } => {
+                    // What the peer sent while it waited goes first, after the ConnectionBind answer (out before this).
+                    if let Some(s) = self.streams.get_mut(&peer).filter(|s| s.open && s.framer.pending() > 0) {
+                        let range = s.framer.take_rest();
+                        self.turn.count_stream_relay(false, range.len());
+                        self.raw.push_back(RawRoute { from: peer, to: data, range });
+                        return self.poll_output();
+                    }
+                    continue;
+                }
             };
         }
         while let Some(m) = self.signal.poll_output() {

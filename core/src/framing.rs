@@ -84,6 +84,14 @@ impl StreamFramer {
         }
     }
 
+    /// Takes everything buffered and not yet handed out, unframed (a TCP
+    /// relay's bytes, RFC 6062): its range within [`Self::buffer`].
+    pub fn take_rest(&mut self) -> Range<usize> {
+        let r = self.start..self.buf.len();
+        self.start = self.buf.len();
+        r
+    }
+
     /// The buffer that ranges from [`Self::next_frame`] index into.
     pub fn buffer(&self) -> &[u8] {
         &self.buf

@@ -190,3 +190,252 @@ fn sfu_rooms_are_placed_on_workers_and_answer_through_signaling_on_worker_0() {
     deliver(&mut w0, &mut w1, now);
     assert_eq!(w1.sfu().unwrap().stats().participants, 1, "room three placed on the emptied worker 1");
 }
+
+/// The engine's outputs until `Timeout`, as they are (for the TCP relay tests).
+fn outputs(sb: &mut Switchboard) -> Vec<String> {
+    drain(sb)
+}
+
+/// An engine whose TCP client (on `CONN`) holds a TCP allocation (RFC 6062) with a permission for `peer()`'s IP.
+fn engine_with_tcp_allocation(now: Instant, alice: &Creds, placement: Placement) -> (Switchboard, SocketAddr) {
+    let turn = TurnConfig { nonce_key: Some([9; 32]), ..config() };
+    let mut sb = Switchboard::new(Config { turn, placement, ..Config::default() }, now, 1_700_000_000, &[3; 32]);
+    let local = "10.0.0.1:3478".parse().unwrap();
+    let _ = sb.handle_input(now, Input::StreamOpened { conn: CONN, local, remote: "203.0.113.9:1000".parse().unwrap() });
+    let n = nonce(&mut sb, now, 1);
+    let req = request(method::ALLOCATE, [2; 12], vec![RequestedTransport::new(6).into()], Some((alice, &n)));
+    let _ = sb.handle_input(now, Input::StreamData { conn: CONN, data: &req });
+    let Output::BindTcpRelay { allocation, family: Family::V4 } = sb.poll_output() else { panic!("no BindTcpRelay") };
+    let relay: SocketAddr = "10.0.0.1:50000".parse().unwrap();
+    let _ = sb.handle_input(now, Input::RelayBound { allocation, bound: Some(relay), reserved: None });
+    assert_eq!(drain(&mut sb).len(), 1, "the Allocate response");
+    let n = nonce(&mut sb, now, 3);
+    let r = exchange(&mut sb, now, &request(method::CREATE_PERMISSION, [4; 12], vec![XorPeerAddress::new(peer()).into()], Some((alice, &n))));
+    assert_eq!(error_code(&r), None);
+    (sb, relay)
+}
+
+fn connection_id(resp: &[u8]) -> u32 {
+    let v = StunView::new_checked(resp).unwrap();
+    u32::from_be_bytes(v.find(attr::CONNECTION_ID).expect("CONNECTION-ID").try_into().unwrap())
+}
+
+/// A new stream `conn` (a data connection) on `sb`: its ConnectionBind for `id`, as a client sends it (first
+/// unauthenticated, then signed with the nonce of the 401). Returns the signed request.
+fn signed_connection_bind(sb: &mut Switchboard, now: Instant, conn: ConnId, id: u32, alice: &Creds) -> Vec<u8> {
+    let _ = sb.handle_input(now, Input::StreamOpened { conn, local: "10.0.0.1:3478".parse().unwrap(), remote: "203.0.113.9:1001".parse().unwrap() });
+    let mut req = request(method::CONNECTION_BIND, [10; 12], vec![], None);
+    raw_attr(&mut req, attr::CONNECTION_ID, &id.to_be_bytes());
+    let _ = sb.handle_input(now, Input::StreamData { conn, data: &req });
+    let Output::Transmit(t) = sb.poll_output() else { panic!("no 401 to the unauthenticated ConnectionBind") };
+    assert_eq!(error_code(&t.payload), Some(401));
+    assert!(matches!(sb.poll_output(), Output::Timeout(_)));
+    let n = String::from_utf8(StunView::new_checked(&t.payload).unwrap().find(attr::NONCE).unwrap().to_vec()).unwrap();
+    let mut req = request(method::CONNECTION_BIND, [11; 12], vec![], None);
+    raw_attr(&mut req, attr::CONNECTION_ID, &id.to_be_bytes());
+    sign(req, alice, &n)
+}
+
+/// ConnectionBind for `id` on a new stream `conn`; the outputs it brings.
+fn connection_bind(sb: &mut Switchboard, now: Instant, conn: ConnId, id: u32, alice: &Creds) -> Vec<String> {
+    let req = signed_connection_bind(sb, now, conn, id, alice);
+    let _ = sb.handle_input(now, Input::StreamData { conn, data: &req });
+    outputs(sb)
+}
+
+/// RFC 6062, the client connecting: Connect opens a connection from the relay to the peer (ConnectPeer), its
+/// answer carries a CONNECTION-ID, a new data connection binds it, and from then the bytes of each end go to
+/// the other unframed — what the peer sent before the bind first, after the ConnectionBind answer. Closing one
+/// end closes the other; a second Connect to the same peer is 446.
+#[test]
+fn tcp_relay_connect_bind_and_bytes_both_ways() {
+    let now = crate::time::test_start();
+    let alice = creds("alice", "alicepw");
+    let (mut sb, relay) = engine_with_tcp_allocation(now, &alice, Placement::default());
+    let n = nonce(&mut sb, now, 5);
+    let req = request(method::CONNECT, [6; 12], vec![XorPeerAddress::new(peer()).into()], Some((&alice, &n)));
+    let _ = sb.handle_input(now, Input::StreamData { conn: CONN, data: &req });
+    let Output::ConnectPeer { relay: from, peer: to, connection } = sb.poll_output() else { panic!("no ConnectPeer") };
+    assert_eq!((from, to), (relay, peer()));
+    assert!(matches!(sb.poll_output(), Output::Timeout(_)), "the Connect is answered when the connection opens");
+    const PEER: ConnId = ConnId(100);
+    const DATA: ConnId = ConnId(101);
+    let _ = sb.handle_input(now, Input::PeerConnected { connection, conn: Some(PEER) });
+    let Output::Transmit(t) = sb.poll_output() else { panic!("no Connect answer") };
+    assert_eq!((error_code(&t.payload), connection_id(&t.payload)), (None, connection));
+    assert!(StunView::new_checked(&t.payload).unwrap().check_integrity(&alice.key));
+    // The peer speaks before the client binds: kept.
+    let _ = sb.handle_input(now, Input::StreamData { conn: PEER, data: b"early " });
+    assert_eq!(outputs(&mut sb), Vec::<String>::new());
+    // A second Connect to the same peer: 446.
+    let n = nonce(&mut sb, now, 7);
+    let r = exchange(&mut sb, now, &request(method::CONNECT, [8; 12], vec![XorPeerAddress::new(peer()).into()], Some((&alice, &n))));
+    assert_eq!(error_code(&r), Some(446));
+    // The data connection binds: its answer, then the early bytes.
+    let out = connection_bind(&mut sb, now, DATA, connection, &alice);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out[0].starts_with("Transmit") && out[0].contains("ConnId(101)"), "{out:?}");
+    assert!(out[1].contains("ToStream { conn: ConnId(101), data: [101, 97, 114, 108, 121, 32] }"), "{out:?}");
+    // Bytes both ways, unframed, whatever they look like (here: a STUN header's first bytes).
+    let _ = sb.handle_input(now, Input::StreamData { conn: DATA, data: &[0, 1, 0, 8, 0x21, 0x12] });
+    match sb.poll_output() {
+        Output::ToStream { conn, data } => assert_eq!((conn, data), (PEER, &[0u8, 1, 0, 8, 0x21, 0x12][..])),
+        o => panic!("{o:?}"),
+    }
+    let _ = sb.handle_input(now, Input::StreamData { conn: PEER, data: b"world" });
+    match sb.poll_output() {
+        Output::ToStream { conn, data } => assert_eq!((conn, data), (DATA, &b"world"[..])),
+        o => panic!("{o:?}"),
+    }
+    let st = sb.stats().turn;
+    assert_eq!((st.tcp_connections, st.to_peer_bytes, st.to_client_bytes), (1, 6, 11));
+    // The peer goes: the data connection is closed, the allocation stays.
+    let _ = sb.handle_input(now, Input::StreamClosed { conn: PEER });
+    assert_eq!(outputs(&mut sb), vec!["CloseStream(ConnId(101))".to_string()]);
+    assert_eq!((sb.stats().turn.tcp_connections, sb.stats().turn.allocations), (0, 1));
+    let _ = relay;
+}
+
+/// RFC 6062, the peer connecting: a peer without a permission is closed at once; one with a permission is
+/// announced to the client (ConnectionAttempt with its address and a CONNECTION-ID) and waits for the bind;
+/// unbound for 30 s it is closed. The allocation's end closes its connections.
+#[test]
+fn tcp_relay_accepts_permitted_peers_and_times_out_unbound_ones() {
+    let now = crate::time::test_start();
+    let alice = creds("alice", "alicepw");
+    let (mut sb, relay) = engine_with_tcp_allocation(now, &alice, Placement::default());
+    let stranger: SocketAddr = "9.9.9.9:4000".parse().unwrap();
+    let _ = sb.handle_input(now, Input::RelayStreamAccepted { relay, peer: stranger, conn: ConnId(200) });
+    assert_eq!(outputs(&mut sb), vec!["CloseStream(ConnId(200))".to_string()]);
+    for (conn, at) in [(ConnId(201), now), (ConnId(202), now + std::time::Duration::from_secs(1))] {
+        let _ = sb.handle_input(at, Input::RelayStreamAccepted { relay, peer: peer(), conn });
+        let Output::Transmit(t) = sb.poll_output() else { panic!("no ConnectionAttempt") };
+        assert_eq!(t.to.via, Via::Tcp(CONN));
+        let v = StunView::new_checked(&t.payload).unwrap();
+        assert_eq!((v.class(), v.method()), (crate::stun::view::Class::Indication, method::CONNECTION_ATTEMPT));
+        assert_eq!(v.xor_address(attr::XOR_PEER_ADDRESS), Some(peer()));
+        assert_eq!(v.fingerprint_ok(), Some(true));
+        if conn == ConnId(201) {
+            let out = connection_bind(&mut sb, at, ConnId(301), connection_id(&t.payload), &alice);
+            assert_eq!(out.len(), 1, "the answer; nothing was waiting: {out:?}");
+        }
+    }
+    // 30 s later the unbound one (202) is closed, the bound one stays.
+    let later = now + crate::turn::TCP_CONNECTION_TIMEOUT + std::time::Duration::from_secs(2);
+    let _ = sb.handle_input(later, Input::Timeout);
+    let out = outputs(&mut sb);
+    assert!(out.contains(&"CloseStream(ConnId(202))".to_string()) && !out.iter().any(|o| o.contains("ConnId(201)")), "{out:?}");
+    // The control connection goes: the allocation ends and closes the linked pair.
+    let _ = sb.handle_input(later, Input::StreamClosed { conn: CONN });
+    let out = outputs(&mut sb);
+    for c in ["CloseStream(ConnId(201))", "CloseStream(ConnId(301))"] {
+        assert!(out.contains(&c.to_string()), "{c} in {out:?}");
+    }
+    assert_eq!(sb.stats().turn.tcp_connections, 0);
+}
+
+/// RFC 6062's failures: a Connect whose connection fails, or takes 30 s, gets 447 (a connection that opens
+/// after that is closed); Connect without a permission 403; a TCP allocation over UDP, or ChannelBind on one,
+/// 400; ConnectionBind with an unknown CONNECTION-ID 400.
+#[test]
+fn tcp_relay_failures() {
+    let now = crate::time::test_start();
+    let alice = creds("alice", "alicepw");
+    let (mut sb, _) = engine_with_tcp_allocation(now, &alice, Placement::default());
+    // The connection asked for, or the error code of the answer.
+    let connect = |sb: &mut Switchboard, to: SocketAddr, tid: u8| -> Result<u32, Option<u16>> {
+        let n = nonce(sb, now, tid);
+        let req = request(method::CONNECT, [tid + 1; 12], vec![XorPeerAddress::new(to).into()], Some((&alice, &n)));
+        let _ = sb.handle_input(now, Input::StreamData { conn: CONN, data: &req });
+        match sb.poll_output() {
+            Output::ConnectPeer { connection, .. } => Ok(connection),
+            Output::Transmit(t) => Err(error_code(&t.payload)),
+            o => panic!("{o:?}"),
+        }
+    };
+    let Ok(connection) = connect(&mut sb, peer(), 20) else { panic!() };
+    let _ = sb.handle_input(now, Input::PeerConnected { connection, conn: None });
+    let Output::Transmit(t) = sb.poll_output() else { panic!() };
+    assert_eq!(error_code(&t.payload), Some(447));
+    let Ok(connection) = connect(&mut sb, peer(), 30) else { panic!() };
+    let later = now + crate::turn::TCP_CONNECTION_TIMEOUT;
+    let _ = sb.handle_input(later, Input::Timeout);
+    let Output::Transmit(t) = sb.poll_output() else { panic!() };
+    assert_eq!(error_code(&t.payload), Some(447));
+    let _ = sb.handle_input(later, Input::PeerConnected { connection, conn: Some(ConnId(400)) });
+    assert_eq!(outputs(&mut sb), vec!["CloseStream(ConnId(400))".to_string()]);
+    assert_eq!(sb.stats().turn.tcp_connect_failures, 2);
+    // No permission for this one.
+    assert_eq!(connect(&mut sb, "9.9.9.9:80".parse().unwrap(), 40), Err(Some(403)));
+    // An unknown CONNECTION-ID.
+    let out = connection_bind(&mut sb, later, ConnId(401), 0x00AB_CDEF, &alice);
+    assert!(out.len() == 1 && out[0].contains("Transmit"), "{out:?}");
+    // A TCP allocation over UDP: 400.
+    let udp = Client { via: Via::Udp("10.0.0.1:3478".parse().unwrap()), remote: "203.0.113.9:2000".parse().unwrap() };
+    let buf = request(method::ALLOCATE, [50; 12], vec![], None);
+    let _ = sb.handle_input(now, Input::Datagram { local: "10.0.0.1:3478".parse().unwrap(), remote: udp.remote, buf: &buf, packet: 0..buf.len() });
+    let Output::Transmit(t) = sb.poll_output() else { panic!() };
+    let v = StunView::new_checked(&t.payload).unwrap();
+    let n = String::from_utf8(v.find(attr::NONCE).unwrap().to_vec()).unwrap();
+    let buf = request(method::ALLOCATE, [51; 12], vec![RequestedTransport::new(6).into()], Some((&alice, &n)));
+    let _ = sb.handle_input(now, Input::Datagram { local: "10.0.0.1:3478".parse().unwrap(), remote: udp.remote, buf: &buf, packet: 0..buf.len() });
+    let Output::Transmit(t) = sb.poll_output() else { panic!() };
+    assert_eq!(error_code(&t.payload), Some(400));
+    // ChannelBind on the TCP allocation: 400.
+    let n = nonce(&mut sb, now, 60);
+    let mut req = request(method::CHANNEL_BIND, [61; 12], vec![XorPeerAddress::new(peer()).into()], None);
+    raw_attr(&mut req, attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0]);
+    let r = exchange(&mut sb, now, &sign(req, &alice, &n));
+    assert_eq!(error_code(&r), Some(400));
+}
+
+/// A data connection that the kernel gave to another worker than the allocation's: its ConnectionBind names
+/// a CONNECTION-ID of worker 0 (the top byte), so worker 1's engine hands the stream to worker 0 with its bytes,
+/// and worker 0's engine binds it.
+#[test]
+fn tcp_relay_data_connection_on_another_worker_is_handed_over() {
+    let now = crate::time::test_start();
+    let alice = creds("alice", "alicepw");
+    let (mut w0, _) = engine_with_tcp_allocation(now, &alice, Placement { worker: WorkerId(0), workers: 2 });
+    let n = nonce(&mut w0, now, 5);
+    let req = request(method::CONNECT, [6; 12], vec![XorPeerAddress::new(peer()).into()], Some((&alice, &n)));
+    let _ = w0.handle_input(now, Input::StreamData { conn: CONN, data: &req });
+    let Output::ConnectPeer { connection, .. } = w0.poll_output() else { panic!() };
+    assert_eq!(connection >> 24, 0, "worker 0's CONNECTION-ID");
+    let _ = w0.handle_input(now, Input::PeerConnected { connection, conn: Some(ConnId(100)) });
+    let _ = outputs(&mut w0);
+
+    // Workers share the nonce key, as the shells configure them.
+    let mut w1 = Switchboard::new(
+        Config { turn: TurnConfig { nonce_key: Some([9; 32]), ..config() }, placement: Placement { worker: WorkerId(1), workers: 2 }, ..Config::default() },
+        now,
+        1_700_000_000,
+        &[4; 32],
+    );
+    // The client's first ConnectionBind (unauthenticated, as clients send it) lands on worker 1.
+    let _ = w1.handle_input(now, Input::StreamOpened { conn: ConnId(55), local: "10.0.0.1:3478".parse().unwrap(), remote: "203.0.113.9:1001".parse().unwrap() });
+    let mut req = request(method::CONNECTION_BIND, [10; 12], vec![], None);
+    raw_attr(&mut req, attr::CONNECTION_ID, &connection.to_be_bytes());
+    let _ = w1.handle_input(now, Input::StreamData { conn: ConnId(55), data: &req });
+    let (worker, pending) = match w1.poll_output() {
+        Output::HandOff { conn: ConnId(55), worker, pending } => (worker, pending),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!((worker, &pending[..]), (WorkerId(0), &req[..]));
+    assert!(matches!(w1.poll_output(), Output::Timeout(_)));
+    assert_eq!(w1.stats().stream_handoffs, 1);
+    // Worker 0 adopts it under its own handle: the 401, then the signed ConnectionBind binds it.
+    let _ = w0.handle_input(now, Input::StreamOpened { conn: ConnId(77), local: "10.0.0.1:3478".parse().unwrap(), remote: "203.0.113.9:1001".parse().unwrap() });
+    let _ = w0.handle_input(now, Input::StreamData { conn: ConnId(77), data: &pending });
+    let Output::Transmit(t) = w0.poll_output() else { panic!("no 401") };
+    assert_eq!(error_code(&t.payload), Some(401));
+    let _ = outputs(&mut w0);
+    let n = String::from_utf8(StunView::new_checked(&t.payload).unwrap().find(attr::NONCE).unwrap().to_vec()).unwrap();
+    let mut req = request(method::CONNECTION_BIND, [11; 12], vec![], None);
+    raw_attr(&mut req, attr::CONNECTION_ID, &connection.to_be_bytes());
+    let _ = w0.handle_input(now, Input::StreamData { conn: ConnId(77), data: &sign(req, &alice, &n) });
+    let out = outputs(&mut w0);
+    assert!(out.len() == 1 && out[0].starts_with("Transmit") && out[0].contains("ConnId(77)"), "{out:?}");
+    let _ = w0.handle_input(now, Input::StreamData { conn: ConnId(77), data: b"through" });
+    assert!(matches!(w0.poll_output(), Output::ToStream { conn: ConnId(100), data: b"through" }));
+}

@@ -703,6 +703,7 @@ mod tests {
                         Output::Transmit(t) => self.deliver(&t.payload),
                         Output::BindRelay { allocation, .. } => self.bound(allocation),
                         Output::ReleaseRelay { .. } => self.released += 1,
+                        _ => {}
                     }
                 }
                 if self.probe.is_done() {

@@ -80,6 +80,7 @@ pub const KNOWN_ATTRIBUTES: &[u16] = &[
     attr::RESERVATION_TOKEN,
     attr::MESSAGE_INTEGRITY_SHA256,
     attr::PASSWORD_ALGORITHM,
+    attr::CONNECTION_ID,
     attr::PASSWORD_ALGORITHMS,
 ];
 
@@ -122,6 +123,8 @@ pub fn reason(code: u16) -> &'static str {
         441 => "Wrong Credentials",
         442 => "Unsupported Transport Protocol",
         443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
         486 => "Allocation Quota Reached",
         500 => "Server Error",
         508 => "Insufficient Capacity",

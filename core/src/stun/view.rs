@@ -51,6 +51,7 @@ pub mod attr {
     pub const ADDITIONAL_ADDRESS_FAMILY_DRAFT: u16 = 0x8032;
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     pub const RESERVATION_TOKEN: u16 = 0x0022;
+    pub const CONNECTION_ID: u16 = 0x002A;
     pub const SOFTWARE: u16 = 0x8022;
     pub const FINGERPRINT: u16 = 0x8028;
 }
@@ -65,6 +66,9 @@ pub mod method {
     pub const DATA: u16 = 0x007;
     pub const CREATE_PERMISSION: u16 = 0x008;
     pub const CHANNEL_BIND: u16 = 0x009;
+    pub const CONNECT: u16 = 0x00A;
+    pub const CONNECTION_BIND: u16 = 0x00B;
+    pub const CONNECTION_ATTEMPT: u16 = 0x00C;
 }
 
 /// The class of a STUN message.
@@ -318,6 +322,7 @@ pub fn attribute_well_formed(typ: u16, value: &[u8]) -> bool {
         attr::EVEN_PORT => value.len() == 1,
         attr::DONT_FRAGMENT => value.is_empty(),
         attr::RESERVATION_TOKEN => value.len() == 8,
+        attr::CONNECTION_ID => value.len() == 4,
         attr::MESSAGE_INTEGRITY => value.len() == 20,
         attr::MESSAGE_INTEGRITY_SHA256 => integrity_sha256_len_ok(value.len()),
         attr::PASSWORD_ALGORITHM => password_algorithms(value).count() == Some(1),

@@ -57,6 +57,8 @@ pub(super) struct Allocation {
     pub relay: Option<SocketAddr>,
     /// A dual allocation's IPv6 relay (`family` is then IPv4).
     pub additional: Additional,
+    /// A TCP relay (RFC 6062): `relay` is a TCP listener, and data goes over TCP connections.
+    pub tcp: bool,
     pub expires: Instant,
     /// The Allocate request's transaction, to answer retransmissions alike.
     pub allocate_tid: [u8; 12],
@@ -101,6 +103,7 @@ pub(super) enum Timer {
     Allocation(AllocationId),
     Permission(AllocationId, IpAddr),
     Channel(AllocationId, u16),
+    TcpConnection(u32),
 }
 
 /// The lifetime granted for a requested one: the default when absent, else
@@ -137,6 +140,9 @@ impl TurnServer {
 
     /// Ends an allocation and releases its relay.
     pub(super) fn delete_allocation(&mut self, id: AllocationId) {
+        if self.allocations.get(&id).is_some_and(|a| a.tcp) {
+            self.close_tcp_connections_of(id);
+        }
         let Some(a) = self.allocations.remove(&id) else { return };
         self.by_client.remove(&a.client);
         self.config.quotas.give_back(&a.username);
@@ -156,6 +162,7 @@ impl TurnServer {
     pub(super) fn expire(&mut self, t: Timer, now: Instant) {
         match t {
             Timer::Reservation(token) => self.release_reservation(token),
+            Timer::TcpConnection(c) => self.expire_tcp_connection(c, now),
             Timer::Allocation(id) => {
                 let Some(a) = self.allocations.get(&id) else { return };
                 if a.expires <= now {

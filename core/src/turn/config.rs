@@ -51,6 +51,10 @@ pub struct TurnConfig {
     /// CHANGE-REQUEST, RESPONSE-PORT and PADDING are honoured. `None`:
     /// CHANGE-REQUEST gets 420, as RFC 5780 says for a server without one.
     pub nat_discovery: Option<crate::stun::NatDiscovery>,
+    /// Which of the servers sharing the TURN port this one is (a worker's
+    /// index): the top byte of the CONNECTION-IDs it makes (RFC 6062), so a
+    /// data connection that another server accepted is handed here.
+    pub server_index: u8,
 }
 
 impl Default for TurnConfig {
@@ -72,6 +76,7 @@ impl Default for TurnConfig {
             max_permissions: 128,
             strict_channel_numbers: false,
             nat_discovery: None,
+            server_index: 0,
         }
     }
 }

@@ -102,7 +102,7 @@ impl TurnServer {
             return None;
         };
         let max_bps = self.config.max_bps;
-        let Some(a) = bound_allocation(&self.by_client, &mut self.allocations, client) else {
+        let Some(a) = bound_allocation(&self.by_client, &mut self.allocations, client).filter(|a| !a.tcp) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };

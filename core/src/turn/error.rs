@@ -29,6 +29,10 @@ pub enum ErrorResponse {
     UnsupportedTransportProtocol,
     /// 443: the peer's family is not the allocation's.
     PeerAddressFamilyMismatch,
+    /// 446: a TCP allocation already has a connection to this peer (RFC 6062).
+    ConnectionAlreadyExists,
+    /// 447: the TCP connection to the peer failed or took too long (RFC 6062).
+    ConnectionTimeoutOrFailure,
     /// 486: the user or the server holds as many allocations as allowed.
     AllocationQuotaReached,
     /// 508: no relay socket, permission slot or reservation for it.
@@ -48,6 +52,8 @@ impl ErrorResponse {
             ErrorResponse::WrongCredentials => 441,
             ErrorResponse::UnsupportedTransportProtocol => 442,
             ErrorResponse::PeerAddressFamilyMismatch => 443,
+            ErrorResponse::ConnectionAlreadyExists => 446,
+            ErrorResponse::ConnectionTimeoutOrFailure => 447,
             ErrorResponse::AllocationQuotaReached => 486,
             ErrorResponse::InsufficientCapacity => 508,
         }

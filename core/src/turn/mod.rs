@@ -42,6 +42,7 @@ pub mod timer;
 mod allocation;
 mod data;
 mod requests;
+mod tcp;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -49,7 +50,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::hash::{self, Map};
-use crate::ids::{AllocationId, Client, Family, Via};
+use crate::ids::{AllocationId, Client, ConnId, Family, Via};
 use crate::rng::{self, Rng, Seed};
 use crate::stun::view::{method, Class, StunView};
 use crate::stun::{classify, PacketKind, StunServer, StunStats};
@@ -64,6 +65,7 @@ pub use self::config::TurnConfig;
 pub use self::data::{MAX_RELAY_PAYLOAD, RELAY_HEADROOM, RELAY_TAILROOM};
 pub use self::error::ErrorResponse;
 pub use self::quota::{QuotaLedger, ReservationLedger};
+pub use self::tcp::{StreamLink, MAX_TCP_CONNECTIONS, TCP_CONNECTION_TIMEOUT};
 
 /// A control message to send to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +113,37 @@ pub enum Output {
         allocation: AllocationId,
         /// Its bound local address.
         relay: SocketAddr,
+    },
+    /// Listen on a TCP relay socket of `family` (RFC 6062), then report with
+    /// [`TurnServer::handle_relay_bound`]. Its address is also the source of
+    /// the connections to peers ([`Output::ConnectPeer`]): bind it so that
+    /// those can share it (SO_REUSEADDR and SO_REUSEPORT).
+    BindTcpRelay {
+        /// The allocation it is for.
+        allocation: AllocationId,
+        /// The address family wanted.
+        family: Family,
+    },
+    /// Open a TCP connection from the relay address `relay` to `peer`, then
+    /// report with [`TurnServer::handle_peer_connected`].
+    ConnectPeer {
+        /// The TCP relay's address, the connection's source.
+        relay: SocketAddr,
+        /// Where to.
+        peer: SocketAddr,
+        /// The connection it is for (its CONNECTION-ID).
+        connection: u32,
+    },
+    /// Close this stream connection (a peer's, or a client's data connection).
+    CloseStream(ConnId),
+    /// From now on the bytes of each of these stream connections go, unframed,
+    /// to the other ([`TurnServer::stream_link`]); the peer's bytes received so
+    /// far go first.
+    Linked {
+        /// The client's data connection.
+        data: ConnId,
+        /// The peer connection.
+        peer: ConnId,
     },
 }
 
@@ -167,6 +200,10 @@ pub struct TurnStats {
     pub dropped_rate_limited: u64,
     /// 401 answers not sent: their source address asked for more than its share.
     pub challenges_rate_limited: u64,
+    /// TCP relay connections to peers (RFC 6062) alive now.
+    pub tcp_connections: u64,
+    /// Connects that failed or timed out (447).
+    pub tcp_connect_failures: u64,
     /// Binding server counters.
     pub stun: StunStats,
 }
@@ -189,6 +226,9 @@ pub struct TurnServer {
     by_relay: Map<SocketAddr, AllocationId>,
     /// The tokens this server issued, with the allocation that reserved each (the address is in the ledger).
     reservations: Map<u64, AllocationId>,
+    /// TCP relay connections (RFC 6062) by CONNECTION-ID, and by their stream connections.
+    tcp: Map<u32, tcp::TcpConnection>,
+    tcp_streams: Map<ConnId, u32>,
     timers: TimerQueue<Timer>,
     out: VecDeque<Output>,
     stats: TurnStats,
@@ -230,6 +270,8 @@ impl TurnServer {
             by_client: Map::with_hasher(h.clone()),
             by_relay: Map::with_hasher(h.clone()),
             reservations: Map::with_hasher(h.clone()),
+            tcp: Map::with_hasher(h.clone()),
+            tcp_streams: Map::with_hasher(h.clone()),
             hasher: h,
             challenges: vec![rate::Bucket::default(); rate::CHALLENGE_SLOTS],
             timers: TimerQueue::default(),
@@ -332,11 +374,15 @@ impl TurnServer {
         }
     }
 
-    /// A stream client went away: its allocation ends with it (RFC 8656 §3.1).
+    /// A stream client went away: its allocation ends with it (RFC 8656 §3.1);
+    /// a TCP relay connection (RFC 6062) it was one end of ends too.
     pub fn handle_client_closed(&mut self, now: Instant, client: Client) {
         self.time.advance(now);
         if let Some(id) = self.by_client.get(&client).copied() {
             self.delete_allocation(id);
+        }
+        if let Via::Tcp(conn) = client.via {
+            self.tcp_stream_closed(conn);
         }
     }
 

@@ -187,6 +187,8 @@ impl Model {
                         self.forget(c);
                     }
                 }
+                // Only UDP relays here.
+                _ => {}
             }
         }
         responses

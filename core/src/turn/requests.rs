@@ -14,7 +14,7 @@ use stun_codec::rfc5766::attributes::{Lifetime, ReservationToken, XorRelayAddres
 use stun_codec::MessageClass;
 
 use crate::hash::Map;
-use crate::ids::{AllocationId, Client, Family};
+use crate::ids::{AllocationId, Client, Family, Via};
 use crate::stun::message::{self, Attribute, Integrity, Message};
 use crate::stun::view::{self as stun_view, attr, method, StunView};
 use crate::stun::{unknown_attribute_response, unknown_required};
@@ -26,8 +26,9 @@ use super::allocation::{
 use super::auth::{PasswordAlgorithm, SessionKey, PASSWORD_ALGORITHMS};
 use super::{ErrorResponse, Output, PortRequest, Transmit, TurnServer};
 
-/// REQUESTED-TRANSPORT's protocol number for UDP, the only one relayed.
+/// REQUESTED-TRANSPORT's protocol numbers: UDP, and TCP (RFC 6062).
 const PROTO_UDP: u8 = 17;
+const PROTO_TCP: u8 = 6;
 
 /// The authenticated identity of a request.
 struct Auth {
@@ -104,7 +105,10 @@ impl TurnServer {
     /// Answers a request of `method` other than Binding.
     pub(super) fn handle_request(&mut self, now: Instant, client: Client, v: &StunView<'_>, method: u16) {
         let tid = v.transaction_id();
-        if !matches!(method, method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND) {
+        if !matches!(
+            method,
+            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND | method::CONNECT | method::CONNECTION_BIND
+        ) {
             self.send_error(now, client, method, tid, ErrorResponse::BadRequest, None, v.fingerprint_ok().is_some());
             return;
         }
@@ -129,6 +133,8 @@ impl TurnServer {
                 method::ALLOCATE => self.allocate(now, client, v, &auth),
                 method::REFRESH => self.refresh(now, client, v, &auth),
                 method::CREATE_PERMISSION => self.create_permission(now, client, v, &auth),
+                method::CONNECT => self.connect(now, client, v, auth.key, &auth.username).map(|()| None),
+                method::CONNECTION_BIND => self.connection_bind(client, v, auth.key, &auth.username).map(|()| None),
                 _ => self.channel_bind(now, client, v, &auth),
             }
         };
@@ -202,12 +208,21 @@ impl TurnServer {
         let Some(transport) = read::transport(v) else {
             return Err(ErrorResponse::BadRequest);
         };
-        if transport != PROTO_UDP {
-            return Err(ErrorResponse::UnsupportedTransportProtocol);
-        }
         let even = read::even_port(v);
         let token = read::reservation_token(v);
         let requested_family = read::family(v);
+        // RFC 6062 §5.1: a TCP relay for a client over TCP or TLS, without the UDP-only attributes.
+        let tcp = match transport {
+            PROTO_UDP => false,
+            PROTO_TCP => {
+                let udp_only = even.is_some() || token.is_some() || v.find(attr::DONT_FRAGMENT).is_some() || read::additional_family(v).is_some();
+                if !matches!(client.via, Via::Tcp(_)) || udp_only {
+                    return Err(ErrorResponse::BadRequest);
+                }
+                true
+            }
+            _ => return Err(ErrorResponse::UnsupportedTransportProtocol),
+        };
         if token.is_some() && (even.is_some() || requested_family.is_some()) {
             return Err(ErrorResponse::BadRequest);
         }
@@ -275,6 +290,7 @@ impl TurnServer {
                 family,
                 relay: None,
                 additional,
+                tcp,
                 expires,
                 allocate_tid: tid,
                 allocate_response: None,
@@ -291,7 +307,7 @@ impl TurnServer {
         self.timers.push(expires, Timer::Allocation(id));
         self.stats.allocations += 1;
         self.stats.allocations_created += 1;
-        self.out.push_back(Output::BindRelay { allocation: id, family, port });
+        self.out.push_back(if tcp { Output::BindTcpRelay { allocation: id, family } } else { Output::BindRelay { allocation: id, family, port } });
         Ok(None)
     }
 
@@ -502,6 +518,10 @@ impl TurnServer {
         }
         let max = self.config.max_permissions;
         let (id, a) = self.owned_allocation(client, auth)?;
+        if a.tcp {
+            // RFC 6062 §5.1: no channels on a TCP relay.
+            return Err(ErrorResponse::BadRequest);
+        }
         let family = (a.relay_for(Family::V4).is_some(), a.relay_for(Family::V6).is_some());
         // A number is bound to one peer, and a peer to one number, for the channel's life.
         if a.channels.get(&number).is_some_and(|c| c.peer != peer)
@@ -534,7 +554,7 @@ impl TurnServer {
     /// an unauthenticated request stays small (no SOFTWARE, a compact nonce):
     /// it must not be worth spoofing a source address for.
     #[allow(clippy::too_many_arguments)]
-    fn send_error(&mut self, now: Instant, to: Client, method: u16, tid: [u8; 12], e: ErrorResponse, key: Option<Integrity<'_>>, fingerprint: bool) {
+    pub(super) fn send_error(&mut self, now: Instant, to: Client, method: u16, tid: [u8; 12], e: ErrorResponse, key: Option<Integrity<'_>>, fingerprint: bool) {
         if e.challenges() && key.is_none() {
             // A 401 to an unauthenticated request: at most a few per second per source address, so a
             // flood with a spoofed source does not turn into a stream of answers toward it.
