@@ -54,6 +54,14 @@ pub struct Driver {
     relays: Map<SocketAddr, ()>,
     deadline: Option<Instant>,
     pending_binds: Vec<(AllocationId, Family, PortRequest)>,
+    /// TCP relays (RFC 6062) to listen on, after this drain.
+    pending_tcp_binds: Vec<(AllocationId, Family)>,
+    /// TCP relay listeners handed to the shell and not yet closed.
+    tcp_relays: Map<SocketAddr, ()>,
+    /// Connections to peers under way, with the engine's name for each.
+    connecting: Map<ConnId, u32>,
+    /// Connections to peers that could not even start, reported after this drain.
+    failed_connects: Vec<u32>,
     /// Where datagrams are read, a batch at a time ([`Driver::read_datagrams`]).
     batch: RecvBatch,
     conns: Map<ConnId, Conn>,
@@ -130,6 +138,10 @@ impl Driver {
             relays: crate::new_map(),
             deadline: None,
             pending_binds: Vec::new(),
+            pending_tcp_binds: Vec::new(),
+            tcp_relays: crate::new_map(),
+            connecting: crate::new_map(),
+            failed_connects: Vec::new(),
             batch: RecvBatch::new(RELAY_HEADROOM, MAX_DATAGRAM, RELAY_TAILROOM),
             conns: crate::new_map(),
             tls: crate::new_map(),
@@ -156,6 +168,7 @@ impl Driver {
             match self.worker.try_recv() {
                 Some(Mail::Room(ev)) => self.input(io, Input::RoomEvent(ev)),
                 Some(Mail::Sfu { conn, msg }) => self.input(io, Input::SfuMessage { conn, msg }),
+                Some(Mail::Adopt(a)) => self.adopt(io, *a),
                 Some(Mail::Stop) => stop = true,
                 Some(Mail::Wake) => {}
                 None => return stop,
@@ -284,7 +297,65 @@ impl Driver {
             ConnKind::Http | ConnKind::Https => {
                 self.conns.insert(conn, Conn::Http(HttpConn::default()));
             }
+            ConnKind::RelayPeer => {
+                // A peer may say nothing until the client speaks: no first-bytes timeout.
+                self.clocks.set(conn, Wait::Nothing);
+                self.conns.insert(conn, Conn::TurnStream);
+                self.input(io, Input::RelayStreamAccepted { relay: local, peer: remote, conn });
+            }
         }
+    }
+
+    /// The outcome of a connection to a peer ([`Sockets::add_stream`] with `connecting`): open, or failed.
+    pub fn conn_connected(&mut self, io: &mut impl Sockets, conn: ConnId, connected: bool) {
+        let Some(connection) = self.connecting.remove(&conn) else { return };
+        if connected {
+            self.conns.insert(conn, Conn::TurnStream);
+            self.input(io, Input::PeerConnected { connection, conn: Some(conn) });
+        } else {
+            io.close_stream(conn);
+            self.input(io, Input::PeerConnected { connection, conn: None });
+        }
+    }
+
+    /// A stream another worker handed over (a TCP relay data connection whose allocation is here).
+    fn adopt(&mut self, io: &mut impl Sockets, a: crate::workers::Adopted) {
+        let (local, remote) = match (a.stream.local_addr(), a.stream.peer_addr()) {
+            (Ok(l), Ok(r)) => (l, r),
+            _ => return,
+        };
+        if self.limits.try_open(remote.ip()).is_err() {
+            return;
+        }
+        let Some(conn) = io.add_stream(a.stream, false) else {
+            self.limits.release(remote.ip());
+            return;
+        };
+        self.clocks.open(conn, remote.ip(), Instant::now());
+        self.clocks.set(conn, Wait::Nothing);
+        if let Some(t) = a.tls {
+            self.tls.insert(conn, t);
+        }
+        if !a.unsent.is_empty() {
+            let _ = io.send_stream(conn, &a.unsent);
+        }
+        self.conns.insert(conn, Conn::TurnStream);
+        self.input(io, Input::StreamOpened { conn, local, remote });
+        self.input(io, Input::StreamData { conn, data: &a.pending });
+    }
+
+    /// Gives stream `conn` to worker `to`, with its unhandled bytes: it is no longer this worker's.
+    fn hand_off(&mut self, io: &mut impl Sockets, conn: ConnId, to: WorkerId, pending: Vec<u8>) {
+        let tls = self.tls.remove(&conn);
+        self.conns.remove(&conn);
+        self.forget(conn);
+        let Some((stream, unsent)) = io.take_stream(conn) else { return };
+        if to.0 >= self.worker.count() {
+            // A CONNECTION-ID naming no worker: nobody holds it.
+            return;
+        }
+        debug!(conn = conn.0, worker = to.0, "stream handed over");
+        self.worker.post.send(to, Mail::Adopt(Box::new(crate::workers::Adopted { stream, tls, pending, unsent })));
     }
 
     /// Bytes arrived on a stream connection (through its TLS session, if it has one).
@@ -537,9 +608,23 @@ impl Driver {
                     Output::Transmit(t) => to_client(&mut self.tls, io, t.to, &t.payload),
                     Output::ToPeer { relay, peer, payload } => io.send_datagram(relay, peer, payload),
                     Output::BindRelay { allocation, family, port } => self.pending_binds.push((allocation, family, port)),
+                    Output::BindTcpRelay { allocation, family } => self.pending_tcp_binds.push((allocation, family)),
+                    Output::ConnectPeer { relay, peer, connection } => {
+                        match crate::relay::connect_from(relay, peer).ok().and_then(|s| io.add_stream(s, true)) {
+                            Some(conn) => {
+                                self.connecting.insert(conn, connection);
+                            }
+                            None => self.failed_connects.push(connection),
+                        }
+                    }
+                    // A byte stream must not lose a piece: one that cannot take it is closed.
+                    Output::ToStream { conn, data } if !stream_send(&mut self.tls, io, conn, data) => self.slow.push(conn),
+                    Output::HandOff { conn, worker, pending } => self.hand_off(io, conn, worker, pending),
                     Output::ReleaseRelay { allocation, relay } => {
                         if self.relays.remove(&relay).is_some() {
                             io.close_udp(relay);
+                        } else if self.tcp_relays.remove(&relay).is_some() {
+                            io.close_listener(relay);
                         } else {
                             // An unused reservation.
                             drop(self.worker.parked.take(relay));
@@ -597,7 +682,23 @@ impl Driver {
             for conn in std::mem::take(&mut self.resume) {
                 self.http_data(io, conn, &[]);
             }
+            let mut fed = false;
+            for connection in std::mem::take(&mut self.failed_connects) {
+                let fwd = self.engine.handle_input(Instant::now(), Input::PeerConnected { connection, conn: None });
+                debug_assert_eq!(fwd, Forward::None);
+                fed = true;
+            }
+            for (allocation, family) in std::mem::take(&mut self.pending_tcp_binds) {
+                let bound = self.bind_tcp_relay(io, family);
+                let fwd = self.engine.handle_input(Instant::now(), Input::RelayBound { allocation, bound, reserved: None });
+                debug_assert_eq!(fwd, Forward::None);
+                fed = true;
+            }
             if self.pending_binds.is_empty() {
+                if fed {
+                    // What those inputs decided is drained on the next pass.
+                    continue;
+                }
                 return;
             }
             for (allocation, family, port) in std::mem::take(&mut self.pending_binds) {
@@ -609,6 +710,20 @@ impl Driver {
                 debug_assert_eq!(fwd, Forward::None);
             }
         }
+    }
+
+    /// Listens on a TCP relay (RFC 6062) of `family`: its address, or `None`.
+    fn bind_tcp_relay(&mut self, io: &mut impl Sockets, family: Family) -> Option<SocketAddr> {
+        let ip = self.ports.ip(family)?;
+        let listener = match self.ports.bind_tcp(ip) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(%ip, "bind tcp relay: {e}");
+                return None;
+            }
+        };
+        let addr = listener.local_addr().ok()?;
+        io.add_listener(listener, addr).then(|| self.tcp_relays.insert(addr, ())).map(|_| addr)
     }
 
     /// Binds what the core asked for: the relay address, and for an even
@@ -707,6 +822,16 @@ mod tests {
             true
         }
         fn close_udp(&mut self, _: SocketAddr) {}
+        fn add_listener(&mut self, _: std::net::TcpListener, _: SocketAddr) -> bool {
+            true
+        }
+        fn close_listener(&mut self, _: SocketAddr) {}
+        fn add_stream(&mut self, _: std::net::TcpStream, _: bool) -> Option<ConnId> {
+            None
+        }
+        fn take_stream(&mut self, _: ConnId) -> Option<(std::net::TcpStream, Vec<u8>)> {
+            None
+        }
     }
 
     fn addr(s: &str) -> SocketAddr {

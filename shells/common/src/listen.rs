@@ -43,6 +43,8 @@ pub enum ConnKind {
     TurnTls,
     /// [`ConnKind::Http`] inside TLS.
     Https,
+    /// A peer's connection to a TCP relay (RFC 6062): bytes the engine relays.
+    RelayPeer,
 }
 
 impl ConnKind {
@@ -253,12 +255,12 @@ fn bind_tcp(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
 }
 
 #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
-fn reuse_port(s: &socket2::Socket) -> io::Result<()> {
+pub(crate) fn reuse_port(s: &socket2::Socket) -> io::Result<()> {
     s.set_reuse_port(true)
 }
 
 #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin")))))]
-fn reuse_port(_: &socket2::Socket) -> io::Result<()> {
+pub(crate) fn reuse_port(_: &socket2::Socket) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "several workers need SO_REUSEPORT; run with --workers 1"))
 }
 

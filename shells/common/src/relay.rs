@@ -1,7 +1,7 @@
 //! Binding relay sockets on the configured addresses, in the configured port range.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 use switchboard_core::turn::PortRequest;
 use switchboard_core::Family;
@@ -75,6 +75,69 @@ impl RelayPorts {
         }
         Err(last)
     }
+}
+
+impl RelayPorts {
+    /// A TCP relay (RFC 6062) on `ip`: a non-blocking listener on a port of
+    /// the range, bound with SO_REUSEADDR and SO_REUSEPORT so that the
+    /// connections to peers ([`connect_from`]) can leave from its address.
+    pub fn bind_tcp(&mut self, ip: IpAddr) -> io::Result<TcpListener> {
+        let span = u32::from(self.max - self.min) + 1;
+        let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free relay port in range");
+        for _ in 0..MAX_BIND_ATTEMPTS.min(span) {
+            let port = (u32::from(self.min) + self.next % span) as u16;
+            self.next = self.next.wrapping_add(1);
+            let addr = SocketAddr::new(ip, port);
+            // The port must be free for UDP too: a client's UDP and TCP relays never share a port number.
+            if UdpSocket::bind(addr).is_err() {
+                continue;
+            }
+            match tcp_socket(addr).and_then(|s| {
+                s.bind(&addr.into())?;
+                s.listen(64)?;
+                Ok(TcpListener::from(s))
+            }) {
+                Ok(l) => return Ok(l),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A TCP socket for a relay address: non-blocking, SO_REUSEADDR and SO_REUSEPORT.
+fn tcp_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    crate::listen::reuse_port(&s)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A non-blocking TCP connection from `from` (a TCP relay's address) to
+/// `to`: under way when it returns; it is open when the socket is writable
+/// and its error (`take_error`) is none.
+pub fn connect_from(from: SocketAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let s = tcp_socket(from)?;
+    s.set_nodelay(true)?;
+    s.bind(&from.into())?;
+    match s.connect(&to.into()) {
+        Ok(()) => {}
+        // EINPROGRESS: under way.
+        Err(e) if in_progress(&e) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from(s))
+}
+
+/// Whether a non-blocking connect's error says it is under way (EINPROGRESS).
+fn in_progress(e: &io::Error) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::WouldBlock
 }
 
 #[cfg(test)]

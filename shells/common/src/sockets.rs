@@ -35,6 +35,24 @@ pub trait Sockets {
     fn add_udp(&mut self, socket: UdpSocket, local: SocketAddr) -> bool;
     /// Closes the UDP socket bound at `local`.
     fn close_udp(&mut self, local: SocketAddr);
+    /// Takes a listening, non-blocking TCP socket (a TCP relay, RFC 6062) and
+    /// accepts on it like the listeners, reporting each connection to
+    /// [`Driver::conn_opened`](crate::driver::Driver::conn_opened) as
+    /// [`ConnKind::RelayPeer`](crate::listen::ConnKind::RelayPeer); false if
+    /// it could not be registered (it is then dropped).
+    fn add_listener(&mut self, listener: std::net::TcpListener, local: SocketAddr) -> bool;
+    /// Closes the TCP listener bound at `local`.
+    fn close_listener(&mut self, local: SocketAddr);
+    /// Takes a non-blocking TCP stream and reads it like accepted ones: one
+    /// that is connected (`connecting` false: from another worker), or one
+    /// whose connect is under way, whose outcome the shell reports to
+    /// [`Driver::conn_connected`](crate::driver::Driver::conn_connected) when
+    /// it is writable (then reads it). Its handle, or `None` if it could not
+    /// be registered.
+    fn add_stream(&mut self, stream: std::net::TcpStream, connecting: bool) -> Option<ConnId>;
+    /// Takes stream `conn` out of the event loop (to give it to another
+    /// worker), with the bytes queued for it and not sent yet.
+    fn take_stream(&mut self, conn: ConnId) -> Option<(std::net::TcpStream, Vec<u8>)>;
 }
 
 /// Bytes waiting to be written to a stream client, bounded so that a client
@@ -56,6 +74,11 @@ impl OutQueue {
         }
         self.buf.extend(data);
         true
+    }
+
+    /// Takes every byte still queued (a stream that moves to another worker).
+    pub fn take_all(&mut self) -> Vec<u8> {
+        self.buf.drain(..).collect()
     }
 
     /// Writes as much as `w` takes now. `Ok(())` when done or when `w` would

@@ -37,6 +37,19 @@ use crate::Settings;
 /// How often a worker other than 0 publishes its counters, at most.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
+/// A stream connection moving from one worker to another, with its state.
+#[derive(Debug)]
+pub struct Adopted {
+    /// The socket (connected, non-blocking).
+    pub stream: std::net::TcpStream,
+    /// Its TLS session, if it came to the TLS listener.
+    pub tls: Option<crate::tls::TlsConn>,
+    /// What was read of it (decrypted) and not handled: the receiving engine's first input.
+    pub pending: Vec<u8>,
+    /// What was queued for it (encrypted) and not sent yet.
+    pub unsent: Vec<u8>,
+}
+
 /// What one worker sends another.
 #[derive(Debug)]
 pub enum Mail {
@@ -49,6 +62,9 @@ pub enum Mail {
         /// The message.
         msg: SfuMessage,
     },
+    /// A stream that belongs to the receiving worker: a TCP relay data
+    /// connection (RFC 6062) whose allocation is there.
+    Adopt(Box<Adopted>),
     /// Stop gracefully (from worker 0 to the others; to worker 0, a worker failed).
     Stop,
     /// Nothing: a worker that left mail unread wakes itself to read the rest.

@@ -41,6 +41,8 @@ struct Conn {
     id: ConnId,
     out: OutQueue,
     writable: bool,
+    /// A connection to a TCP relay's peer whose connect is under way.
+    connecting: bool,
 }
 
 /// What a token stands for.
@@ -63,6 +65,8 @@ struct Io {
     /// The UDP sockets with datagrams queued, sent before the next wait.
     queued: Vec<SocketAddr>,
     conn_tokens: Map<ConnId, Token>,
+    /// TCP relay listeners (RFC 6062) by address.
+    relay_listeners: Map<SocketAddr, Token>,
     next_token: usize,
 }
 
@@ -86,6 +90,7 @@ fn serve(setup: Setup, mut signals: Option<Signals>) -> io::Result<StopReport> {
         slots: switchboard_common::new_map(),
         udp: switchboard_common::new_map(),
         conn_tokens: switchboard_common::new_map(),
+        relay_listeners: switchboard_common::new_map(),
         next_token: FIRST_DYNAMIC,
         queued: Vec::new(),
     };
@@ -145,7 +150,7 @@ fn serve(setup: Setup, mut signals: Option<Signals>) -> io::Result<StopReport> {
                 _ => {}
             }
             if ev.is_writable() {
-                io.flush(ev.token());
+                io.writable(&mut driver, ev.token());
             }
             if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && io.readable(&mut driver, ev.token()) {
                 backlog.push_back(ev.token());
@@ -175,9 +180,31 @@ impl Io {
         match self.slots.get(&t) {
             Some(&Slot::Udp(local)) => self.read_udp(d, local),
             Some(Slot::Listener { .. }) => self.accept(d, t),
+            Some(Slot::Conn(c)) if c.connecting => {
+                self.finish_connect(d, t);
+                false
+            }
             Some(Slot::Conn(_)) => self.read_conn(d, t),
             None => false,
         }
+    }
+
+    /// A socket can be written: a connect under way has an outcome, or queued bytes can go.
+    fn writable(&mut self, d: &mut Driver, t: Token) {
+        match self.slots.get(&t) {
+            Some(Slot::Conn(c)) if c.connecting => self.finish_connect(d, t),
+            _ => self.flush(t),
+        }
+    }
+
+    /// Tells the driver whether the connect on `t` succeeded; it is then read like any connection.
+    fn finish_connect(&mut self, d: &mut Driver, t: Token) {
+        let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return };
+        let ok = matches!(c.stream.take_error(), Ok(None)) && c.stream.peer_addr().is_ok();
+        c.connecting = false;
+        let id = c.id;
+        self.flush(t);
+        d.conn_connected(self, id, ok);
     }
 
     fn token(&mut self) -> Token {
@@ -232,7 +259,7 @@ impl Io {
                 continue;
             }
             let id = ConnId(t.0 as u64);
-            self.slots.insert(t, Slot::Conn(Conn { stream, id, out: OutQueue::default(), writable: false }));
+            self.slots.insert(t, Slot::Conn(Conn { stream, id, out: OutQueue::default(), writable: false, connecting: false }));
             self.conn_tokens.insert(id, t);
             d.conn_opened(self, id, kind, local, remote);
         }
@@ -258,6 +285,9 @@ impl Io {
 
     fn flush(&mut self, t: Token) {
         let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return };
+        if c.connecting {
+            return;
+        }
         let _ = c.out.write_to(&mut c.stream);
         let want = !c.out.is_empty();
         if want != c.writable {
@@ -307,5 +337,45 @@ impl Sockets for Io {
             let _ = self.poll.registry().deregister(&mut SourceFd(&s.as_raw_fd()));
             self.slots.remove(&t);
         }
+    }
+
+    fn add_listener(&mut self, listener: std::net::TcpListener, local: SocketAddr) -> bool {
+        let mut listener = TcpListener::from_std(listener);
+        let t = self.token();
+        if self.poll.registry().register(&mut listener, t, Interest::READABLE).is_err() {
+            return false;
+        }
+        self.slots.insert(t, Slot::Listener { listener, local, kind: ConnKind::RelayPeer });
+        self.relay_listeners.insert(local, t);
+        true
+    }
+
+    fn close_listener(&mut self, local: SocketAddr) {
+        let Some(t) = self.relay_listeners.remove(&local) else { return };
+        if let Some(Slot::Listener { mut listener, .. }) = self.slots.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+    }
+
+    fn add_stream(&mut self, stream: std::net::TcpStream, connecting: bool) -> Option<ConnId> {
+        stream.set_nonblocking(true).ok()?;
+        let mut stream = TcpStream::from_std(stream);
+        let _ = stream.set_nodelay(true);
+        let t = self.token();
+        let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        self.poll.registry().register(&mut stream, t, interest).ok()?;
+        let id = ConnId(t.0 as u64);
+        self.slots.insert(t, Slot::Conn(Conn { stream, id, out: OutQueue::default(), writable: connecting, connecting }));
+        self.conn_tokens.insert(id, t);
+        Some(id)
+    }
+
+    fn take_stream(&mut self, id: ConnId) -> Option<(std::net::TcpStream, Vec<u8>)> {
+        let t = self.conn_tokens.remove(&id)?;
+        let Some(Slot::Conn(mut c)) = self.slots.remove(&t) else { return None };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let _ = c.out.write_to(&mut c.stream);
+        let unsent = c.out.take_all();
+        Some((std::net::TcpStream::from(c.stream), unsent))
     }
 }

@@ -68,6 +68,8 @@ struct Io {
     /// Every UDP socket by local address: the table's listeners and the relays.
     udp: Map<SocketAddr, Udp>,
     conns: Map<ConnId, Conn>,
+    /// The accepting task of each TCP relay listener (RFC 6062), by address.
+    relay_listeners: Map<SocketAddr, Task<()>>,
     next_conn: u64,
     armed: Option<std::time::Instant>,
     wake_timer: Sender<()>,
@@ -145,6 +147,7 @@ async fn serve_worker(setup: Setup, shutdown: impl Future<Output = ()>) -> io::R
                 state: weak.clone(),
                 udp: switchboard_common::new_map(),
                 conns: switchboard_common::new_map(),
+                relay_listeners: switchboard_common::new_map(),
                 next_conn: 0,
                 armed: None,
                 wake_timer,
@@ -232,24 +235,31 @@ async fn accept(state: Weak<RefCell<Shared>>, listener: Async<TcpListener>, loca
         let _ = stream.get_ref().set_nodelay(true);
         let Some(state) = state.upgrade() else { return };
         with(&state, |d, io| {
-            io.next_conn += 1;
-            let id = ConnId(io.next_conn);
-            let stream = Rc::new(stream);
-            let (wake_writer, wake_rx) = channel::bounded(1);
-            let reader = io.ex.spawn(read_conn(io.state.clone(), stream.clone(), id));
-            let writer = io.ex.spawn(write_conn(io.state.clone(), stream.clone(), id, wake_rx));
-            io.conns.insert(id, Conn { stream, out: OutQueue::default(), wake_writer, _tasks: [reader, writer] });
+            let id = io.add_conn(stream, false);
             d.conn_opened(io, id, kind, local, remote);
         });
     }
 }
 
-async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId) {
+/// Reads a connection until it ends, or until it is no longer this worker's
+/// (handed to another). One whose connect is under way (`connecting`) first
+/// waits for the outcome and tells the driver.
+async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId, connecting: bool) {
+    if connecting {
+        let _ = stream.writable().await;
+        let s = stream.get_ref();
+        let ok = matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok();
+        let Some(state) = state.upgrade() else { return };
+        with(&state, |d, io| d.conn_connected(io, id, ok));
+        if !ok {
+            return;
+        }
+    }
     let mut chunk = vec![0u8; STREAM_CHUNK];
     loop {
         let r = (&*stream).read(&mut chunk).await;
         let Some(state) = state.upgrade() else { return };
-        if !with(&state, |d, io| d.conn_read(io, id, r.map(|n| &chunk[..n]))) {
+        if !with(&state, |d, io| d.conn_read(io, id, r.map(|n| &chunk[..n])) && io.conns.contains_key(&id)) {
             return;
         }
     }
@@ -295,6 +305,18 @@ async fn timer(state: Weak<RefCell<Shared>>, rearm: Receiver<()>) {
 }
 
 impl Io {
+    /// Starts reading and writing a stream connection; its handle.
+    fn add_conn(&mut self, stream: Async<TcpStream>, connecting: bool) -> ConnId {
+        self.next_conn += 1;
+        let id = ConnId(self.next_conn);
+        let stream = Rc::new(stream);
+        let (wake_writer, wake_rx) = channel::bounded(1);
+        let reader = self.ex.spawn(read_conn(self.state.clone(), stream.clone(), id, connecting));
+        let writer = self.ex.spawn(write_conn(self.state.clone(), stream.clone(), id, wake_rx));
+        self.conns.insert(id, Conn { stream, out: OutQueue::default(), wake_writer, _tasks: [reader, writer] });
+        id
+    }
+
     /// Starts reading a bound UDP socket with [`read_udp`].
     fn add_udp_socket(&mut self, socket: UdpSocket, local: SocketAddr) -> io::Result<()> {
         let socket = Rc::new(Async::new(socket)?);
@@ -359,5 +381,32 @@ impl Sockets for Io {
         if let Some(mut u) = self.udp.remove(&local) {
             u.out.send(u.socket.get_ref());
         }
+    }
+
+    fn add_listener(&mut self, listener: TcpListener, local: SocketAddr) -> bool {
+        let Ok(listener) = Async::new(listener) else { return false };
+        let task = self.ex.spawn(accept(self.state.clone(), listener, local, ConnKind::RelayPeer));
+        self.relay_listeners.insert(local, task);
+        true
+    }
+
+    fn close_listener(&mut self, local: SocketAddr) {
+        // Dropping the task cancels it and closes the listener.
+        self.relay_listeners.remove(&local);
+    }
+
+    fn add_stream(&mut self, stream: TcpStream, connecting: bool) -> Option<ConnId> {
+        let _ = stream.set_nodelay(true);
+        let stream = Async::new(stream).ok()?;
+        Some(self.add_conn(stream, connecting))
+    }
+
+    fn take_stream(&mut self, id: ConnId) -> Option<(TcpStream, Vec<u8>)> {
+        self.flush(id);
+        let mut c = self.conns.remove(&id)?;
+        // Its reader may be the task running now: it stops when it sees the connection gone, and drops its
+        // handle; the socket goes on in a duplicate of its descriptor, which the other worker registers.
+        let stream = c.stream.get_ref().try_clone().ok()?;
+        Some((stream, c.out.take_all()))
     }
 }

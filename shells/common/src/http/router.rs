@@ -49,6 +49,7 @@ pub fn snapshot(engine: &Switchboard) -> Value {
         "turn": s.turn,
         "signal": s.signal,
         "streams": s.streams,
+        "stream_handoffs": s.stream_handoffs,
         "sfu": s.sfu,
         "sfu_rooms": engine.sfu_rooms(),
         "whip": s.whip,
