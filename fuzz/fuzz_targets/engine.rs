@@ -3,10 +3,16 @@
 //! good, wrong or stale credentials), peer datagrams on the relays it bound,
 //! failed binds, closes, and time jumping forwards and backwards.
 //!
+//! TCP relays (RFC 6062) too: TCP allocations, Connect and ConnectionBind
+//! (with CONNECTION-IDs the engine gave out, and forged ones), peers that
+//! connect to a relay or that the engine connected to, their bytes, and
+//! closes on either end.
+//!
 //! Invariants checked on every step: no panic; data goes to a peer only
 //! through a relay the engine was given and still holds, and only to a peer
-//! the policy allows; data goes to a client only if that client exists;
-//! every control message the engine sends parses as STUN.
+//! the policy allows (datagrams and TCP connections alike); data goes to a
+//! client or a stream only if it exists; every control message the engine
+//! sends parses as STUN.
 #![no_main]
 
 use std::collections::{HashMap, HashSet};
@@ -78,6 +84,9 @@ enum Attr {
     ChangeRequest(u8),
     ResponsePort(u16),
     Padding(u16),
+    /// RFC 6062: a CONNECTION-ID the engine gave out (by index), or any.
+    KnownConnection(u8),
+    ConnectionId(u32),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -92,6 +101,14 @@ enum Op {
     Advance(u16),
     Back(u8),
     FailBinds(bool),
+    /// RFC 6062: the shell's answer to a ConnectPeer (by index), opened or failed.
+    PeerConnected { which: u8, ok: bool },
+    /// RFC 6062: a peer connects to a relay (by index) the engine bound.
+    PeerAccept { relay: u8, peer: u8 },
+    /// RFC 6062: bytes from a peer connection (by index).
+    PeerBytes { conn: u8, data: Vec<u8> },
+    /// RFC 6062: a peer connection closes.
+    PeerClose { conn: u8 },
 }
 
 struct Driver {
@@ -107,10 +124,15 @@ struct Driver {
     next_port: u16,
     fail_binds: bool,
     tid: u32,
+    /// RFC 6062: ConnectPeer requests not answered yet, CONNECTION-IDs seen, peer connections opened.
+    connects: Vec<u32>,
+    connection_ids: Vec<u32>,
+    peer_conns: Vec<u64>,
+    next_conn: u64,
 }
 
 fn client_of(c: u8) -> Client {
-    let i = c % 6;
+    let i = c % 8;
     if i < 4 {
         // Each UDP client on one of the four RFC 5780 addresses.
         Client { via: Via::Udp(nat().addresses()[usize::from(i)]), remote: SocketAddr::new([198, 51, 100, 1].into(), 40000 + u16::from(i)) }
@@ -153,6 +175,10 @@ impl Driver {
             next_port: 50000,
             fail_binds: false,
             tid: 0,
+            connects: Vec::new(),
+            connection_ids: Vec::new(),
+            peer_conns: Vec::new(),
+            next_conn: 100,
         }
     }
 
@@ -189,7 +215,13 @@ impl Driver {
             match self.sb.poll_output() {
                 Output::Transmit(t) => {
                     let v = StunView::new_checked(&t.payload).expect("engine sent an unparsable message");
-                    assert_eq!(v.fingerprint_ok(), Some(true));
+                    // FINGERPRINT is right where it is; only an error to an unauthenticated request without one
+                    // goes without (as coturn answers).
+                    assert_ne!(v.fingerprint_ok(), Some(false));
+                    if v.fingerprint_ok().is_none() {
+                        assert_eq!(v.class(), switchboard_core::stun::view::Class::Error, "no FINGERPRINT on a success");
+                        assert!(v.integrity_offset().is_none(), "no FINGERPRINT on an authenticated answer");
+                    }
                     // A response leaves from one of the server's own addresses (CHANGE-REQUEST picks which),
                     // to a client's IP (RESPONSE-PORT may change only the port).
                     if let Via::Udp(from) = t.to.via {
@@ -199,9 +231,25 @@ impl Driver {
                     if let Some(n) = v.find(attr::NONCE) {
                         self.nonces.insert(t.to, String::from_utf8(n.to_vec()).expect("nonce is text"));
                     }
+                    if let Some(id) = v.find(attr::CONNECTION_ID) {
+                        self.connection_ids.push(u32::from_be_bytes(id.try_into().expect("CONNECTION-ID is 4 bytes")));
+                    }
+                    if let Via::Tcp(c) = t.to.via {
+                        assert!(self.open.contains(&c.0), "a message to a closed stream");
+                    }
                 }
                 Output::ToPeer { relay, peer, .. } => self.check_to_peer(relay, peer),
                 Output::BindRelay { allocation, family, port } => binds.push((allocation, family, port)),
+                Output::BindTcpRelay { allocation, family } => binds.push((allocation, family, PortRequest::Any)),
+                Output::ConnectPeer { relay, peer, connection } => {
+                    self.check_to_peer(relay, peer);
+                    self.connects.push(connection);
+                }
+                Output::ToStream { conn, .. } => assert!(self.open.contains(&conn.0), "bytes to a closed stream {conn:?}"),
+                Output::HandOff { conn, .. } => {
+                    // One worker here: only a forged CONNECTION-ID names another; the stream leaves.
+                    assert!(self.open.remove(&conn.0), "handed off a stream that is not open");
+                }
                 Output::ReleaseRelay { relay, .. } => {
                     assert!(self.relays.remove(&relay) || self.reserved.remove(&relay), "released {relay} twice");
                 }
@@ -292,6 +340,13 @@ impl Driver {
                 Attr::ChangeRequest(c) => raw_attr(&mut b, attr::CHANGE_REQUEST, &[0, 0, 0, c]),
                 Attr::ResponsePort(p) => raw_attr(&mut b, attr::RESPONSE_PORT, &[(p >> 8) as u8, p as u8, 0, 0]),
                 Attr::Padding(n) => raw_attr(&mut b, attr::PADDING, &vec![0; usize::from(n % 2048)]),
+                Attr::KnownConnection(i) => {
+                    if !self.connection_ids.is_empty() {
+                        let id = self.connection_ids[usize::from(i) % self.connection_ids.len()];
+                        raw_attr(&mut b, attr::CONNECTION_ID, &id.to_be_bytes());
+                    }
+                }
+                Attr::ConnectionId(id) => raw_attr(&mut b, attr::CONNECTION_ID, &id.to_be_bytes()),
             }
         }
         let nonce = self.nonces.get(&client).cloned();
@@ -339,8 +394,17 @@ impl Driver {
         match op {
             Op::Udp { client, data } => self.client_input(client_of(client), &data),
             Op::Request { client, method: m, attrs, auth, fingerprint } => {
-                let m = [method::BINDING, method::ALLOCATE, method::REFRESH, method::CREATE_PERMISSION, method::CHANNEL_BIND, method::SEND, 0x00B]
-                    [usize::from(m) % 7];
+                let m = [
+                    method::BINDING,
+                    method::ALLOCATE,
+                    method::REFRESH,
+                    method::CREATE_PERMISSION,
+                    method::CHANNEL_BIND,
+                    method::SEND,
+                    method::CONNECT,
+                    method::CONNECTION_BIND,
+                    0x00D,
+                ][usize::from(m) % 9];
                 let c = client_of(client);
                 let b = self.request(c, m, attrs, auth, fingerprint);
                 self.client_input(c, &b);
@@ -384,15 +448,56 @@ impl Driver {
                 self.forward(f);
                 self.drain();
             }
+            Op::PeerConnected { which, ok } => {
+                if self.connects.is_empty() {
+                    return;
+                }
+                let connection = self.connects.remove(usize::from(which) % self.connects.len());
+                let conn = ok.then(|| {
+                    self.next_conn += 1;
+                    self.open.insert(self.next_conn);
+                    self.peer_conns.push(self.next_conn);
+                    ConnId(self.next_conn)
+                });
+                self.input(Input::PeerConnected { connection, conn });
+            }
+            Op::PeerAccept { relay, peer } => {
+                if self.relay_list.is_empty() {
+                    return;
+                }
+                let relay = self.relay_list[usize::from(relay) % self.relay_list.len()];
+                self.next_conn += 1;
+                self.open.insert(self.next_conn);
+                self.peer_conns.push(self.next_conn);
+                self.input(Input::RelayStreamAccepted { relay, peer: peer_of(peer), conn: ConnId(self.next_conn) });
+            }
+            Op::PeerBytes { conn, data } => {
+                if self.peer_conns.is_empty() {
+                    return;
+                }
+                let c = self.peer_conns[usize::from(conn) % self.peer_conns.len()];
+                if self.open.contains(&c) {
+                    self.input(Input::StreamData { conn: ConnId(c), data: &data });
+                }
+            }
+            Op::PeerClose { conn } => {
+                if self.peer_conns.is_empty() {
+                    return;
+                }
+                let c = self.peer_conns[usize::from(conn) % self.peer_conns.len()];
+                if self.open.remove(&c) {
+                    self.input(Input::StreamClosed { conn: ConnId(c) });
+                }
+            }
             Op::Open { conn } => {
-                let c = client_of(4 + conn % 2);
+                let c = client_of(4 + conn % 4);
                 let Via::Tcp(id) = c.via else { unreachable!() };
                 if self.open.insert(id.0) {
                     self.input(Input::StreamOpened { conn: id, local: LISTEN.parse().unwrap(), remote: c.remote });
                 }
             }
             Op::Close { conn } => {
-                let id = u64::from(conn % 2);
+                let id = u64::from(conn % 4);
                 if self.open.remove(&id) {
                     self.input(Input::StreamClosed { conn: ConnId(id) });
                 }
