@@ -88,8 +88,13 @@ impl RelayPorts {
             let port = (u32::from(self.min) + self.next % span) as u16;
             self.next = self.next.wrapping_add(1);
             let addr = SocketAddr::new(ip, port);
-            // The port must be free for UDP too: a client's UDP and TCP relays never share a port number.
-            if UdpSocket::bind(addr).is_err() {
+            // SO_REUSEPORT would let this listener join another socket's group on the same port (another
+            // worker's relay, another server's listener) and share its connections. So the port must be free
+            // of every TCP socket first, which a plain bind (no reuse flags) proves; the lock keeps two workers
+            // from proving the same port at once. It must be free for UDP too: a client's UDP and TCP relays
+            // never share a port number.
+            let _guard = TCP_RELAY_BIND.lock().unwrap_or_else(|e| e.into_inner());
+            if UdpSocket::bind(addr).is_err() || TcpListener::bind(addr).is_err() {
                 continue;
             }
             match tcp_socket(addr).and_then(|s| {
@@ -104,6 +109,9 @@ impl RelayPorts {
         Err(last)
     }
 }
+
+/// Held while a TCP relay port is proven free and bound (by any worker).
+static TCP_RELAY_BIND: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A TCP socket for a relay address: non-blocking, SO_REUSEADDR and SO_REUSEPORT.
 fn tcp_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {

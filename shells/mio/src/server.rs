@@ -198,9 +198,14 @@ impl Io {
     }
 
     /// Tells the driver whether the connect on `t` succeeded; it is then read like any connection.
+    /// A wake-up while the connect is still under way (a spurious event) changes nothing.
     fn finish_connect(&mut self, d: &mut Driver, t: Token) {
         let Some(Slot::Conn(c)) = self.slots.get_mut(&t) else { return };
-        let ok = matches!(c.stream.take_error(), Ok(None)) && c.stream.peer_addr().is_ok();
+        let ok = match (c.stream.take_error(), c.stream.peer_addr()) {
+            (Ok(None), Ok(_)) => true,
+            (Ok(None), Err(e)) if matches!(e.kind(), io::ErrorKind::NotConnected | io::ErrorKind::WouldBlock) => return,
+            _ => false,
+        };
         c.connecting = false;
         let id = c.id;
         self.flush(t);

@@ -246,9 +246,20 @@ async fn accept(state: Weak<RefCell<Shared>>, listener: Async<TcpListener>, loca
 /// waits for the outcome and tells the driver.
 async fn read_conn(state: Weak<RefCell<Shared>>, stream: Rc<Async<TcpStream>>, id: ConnId, connecting: bool) {
     if connecting {
-        let _ = stream.writable().await;
-        let s = stream.get_ref();
-        let ok = matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok();
+        // Writable once the connect has an outcome; a wake-up while it is still under way waits again.
+        let mut ok = false;
+        for _ in 0..64 {
+            if stream.writable().await.is_err() {
+                break;
+            }
+            let s = stream.get_ref();
+            match (s.take_error(), s.peer_addr()) {
+                (Ok(None), Ok(_)) => ok = true,
+                (Ok(None), Err(e)) if matches!(e.kind(), io::ErrorKind::NotConnected | io::ErrorKind::WouldBlock) => continue,
+                _ => {}
+            }
+            break;
+        }
         let Some(state) = state.upgrade() else { return };
         with(&state, |d, io| d.conn_connected(io, id, ok));
         if !ok {
