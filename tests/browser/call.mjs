@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const [httpPort, turnPort, outDir, httpsPort, tlsPort, serverPid, recordDir] = process.argv.slice(2);
@@ -778,10 +778,13 @@ async function killedWhileRecording() {
   const [a] = await sfuPair(room);
   await a.click('#server-record');
   await until('A shows the room is recorded', () => a.evaluate(() => !document.getElementById('recording-note').hidden));
-  await sleep(6000);
+  const dir = `${recordDir}/${room}`;
+  // Every track's file is open (a track's file opens at its first packet, which a busy machine may delay),
+  // then a few seconds of media go into them before the kill.
+  await until('a file per track in the recording directory', () => existsSync(dir) && readdirSync(dir).length === 4);
+  await sleep(4000);
   process.kill(Number(serverPid), 'SIGKILL');
   await sleep(500);
-  const dir = `${recordDir}/${room}`;
   const files = readdirSync(dir);
   check(files.length === 4, '15. a server killed with SIGKILL mid-recording leaves a file per track', files.join(', '));
   for (const f of files) {

@@ -267,7 +267,15 @@ pub struct TrackRecorder {
     file: FileState,
     stats: RecStats,
     finished: bool,
+    /// Audio of a participant that also sends video: its packets wait (at most
+    /// [`DEFER_ORIGIN_PACKETS`]) for the video to set the participant's time
+    /// zero at its first keyframe, so both files start at the same instant.
+    defer_origin: bool,
+    deferred: VecDeque<Held>,
 }
+
+/// Most audio packets (3 s of 20 ms Opus frames) that wait for the video to start; then audio starts alone.
+pub const DEFER_ORIGIN_PACKETS: usize = 150;
 
 impl TrackRecorder {
     /// A recorder for one track of `codec` whose RTP clock runs at `clock_rate` Hz.
@@ -292,6 +300,8 @@ impl TrackRecorder {
             key_asked_at: None,
             latest_arrival: None,
             key_request: false,
+            defer_origin: false,
+            deferred: VecDeque::new(),
             file: FileState::default(),
             stats: RecStats::default(),
             finished: false,
@@ -350,6 +360,11 @@ impl TrackRecorder {
         }
         self.try_map(true, origin, out);
         self.release(true, origin, out);
+        // Audio still waiting for a video that never started: written from its own start.
+        self.defer_origin = false;
+        while let Some(held) = self.deferred.pop_front() {
+            self.write_opus(&held, origin, out);
+        }
         if self.frame.take().is_some() {
             // No marker: its last packets may never have come.
             self.stats.frames_dropped += 1;
@@ -369,6 +384,15 @@ impl TrackRecorder {
             }
             RecCodec::Vp8 | RecCodec::Vp9 => self.patch_duration(out),
             RecCodec::H264 => {}
+        }
+    }
+
+    /// For an audio track of a participant that also sends video: do not set
+    /// the participant's time zero, wait (a bounded while) for the video's first
+    /// keyframe to set it, so that both files start together.
+    pub fn defer_origin_to_video(&mut self) {
+        if self.codec == RecCodec::Opus {
+            self.defer_origin = true;
         }
     }
 
@@ -464,7 +488,25 @@ impl TrackRecorder {
         out.push(FileOp::Append(bytes));
     }
 
+    /// Opus packets in order: held while they wait for the participant's video to set its time zero,
+    /// then written from that instant on (the ones before it are dropped as before the origin).
     fn opus(&mut self, p: &Held, origin: &mut Origin, out: &mut Vec<FileOp>) {
+        if self.defer_origin && origin.start.is_none() && !self.finished {
+            self.deferred.push_back(p.clone());
+            if self.deferred.len() < DEFER_ORIGIN_PACKETS {
+                return;
+            }
+            // The video did not start in time: audio starts alone.
+            self.defer_origin = false;
+        }
+        self.defer_origin = false;
+        while let Some(held) = self.deferred.pop_front() {
+            self.write_opus(&held, origin, out);
+        }
+        self.write_opus(p, origin, out)
+    }
+
+    fn write_opus(&mut self, p: &Held, origin: &mut Origin, out: &mut Vec<FileOp>) {
         let Some(samples) = ogg::opus_samples(&p.payload) else {
             self.stats.malformed += 1;
             return;

@@ -154,16 +154,25 @@ impl Sfu {
         if !self.recordings.contains_key(&p.room) {
             return;
         }
+        // Whether the participant also sends video (asked only when the track's recording begins).
+        let has_video = self.tracks.get(&tid).is_some_and(|t| t.rec.is_none())
+            && p.published.iter().any(|v| *v != tid && self.tracks.get(v).is_some_and(|v| v.kind == MediaKind::Video));
         let Some(t) = self.tracks.get_mut(&tid) else { return };
         let mut starts = false;
         if t.rec.is_none() {
             let Some((codec, pp)) = pp.and_then(|pp| rec_codec(&pp).map(|c| (c, pp))) else { return };
             let file = self.next_file;
             self.next_file += 1;
-            let recorder = TrackRecorder::new(codec, pp.spec().clock_rate.get());
+            let mut recorder = TrackRecorder::new(codec, pp.spec().clock_rate.get());
             let kind = if t.kind == MediaKind::Audio { "audio" } else { "video" };
             let name = format!("{}/{}-{kind}-{}.{}", file_part(&p.room), file_part(&p.label), file_part(&t.mid.to_string()), recorder.extension());
             self.out.push_back(SfuOutput::Record { file, op: RecordOp::Open { name } });
+            if t.kind == MediaKind::Audio && has_video {
+                // A video file can only start at a keyframe, which a busy encoder may take half a second to
+                // send: the participant's audio waits for it (a bounded while) so that both files start
+                // at the same instant.
+                recorder.defer_origin_to_video();
+            }
             t.rec = Some(TrackRec { recorder, file, layer: t.layers.last().copied() });
             // A video file starts at a keyframe: ask for one now rather than when the recorder finds it lacks one.
             starts = t.kind == MediaKind::Video;
