@@ -854,9 +854,9 @@ impl Network {
 }
 
 /// Runs one call between a host behind `a` (the controlling side) and one
-/// behind `b`, with TURN credentials if `turn`. See the [module docs](self).
-pub fn call(a: NatType, b: NatType, turn: bool, seed: &Seed) -> Outcome {
-    let t0 = Instant::now();
+/// behind `b`, with TURN credentials if `turn`, on simulated time from `t0`.
+/// See the [module docs](self).
+pub fn call(t0: Instant, a: NatType, b: NatType, turn: bool, seed: &Seed) -> Outcome {
     let mut net = Network::new(t0, a, b, turn, Some(Duration::from_secs(120)), seed);
     for s in &mut net.sides {
         s.agent.handle_timeout(t0);
@@ -957,7 +957,7 @@ mod tests {
 
     #[test]
     fn each_nat_maps_and_filters_as_its_type_says() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_start();
         let inside = addr("10.0.0.2:5000");
         let (s1, s2, s1_other_port, other_ip) = (addr("198.51.100.1:3478"), addr("198.51.100.9:4000"), addr("198.51.100.1:9999"), addr("198.51.100.77:3478"));
         for kind in [FullCone, RestrictedCone, PortRestrictedCone, Symmetric] {
@@ -985,7 +985,7 @@ mod tests {
 
     #[test]
     fn mappings_time_out_without_outbound_traffic_and_ports_follow_the_seed() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_start();
         let (inside, dest) = (addr("10.0.0.2:5000"), addr("198.51.100.1:3478"));
         let ip = "203.0.113.1".parse().unwrap();
         let mut nat = Nat::new(PortRestrictedCone, ip, Some(Duration::from_secs(30)), &[9; 32]).unwrap();
@@ -1015,7 +1015,7 @@ mod tests {
                     // The probe's table (what `switchboard probe` tells people) says the same.
                     assert_eq!(crate::probe::direct_call_possible(a, b).direct, !relay_needed);
 
-                    let o = call(a, b, true, &seed);
+                    let o = call(crate::time::test_start(), a, b, true, &seed);
                     assert_eq!(o.allocated, (true, true), "both sides allocate on Switchboard: {o:?}");
                     assert!(o.connected, "{a:?} to {b:?} with TURN must connect: {o:?}");
                     assert_eq!(o.relayed(), relay_needed, "{a:?} to {b:?}: relayed exactly where the RFCs say: {o:?}");
@@ -1038,7 +1038,7 @@ mod tests {
                     }
                     with_turn.push(o);
 
-                    let o = call(a, b, false, &seed);
+                    let o = call(crate::time::test_start(), a, b, false, &seed);
                     assert_eq!(o.allocated, (false, false));
                     assert_eq!(o.connected, !relay_needed, "{a:?} to {b:?} without TURN: {o:?}");
                     assert!(!o.relayed(), "no relay without TURN: {o:?}");
@@ -1062,12 +1062,12 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_call() {
-        let one = call(Symmetric, RestrictedCone, true, &[7; 32]);
-        let two = call(Symmetric, RestrictedCone, true, &[7; 32]);
+        let one = call(crate::time::test_start(), Symmetric, RestrictedCone, true, &[7; 32]);
+        let two = call(crate::time::test_start(), Symmetric, RestrictedCone, true, &[7; 32]);
         assert_eq!(one, two);
         assert!(one.connected && !one.relayed(), "{one:?}");
-        let relayed = call(Symmetric, Symmetric, true, &[7; 32]);
-        assert_eq!(relayed, call(Symmetric, Symmetric, true, &[7; 32]));
+        let relayed = call(crate::time::test_start(), Symmetric, Symmetric, true, &[7; 32]);
+        assert_eq!(relayed, call(crate::time::test_start(), Symmetric, Symmetric, true, &[7; 32]));
         // The relay is Switchboard's: a relayed address on the server's IP.
         let (Some((src_a, dst_a)), Some((src_b, dst_b))) = relayed.selected else { panic!("{relayed:?}") };
         assert!([src_a, dst_a, src_b, dst_b].iter().any(|x| x.ip() == SERVER.ip() && x.port() >= FIRST_RELAY_PORT), "{relayed:?}");

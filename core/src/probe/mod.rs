@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn retransmissions_double_and_stop_at_the_deadline() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_start();
         let timing = Timing { rto: Duration::from_millis(100), timeout: Duration::from_millis(1000) };
         let mut r = Retransmit::start(t0, timing, false);
         let mut sends = Vec::new();

@@ -476,7 +476,7 @@ mod tests {
 
         /// Runs the probe to its end; returns its report and how long it took.
         fn run(&mut self) -> (NatReport, Duration) {
-            let t0 = Instant::now();
+            let t0 = crate::time::test_start();
             let mut p = NatProbe::new(t0, SERVER.parse().unwrap(), Some(Net::local(NatSocket::Mapping)), Timing::default(), &[3; 32]);
             let mut now = t0;
             for _ in 0..1000 {
@@ -575,7 +575,7 @@ mod tests {
 
     #[test]
     fn silence_is_no_answer_after_the_timeout_with_retransmissions() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_start();
         let timing = Timing::default();
         let mut p = NatProbe::new(t0, SERVER.parse().unwrap(), None, timing, &[1; 32]);
         let mut sent = 0;
@@ -594,7 +594,7 @@ mod tests {
 
     #[test]
     fn hostile_answers_are_ignored_or_reported_never_a_panic() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_start();
         let server: SocketAddr = SERVER.parse().unwrap();
         let mut p = NatProbe::new(t0, server, None, Timing::default(), &[1; 32]);
         let req = p.poll_transmit().unwrap().payload;

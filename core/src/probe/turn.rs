@@ -636,7 +636,7 @@ mod tests {
 
     impl Rig {
         fn new(transport: TurnTransport, user: &str, pass: &str) -> Rig {
-            let now = Instant::now();
+            let now = crate::time::test_start();
             let mut cfg = TurnConfig { realm: "probe.test".into(), users: vec![("u".into(), "p".into())], ..TurnConfig::default() };
             cfg.peer_policy.allow_loopback = true;
             let server = TurnServer::new(cfg, now, 1_700_000_000, &[5; 32]);
@@ -776,7 +776,7 @@ mod tests {
 
     #[test]
     fn hostile_bytes_never_panic() {
-        let now = Instant::now();
+        let now = crate::time::test_start();
         let config = TurnProbeConfig {
             transport: TurnTransport::Stream,
             username: "u".into(),

@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn reorders_and_drops_duplicates() {
-        let t = Instant::now();
+        let t = crate::time::test_start();
         let mut r = Reorder::new(8, Duration::from_millis(100));
         assert_eq!(r.push(held(10, t)), Push::Held);
         assert_eq!(r.push(held(9, t)), Push::Held);
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn gives_up_on_a_gap_by_time() {
-        let t = Instant::now();
+        let t = crate::time::test_start();
         let mut r = Reorder::new(100, Duration::from_millis(100));
         r.push(held(1, t));
         r.push(held(3, t + Duration::from_millis(100)));
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn gives_up_on_a_gap_when_full_and_survives_huge_jumps() {
-        let t = Instant::now();
+        let t = crate::time::test_start();
         let mut r = Reorder::new(4, Duration::from_secs(10));
         r.push(held(0, t));
         assert_eq!(drain(&mut r, true), [(0, false)]);

@@ -34,7 +34,7 @@ struct Rig {
 
 impl Rig {
     fn new(codec: RecCodec, clock: u32) -> Self {
-        Rig { rec: TrackRecorder::new(codec, clock), disk: Disk::default(), ops: Vec::new(), t0: Instant::now() }
+        Rig { rec: TrackRecorder::new(codec, clock), disk: Disk::default(), ops: Vec::new(), t0: crate::time::test_start() }
     }
 
     fn packet(&mut self, origin: &mut Origin, seq: u64, ts: u32, marker: bool, payload: &[u8], at_ms: u64) {

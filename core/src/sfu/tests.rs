@@ -307,7 +307,7 @@ fn sixteen_bot_room_delivers_every_track() {
 fn room_delivery_sweep() {
     let sizes: Vec<u8> = std::env::var("SIZES").ok().map(|s| s.split(',').map(|x| x.parse().unwrap()).collect()).unwrap_or(vec![8, 12, 14, 16]);
     for n in sizes {
-        let t = std::time::Instant::now();
+        let t = crate::time::test_start();
         let (ma, mv, aa, av) = room_delivery(n, Duration::from_secs(8), Duration::from_secs(4));
         eprintln!("n={n}: delivery min audio {ma:.4} video {mv:.4}, mean audio {aa:.4} video {av:.4} ({:?} wall)", t.elapsed());
     }

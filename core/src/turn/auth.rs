@@ -65,13 +65,19 @@ pub const PASSWORD_ALGORITHMS: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
 
 /// The long-term credential key with SHA-256 (RFC 8489 §18.5.1.2): SHA-256(username ":" realm ":" password).
 pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    credential_digest::<Sha256>(username, realm, password).into()
+}
+
+/// `D(username ":" realm ":" password)`: the long-term key with either password algorithm.
+fn credential_digest<D: Digest>(username: &str, realm: &str, password: &str) -> md5::digest::Output<D> {
+    let mut h = D::new();
+    for (i, part) in [username, realm, password].into_iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(part.as_bytes());
+    }
+    h.finalize()
 }
 
 /// A long-term key (16 bytes with MD5, 32 with SHA-256) and the integrity attribute the messages of
@@ -116,13 +122,7 @@ impl SessionKey {
 
 /// The long-term credential key: MD5(username ":" realm ":" password).
 pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    let mut h = Md5::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    credential_digest::<Md5>(username, realm, password).into()
 }
 
 /// The TURN REST API password for `username`: base64(HMAC-SHA1(secret, username)),
